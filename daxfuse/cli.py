@@ -1,0 +1,263 @@
+"""The daxfuse command: mount / umount, and daxctl-like management commands
+that speak the control-file grammar."""
+import argparse
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from . import listing
+from .core import DaxError
+from .units import parse_size
+
+MOUNT_TIMEOUT = 60.0
+
+
+class CliError(Exception):
+    """One line for the user, no traceback."""
+
+
+# --- finding mounts and talking to them ---------------------------------------------------
+def daxfuse_mounts() -> list[str]:
+    mounts = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] == "fuse.daxfuse":
+                mounts.append(fields[4].encode().decode("unicode_escape"))
+    return mounts
+
+
+def find_mount(mountpoint: str | None) -> str:
+    if mountpoint:
+        if not os.path.exists(os.path.join(mountpoint, "control")):
+            raise CliError(f"{mountpoint} is not a daxfuse mount")
+        return mountpoint
+    mounts = daxfuse_mounts()
+    if len(mounts) != 1:
+        found = ", ".join(mounts) if mounts else "none"
+        raise CliError(f"cannot choose a daxfuse mount (found: {found}); pass -m MOUNTPOINT")
+    return mounts[0]
+
+
+def control(mountpoint: str, command: str) -> str:
+    """Write command to the control file; return its result line."""
+    fd = os.open(os.path.join(mountpoint, "control"), os.O_RDWR)
+    try:
+        try:
+            os.write(fd, command.encode())
+        except OSError as e:
+            result = os.pread(fd, 4096, 0).decode().strip()
+            raise CliError(result or os.strerror(e.errno)) from None
+        return os.pread(fd, 4096, 0).decode().strip()
+    finally:
+        os.close(fd)
+
+
+def read_layout(mountpoint: str) -> list[dict]:
+    with open(os.path.join(mountpoint, "control")) as f:
+        return json.load(f)
+
+
+# --- mount / umount ------------------------------------------------------------------------------
+def _mount_config(args):
+    from .daemon import MountConfig
+    return MountConfig(mountpoint=args.mountpoint, memory_file=args.memory_file, size=args.size,
+                       align=args.align, default_device=not args.no_default_device,
+                       nr_dax=args.nr_dax, options=args.o)
+
+
+def cmd_mount(args) -> None:
+    if not os.path.isdir(args.mountpoint):
+        raise CliError(f"mount point {args.mountpoint} is not a directory")
+    if os.path.realpath(args.mountpoint) in map(os.path.realpath, daxfuse_mounts()):
+        raise CliError(f"{args.mountpoint} is already a daxfuse mount")
+    if args.foreground:
+        from .daemon import run
+        logging.basicConfig(level=logging.INFO, format="daxfuse[%(process)d] %(levelname)s: %(message)s")
+        run(_mount_config(args))
+        return
+    _mount_detached(args)
+    print(args.mountpoint)
+
+
+def _mount_detached(args) -> None:
+    """Start the daemon in its own session and wait for its READY=1."""
+    from .daemon import RUN_DIR, run_file
+    os.makedirs(RUN_DIR, exist_ok=True)
+    log_path = run_file(args.mountpoint, "log")
+    argv = [sys.executable, "-m", "daxfuse", "mount", "--foreground", args.mountpoint,
+            "--size", str(args.size), "--align", str(args.align), "--nr-dax", str(args.nr_dax)]
+    if args.memory_file:
+        argv += ["--memory-file", args.memory_file]
+    if args.no_default_device:
+        argv.append("--no-default-device")
+    for opt in args.o:
+        argv += ["-o", opt]
+    with tempfile.TemporaryDirectory() as tmp, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, \
+            open(log_path, "ab") as log:
+        sock_path = os.path.join(tmp, "notify")
+        sock.bind(sock_path)
+        sock.settimeout(0.2)
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                 start_new_session=True, env={**os.environ, "NOTIFY_SOCKET": sock_path})
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                if b"READY=1" in sock.recv(4096):
+                    return
+            except socket.timeout:
+                pass
+            if child.poll() is not None:
+                raise CliError(_last_line(log_path) or f"daemon exited with status {child.returncode}")
+        child.kill()
+        raise CliError(f"daemon did not become ready within {MOUNT_TIMEOUT:.0f}s (log: {log_path})")
+
+
+def _last_line(path: str) -> str:
+    with open(path, errors="replace") as f:
+        lines = [ln.strip() for ln in f if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def cmd_umount(args) -> None:
+    from .daemon import run_file
+    mountpoint = find_mount(args.mountpoint)
+    try:
+        with open(run_file(mountpoint, "pid")) as f:
+            pid = int(f.read())
+        os.kill(pid, signal.SIGTERM)
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        # No daemon we know of: remove the mount itself.
+        subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False)
+        return
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if os.path.exists(f"/proc/{pid}"):
+        raise CliError(f"daemon {pid} did not exit within 30s")
+
+
+# --- management ------------------------------------------------------------------------------
+def cmd_list(args) -> None:
+    layout = read_layout(find_mount(args.mount))
+    print(json.dumps(listing.daxctl_list(layout, regions=args.regions, devices=args.devices,
+                                         mappings=args.mappings, idle=args.idle), indent=2))
+
+
+def _run(args, command: str) -> None:
+    print(control(find_mount(args.mount), command).removeprefix("ok ").strip())
+
+
+def cmd_create_region(args) -> None:
+    words = [f"create-region size={args.size}"]
+    if args.align is not None:
+        words.append(f"align={args.align}")
+    if args.id is not None:
+        words.append(f"id={args.id}")
+    _run(args, " ".join(words))
+
+
+def cmd_create_device(args) -> None:
+    words = [f"create-device region={args.region}"]
+    if args.size is not None:
+        words.append(f"size={args.size}")
+    if args.align is not None:
+        words.append(f"align={args.align}")
+    _run(args, " ".join(words))
+
+
+def cmd_reconfigure_device(args) -> None:
+    _run(args, "\n".join(f"resize-device {name} size={args.size}" for name in args.devices))
+
+
+def _each(command: str):
+    def run(args) -> None:
+        _run(args, "\n".join(f"{command} {name}" for name in args.devices))
+    return run
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except DaxError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="daxfuse", description="Userspace emulator of Linux device-dax")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    m = sub.add_parser("mount", help="mount an emulator")
+    m.add_argument("mountpoint")
+    m.add_argument("--memory-file", metavar="PATH", help="back memory with PATH and keep it (default: /dev/shm, removed)")
+    m.add_argument("--size", type=_size, default=1 << 30, help="size of region 0 (default 1G)")
+    m.add_argument("--align", type=_size, default=2 << 20, help="align of region 0: 4K, 2M or 1G (default 2M)")
+    m.add_argument("--no-default-device", action="store_true", help="do not create dax0.0")
+    m.add_argument("--nr-dax", type=int, default=256, help="most dax devices at once (default 256)")
+    m.add_argument("--foreground", action="store_true", help="serve in this process")
+    m.add_argument("-o", action="append", default=[], metavar="OPT", help="extra FUSE mount option")
+    m.set_defaults(func=cmd_mount)
+
+    u = sub.add_parser("umount", help="unmount an emulator; its daemon exits")
+    u.add_argument("mountpoint", nargs="?")
+    u.set_defaults(func=cmd_umount)
+
+    def managed(name: str, help_: str, func) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("-m", "--mount", metavar="MOUNTPOINT", help="daxfuse mount (default: the only one)")
+        s.set_defaults(func=func)
+        return s
+
+    ls = managed("list", "list regions and devices as daxctl list JSON", cmd_list)
+    ls.add_argument("-R", "--regions", action="store_true", help="include regions")
+    ls.add_argument("-D", "--devices", action="store_true", help="include devices")
+    ls.add_argument("-M", "--mappings", action="store_true", help="include device mappings")
+    ls.add_argument("-i", "--idle", action="store_true", help="include size-0 devices")
+
+    cr = managed("create-region", "create a region", cmd_create_region)
+    cr.add_argument("-s", "--size", required=True)
+    cr.add_argument("-a", "--align")
+    cr.add_argument("--id", type=int)
+
+    dr = managed("destroy-region", "destroy a region without devices", lambda a: _run(a, f"destroy-region {a.id}"))
+    dr.add_argument("id", type=int)
+
+    cd = managed("create-device", "create a device in a region", cmd_create_device)
+    cd.add_argument("-r", "--region", required=True, type=int)
+    cd.add_argument("-s", "--size")
+    cd.add_argument("-a", "--align")
+
+    rd = managed("reconfigure-device", "resize disabled devices", cmd_reconfigure_device)
+    rd.add_argument("devices", nargs="+", metavar="NAME")
+    rd.add_argument("-s", "--size", required=True)
+
+    for name, help_ in (("disable-device", "disable devices (hot-unplug: mappings revoked)"),
+                        ("enable-device", "enable devices"),
+                        ("destroy-device", "destroy disabled devices")):
+        s = managed(name, help_, _each(name))
+        s.add_argument("devices", nargs="+", metavar="NAME")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "list" and not (args.regions or args.devices):
+        args.regions = args.devices = True
+    try:
+        args.func(args)
+    except CliError as e:
+        print(f"daxfuse: {e}", file=sys.stderr)
+        return 1
+    except (DaxError, OSError, RuntimeError) as e:
+        print(f"daxfuse: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,19 @@
+"""The one error type every layer raises: an errno plus a one-line message."""
+import errno as _errno
+import os
+
+
+class DaxError(Exception):
+    """A refused request, answered to the user as errno and message."""
+
+    def __init__(self, errno: int, message: str):
+        super().__init__(errno, message)
+        self.errno = errno
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{_errno.errorcode.get(self.errno, self.errno)}: {self.message}"
+
+    @property
+    def strerror(self) -> str:
+        return os.strerror(self.errno)

@@ -1,0 +1,109 @@
+"""The daemon: build the emulator, mount, serve, unmount cleanly.
+
+Owns the lifecycle as s3ql's mount does: an exit stack for resources (memory
+file, pid file), a nursery for tasks. SIGTERM and SIGINT end the FUSE main
+loop (pyfuse3 itself ignores SIGTERM), then the mount is removed and the
+process exits 0. Readiness (READY=1 over $NOTIFY_SOCKET, the systemd protocol)
+is sent only once the mount has answered a request.
+"""
+import contextlib
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+
+import pyfuse3
+import trio
+
+from .core import DaxCore
+from .dax import DaxBus
+from .fuse_ops import DaxOperations
+from .memory import MemoryFile
+
+log = logging.getLogger("daxfuse")
+
+RUN_DIR = "/run/daxfuse"
+
+
+@dataclass
+class MountConfig:
+    mountpoint: str
+    memory_file: str | None = None
+    size: int = 1 << 30
+    align: int = 2 << 20
+    default_device: bool = True
+    nr_dax: int = 256
+    options: list[str] = field(default_factory=list)
+
+
+def run_file(mountpoint: str, suffix: str) -> str:
+    """Where the daemon of mountpoint keeps its pid file or log."""
+    key = os.path.realpath(mountpoint).strip("/").replace("/", "-") or "-"
+    return os.path.join(RUN_DIR, f"{key}.{suffix}")
+
+
+def sd_notify(message: str) -> None:
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        s.connect(address)
+        s.sendall(message.encode())
+
+
+def fuse_options(config: MountConfig) -> set[str]:
+    options = set(pyfuse3.default_options)
+    options |= {"fsname=daxfuse", "subtype=daxfuse", "auto_unmount"}
+    for opt in config.options:
+        options |= {o for o in opt.split(",") if o}
+    return options
+
+
+async def _stop_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("%s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+async def _serve(bus: DaxBus, config: MountConfig, stack: contextlib.ExitStack) -> None:
+    ops = [lambda: bus.create_region(config.size, config.align, 0)]
+    if config.default_device:
+        ops.append(lambda: bus.create_device(0))
+    await bus.apply(ops)
+
+    pyfuse3.init(DaxOperations(bus), config.mountpoint, fuse_options(config))
+    stack.callback(pyfuse3.close, unmount=True)
+    async with trio.open_nursery() as nursery:
+        async def main() -> None:
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(main)
+        nursery.start_soon(_stop_on_signal)
+        await trio.to_thread.run_sync(os.stat, config.mountpoint)
+        _write_pid_file(config.mountpoint, stack)
+        log.info("serving %s", config.mountpoint)
+        sd_notify("READY=1")
+    sd_notify("STOPPING=1")
+
+
+def _write_pid_file(mountpoint: str, stack: contextlib.ExitStack) -> None:
+    path = run_file(mountpoint, "pid")
+    os.makedirs(RUN_DIR, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    stack.callback(os.unlink, path)
+
+
+def run(config: MountConfig) -> None:
+    """Serve until unmounted or signalled. Raises DaxError / OSError on bad set-up."""
+    with contextlib.ExitStack() as stack:
+        memory = MemoryFile(config.memory_file)
+        stack.callback(memory.close)
+        bus = DaxBus(DaxCore(config.nr_dax), memory)
+        trio.run(_serve, bus, config, stack)

@@ -1,0 +1,303 @@
+"""The dax bus: regions and devices, and every rule about their lifecycle.
+
+Each operation validates completely before it mutates, and records how to
+undo itself and which side effects (kill_dax, notifying front ends) to run.
+`apply` runs a batch of operations under one lock: all of them take effect
+or, on the first error, none does; the side effects run only after the whole
+batch succeeded, in order.
+"""
+import errno
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import trio
+
+from ..core import DaxCore, DaxError
+from ..memory import MemoryFile
+from .device import DaxRegion, DevDax, Range
+
+log = logging.getLogger(__name__)
+
+ALIGNS = (4 << 10, 2 << 20, 1 << 30)
+DEFAULT_ALIGN = 2 << 20
+
+# A listener hears (event, dev_dax) for: "added", "disabling" (still alive:
+# write dirty pages back), "disabled" (dead: revoke mappings), "enabled",
+# "resized", "removed".
+Listener = Callable[[str, DevDax], Awaitable[None]]
+
+
+def _check_align(align: int) -> None:
+    if align not in ALIGNS:
+        raise DaxError(errno.EINVAL, f"align {align:#x} is not one of 4K, 2M, 1G")
+
+
+def _check_multiple(size: int, align: int, what: str) -> None:
+    if size % align:
+        raise DaxError(errno.EINVAL, f"{what} {size:#x} is not a multiple of align {align:#x}")
+
+
+def _holes(busy: list[Range], within: Range) -> list[Range]:
+    """Free ranges of `within` between the address-sorted `busy` ranges."""
+    holes, cursor = [], within.start
+    for r in busy:
+        if r.start > cursor:
+            holes.append(Range(cursor, r.start))
+        cursor = max(cursor, r.end)
+    if cursor < within.end:
+        holes.append(Range(cursor, within.end))
+    return holes
+
+
+def _align_in(r: Range, align: int) -> Range | None:
+    start = -(-r.start // align) * align
+    end = r.end - r.end % align
+    return Range(start, end) if end > start else None
+
+
+@dataclass
+class _Txn:
+    undo: list[Callable[[], None]] = field(default_factory=list)
+    effects: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+class DaxBus:
+    def __init__(self, core: DaxCore, memory: MemoryFile) -> None:
+        self.core = core
+        self.memory = memory
+        self.regions: dict[int, DaxRegion] = {}
+        self.listeners: list[Listener] = []
+        self._lock = trio.Lock()
+        self._txn: _Txn | None = None
+
+    # --- transactions ------------------------------------------------------------
+    async def apply(self, ops: list[Callable[[], object]]) -> list[object]:
+        """Run ops (bound calls of the methods below) all or nothing."""
+        async with self._lock:
+            txn = self._txn = _Txn()
+            try:
+                results = [op() for op in ops]
+            except BaseException:
+                for undo in reversed(txn.undo):
+                    undo()
+                raise
+            finally:
+                self._txn = None
+            for effect in txn.effects:
+                await effect()
+            return results
+
+    def _record(self, undo: Callable[[], None], *effects: Callable[[], Awaitable[None]]) -> None:
+        assert self._txn is not None, "bus operations run inside DaxBus.apply()"
+        self._txn.undo.append(undo)
+        self._txn.effects.extend(effects)
+
+    def _notify(self, event: str, dev: DevDax) -> Callable[[], Awaitable[None]]:
+        async def effect() -> None:
+            for listener in self.listeners:
+                try:
+                    await listener(event, dev)
+                except Exception:
+                    log.exception("listener failed on %s %s", event, dev.name)
+        return effect
+
+    # --- lookups -----------------------------------------------------------------------
+    def region(self, id_: int) -> DaxRegion:
+        try:
+            return self.regions[id_]
+        except KeyError:
+            raise DaxError(errno.ENXIO, f"no region {id_}") from None
+
+    def device(self, name: str) -> DevDax:
+        region_id, _, dev_id = name.removeprefix("dax").partition(".")
+        if name.startswith("dax") and region_id.isdigit() and dev_id.isdigit():
+            dev = self.regions.get(int(region_id))
+            dev = dev and dev.devices.get(int(dev_id))
+            if dev is not None:
+                return dev
+        raise DaxError(errno.ENXIO, f"no device {name!r}")
+
+    def devices(self):
+        for region in self.regions.values():
+            yield from region.devices.values()
+
+    # --- regions -------------------------------------------------------------------
+    def create_region(self, size: int, align: int = DEFAULT_ALIGN, id_: int | None = None) -> DaxRegion:
+        _check_align(align)
+        if size <= 0:
+            raise DaxError(errno.EINVAL, "region size must be positive")
+        _check_multiple(size, align, "region size")
+        if id_ is not None and id_ in self.regions:
+            raise DaxError(errno.EEXIST, f"region {id_} exists")
+        if id_ is not None and id_ < 0:
+            raise DaxError(errno.EINVAL, f"invalid region id {id_}")
+        busy = sorted((r.res for r in self.regions.values()), key=lambda r: r.start)
+        start = 0
+        for hole in _holes(busy, Range(0, max([size] + [r.end for r in busy]) + size)):
+            fit = _align_in(hole, align)
+            if fit and fit.size >= size:
+                start = fit.start
+                break
+        if id_ is None:
+            id_ = next(i for i in itertools.count() if i not in self.regions)
+        region = DaxRegion(id_, Range(start, start + size), align)
+        self.memory.ensure(region.res.end)
+        self.regions[region.id] = region
+        self._record(lambda: self.regions.pop(region.id))
+        return region
+
+    def destroy_region(self, id_: int) -> None:
+        region = self.region(id_)
+        if region.devices:
+            names = ", ".join(d.name for d in region.devices.values())
+            raise DaxError(errno.EBUSY, f"region {id_} still has devices: {names}")
+        del self.regions[id_]
+        self._record(lambda: self.regions.__setitem__(id_, region))
+
+    # --- devices --------------------------------------------------------------------------
+    def create_device(self, region_id: int, size: int | None = None, align: int | None = None) -> DevDax:
+        region = self.region(region_id)
+        align = region.align if align is None else align
+        _check_align(align)
+        if size is None:
+            size = region.available_size - region.available_size % align
+        _check_multiple(size, align, "size")
+        ranges = self._plan_grow(region, [], None, size, align)
+        dev = DevDax(region, -1, align)
+        dev.dax_dev = self.core.alloc_dax(dev)  # may fail: nothing claimed yet
+        dev.id = region.ida.get()
+        dev.set_ranges(ranges)
+        # A dev_dax is dead while no driver is bound (the kernel kills it
+        # right after alloc_dax). It is unpublished, so no reader to wait for.
+        dev.dax_dev.alive = dev.enabled = size > 0
+        region.devices[dev.id] = dev
+        self._record(lambda: self._unpublish(dev), self._notify("added", dev))
+        return dev
+
+    def _unpublish(self, dev: DevDax) -> None:
+        del dev.region.devices[dev.id]
+        dev.region.ida.remove(dev.id)
+        dev.dax_dev.alive = False
+        self.core.put_dax(dev.dax_dev)
+
+    def destroy_device(self, name: str) -> None:
+        dev = self.device(name)
+        if dev.enabled:
+            raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
+        del dev.region.devices[dev.id]
+
+        def undo() -> None:
+            dev.region.devices[dev.id] = dev
+
+        async def release() -> None:
+            dev.region.ida.remove(dev.id)
+            self.core.put_dax(dev.dax_dev)
+
+        self._record(undo, self._notify("removed", dev), release)
+
+    def resize_device(self, name: str, size: int) -> None:
+        dev = self.device(name)
+        if dev.enabled:
+            raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
+        _check_multiple(size, dev.align, "size")
+        if size < dev.size:
+            ranges = self._plan_shrink(dev.ranges, size)
+        else:
+            ranges = self._plan_grow(dev.region, dev.ranges, dev, size - dev.size, dev.align)
+        old = dev.ranges
+        dev.set_ranges(ranges)
+        self._record(lambda: dev.set_ranges(old), self._notify("resized", dev))
+
+    def set_align(self, name: str, align: int) -> None:
+        dev = self.device(name)
+        if dev.enabled:
+            raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
+        _check_align(align)
+        for r in dev.ranges:
+            if r.start % align or r.size % align:
+                raise DaxError(errno.EINVAL, f"{name} range {r.start:#x}-{r.end - 1:#x} is not {align:#x}-aligned")
+        old = dev.align
+        dev.align = align
+        self._record(lambda: setattr(dev, "align", old))
+
+    def disable_device(self, name: str) -> None:
+        dev = self.device(name)
+        if not dev.enabled:
+            return
+        dev.enabled = False
+
+        async def kill() -> None:
+            await self.core.kill_dax(dev.dax_dev)
+
+        self._record(lambda: setattr(dev, "enabled", True),
+                     self._notify("disabling", dev), kill, self._notify("disabled", dev))
+
+    def enable_device(self, name: str) -> None:
+        dev = self.device(name)
+        if dev.enabled:
+            return
+        if not dev.size:
+            raise DaxError(errno.ENXIO, f"{name} has size 0; give it a size before enabling")
+        dev.enabled = True
+
+        async def run() -> None:
+            self.core.run_dax(dev.dax_dev, dev)
+
+        self._record(lambda: setattr(dev, "enabled", False), run, self._notify("enabled", dev))
+
+    # --- range planning (pure) ---------------------------------------------------------------
+    @staticmethod
+    def _plan_shrink(ranges: list[Range], size: int) -> list[Range]:
+        """Trim from the end, as the kernel's dev_dax_shrink."""
+        kept, total = [], 0
+        for r in ranges:
+            if total >= size:
+                break
+            take = min(r.size, size - total)
+            kept.append(Range(r.start, r.start + take))
+            total += take
+        return kept
+
+    @staticmethod
+    def _plan_grow(region: DaxRegion, ranges: list[Range], dev: DevDax | None,
+                   to_alloc: int, align: int) -> list[Range]:
+        """First fit over the region's holes in address order; a hole right
+        after the device's last range extends it (dev_dax_resize)."""
+        if to_alloc > region.available_size:
+            raise DaxError(errno.ENOSPC, f"region {region.id} has {region.available_size:#x} "
+                                         f"available, {to_alloc:#x} asked")
+        ranges = list(ranges)
+        busy = [r for r, owner in region.allocated() if owner is not dev] + ranges
+        busy.sort(key=lambda r: r.start)
+        for hole in _holes(busy, region.res):
+            if not to_alloc:
+                break
+            fit = _align_in(hole, align)
+            if fit is None:
+                continue
+            n = min(fit.size, to_alloc)
+            if ranges and ranges[-1].end == fit.start:
+                ranges[-1] = Range(ranges[-1].start, fit.start + n)
+            else:
+                ranges.append(Range(fit.start, fit.start + n))
+            to_alloc -= n
+        if to_alloc:
+            raise DaxError(errno.ENOSPC, f"region {region.id} has no {align:#x}-aligned room left")
+        return ranges
+
+    # --- description ---------------------------------------------------------------------------
+    def layout(self) -> list[dict]:
+        """Regions, devices, ranges and states as plain data."""
+        return [{
+            "id": region.id, "start": region.res.start, "size": region.size,
+            "align": region.align, "available_size": region.available_size,
+            "devices": [{
+                "name": dev.name, "id": dev.id, "size": dev.size, "align": dev.align,
+                "state": "enabled" if dev.enabled else "disabled",
+                "minor": dev.dax_dev.minor,
+                "ranges": [{"start": r.start, "end": r.end - 1, "page_offset": off}
+                           for r, off in zip(dev.ranges, dev.page_offsets())],
+            } for dev in sorted(region.devices.values(), key=lambda d: d.id)],
+        } for region in sorted(self.regions.values(), key=lambda r: r.id)]

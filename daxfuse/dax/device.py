@@ -1,0 +1,87 @@
+"""Regions, dev_dax devices and their ranges: state and address translation.
+
+Ranges are half-open [start, end) in memory-file offsets ("physical
+addresses"). The lifecycle rules that change them live in bus.py.
+"""
+from bisect import bisect_right
+from dataclasses import dataclass
+
+from ..core import DaxDevice
+from ..core.minors import Ida
+
+
+@dataclass(frozen=True)
+class Range:
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+class DaxRegion:
+    def __init__(self, id_: int, res: Range, align: int) -> None:
+        self.id = id_
+        self.res = res
+        self.align = align
+        self.devices: dict[int, DevDax] = {}
+        self.ida = Ida()
+
+    @property
+    def size(self) -> int:
+        return self.res.size
+
+    @property
+    def available_size(self) -> int:
+        return self.size - sum(d.size for d in self.devices.values())
+
+    def allocated(self) -> list[tuple[Range, "DevDax"]]:
+        """Every device range in the region, in address order."""
+        return sorted(((r, d) for d in self.devices.values() for r in d.ranges),
+                      key=lambda rd: rd[0].start)
+
+
+class DevDax:
+    """A device carved from a region: an ordered list of ranges."""
+
+    def __init__(self, region: DaxRegion, id_: int, align: int) -> None:
+        self.region = region
+        self.id = id_
+        self.align = align
+        self.ranges: list[Range] = []
+        self.enabled = False
+        self.dax_dev: DaxDevice | None = None
+        self._starts: list[int] = [0]  # device offset of each range, plus the size
+
+    @property
+    def name(self) -> str:
+        return f"dax{self.region.id}.{self.id}"
+
+    @property
+    def size(self) -> int:
+        return self._starts[-1]
+
+    def set_ranges(self, ranges: list[Range]) -> None:
+        self.ranges = ranges
+        starts = [0]
+        for r in ranges:
+            starts.append(starts[-1] + r.size)
+        self._starts = starts
+
+    def page_offsets(self) -> list[int]:
+        """Device offset at which each range starts."""
+        return self._starts[:-1]
+
+    def segments(self, offset: int, length: int):
+        """Yield (physical start, length) pieces of [offset, offset + length),
+        clipped to the device size."""
+        end = min(offset + length, self.size)
+        i = bisect_right(self._starts, offset) - 1
+        while offset < end:
+            r = self.ranges[i]
+            phys = r.start + offset - self._starts[i]
+            n = min(end, self._starts[i + 1]) - offset
+            yield phys, n
+            offset += n
+            i += 1

@@ -1,0 +1,33 @@
+"""`daxctl list` JSON from the emulator's layout: same keys and omissions."""
+
+REGION_PATH = "/platform/daxfuse.{id}"
+
+
+def _device(dev: dict, mappings: bool) -> dict:
+    out = {"chardev": dev["name"], "size": dev["size"], "target_node": 0,
+           "align": dev["align"], "mode": "devdax"}
+    if dev["state"] == "disabled":
+        out["state"] = "disabled"
+    if mappings:
+        out["mappings"] = [{"page_offset": r["page_offset"] // 4096, "start": r["start"],
+                            "end": r["end"], "size": r["end"] + 1 - r["start"]}
+                           for r in dev["ranges"]]
+    return out
+
+
+def daxctl_list(layout: list[dict], regions: bool, devices: bool, mappings: bool, idle: bool) -> list[dict]:
+    def devs(region: dict) -> list[dict]:
+        return [_device(d, mappings) for d in region["devices"] if idle or d["size"]]
+
+    if not regions:
+        return [d for region in layout for d in devs(region)]
+    out = []
+    for region in layout:
+        r = {"path": REGION_PATH.format(id=region["id"]), "id": region["id"], "size": region["size"]}
+        if region["available_size"]:
+            r["available_size"] = region["available_size"]
+        r["align"] = region["align"]
+        if devices and devs(region):
+            r["devices"] = devs(region)
+        out.append(r)
+    return out

@@ -1,0 +1,69 @@
+"""The memory file: the emulated physical memory behind every region.
+
+A sparse file mapped MAP_SHARED with numpy. Offsets in it play the role of
+physical addresses. By default it lives under /dev/shm and is removed on
+close; a user-given path is kept, so its contents persist across mounts
+(pmem semantics). The file only grows: resources are carved out of it.
+"""
+import mmap
+import os
+import tempfile
+
+import numpy as np
+
+_PAGE = mmap.PAGESIZE
+
+
+class MemoryFile:
+    def __init__(self, path: str | None = None) -> None:
+        if path is None:
+            fd, path = tempfile.mkstemp(prefix="daxfuse-mem-", dir="/dev/shm")
+            self.owned = True
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            self.owned = False
+        self.path = path
+        self._fd = fd
+        self._mm: mmap.mmap | None = None
+        self._map: np.ndarray | None = None
+        self._remap(os.fstat(fd).st_size)
+
+    @property
+    def size(self) -> int:
+        return 0 if self._map is None else len(self._map)
+
+    def _remap(self, size: int) -> None:
+        # Views handed out earlier keep the old mapping alive; both map the
+        # same file MAP_SHARED, so they stay coherent.
+        if size:
+            self._mm = mmap.mmap(self._fd, size, mmap.MAP_SHARED)
+            self._map = np.frombuffer(self._mm, dtype=np.uint8)
+
+    def ensure(self, size: int) -> None:
+        """Grow the file (sparsely) so that [0, size) is backed."""
+        if size > self.size:
+            os.ftruncate(self._fd, size)
+            self._remap(size)
+
+    def view(self, start: int, length: int) -> np.ndarray:
+        """A zero-copy window onto [start, start + length)."""
+        return self._map[start:start + length]
+
+    def write(self, start: int, data) -> None:
+        self._map[start:start + len(data)] = np.frombuffer(data, dtype=np.uint8)
+
+    def zero(self, start: int, length: int) -> None:
+        self._map[start:start + length] = 0
+
+    def flush(self, start: int, length: int) -> None:
+        """msync [start, start + length) to the file (page-aligned outward)."""
+        if self._map is None or not length:
+            return
+        lo = start - start % _PAGE
+        self._mm.flush(lo, start + length - lo)
+
+    def close(self) -> None:
+        self._map = self._mm = None
+        os.close(self._fd)
+        if self.owned:
+            os.unlink(self.path)
