@@ -1,0 +1,282 @@
+"""The FUSE tree, observed from real processes against a real daemon."""
+import errno
+import mmap
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import DAXFUSE, mounted_paths
+
+MiB = 1 << 20
+DEV = ("dax", "dax0.0")
+
+
+def pattern(n: int, seed: int = 1) -> bytes:
+    return (bytes(range(seed, 256)) + bytes(range(seed))) * (n // 256) + bytes(n % 256)
+
+
+def read_memory(dax, start: int, n: int) -> bytes:
+    with open(os.path.join(os.path.dirname(dax.mountpoint), "memory"), "rb") as f:
+        f.seek(start)
+        return f.read(n)
+
+
+def child(code: str, *args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_tree(dax):
+    assert sorted(os.listdir(dax.mountpoint)) == ["control", "dax"]
+    assert os.listdir(dax.path("dax")) == ["dax0.0"]
+    st = os.stat(dax.path(*DEV))
+    assert st.st_size == 64 * MiB
+    assert st.st_mode & 0o777 == 0o600
+
+
+def test_dd_and_cmp(dax, tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(3 * MiB))
+    dev = dax.path(*DEV)
+    subprocess.run(["dd", f"if={src}", f"of={dev}", "bs=1M", "seek=5", "conv=notrunc,fsync",
+                    "status=none"], check=True)
+    subprocess.run(["cmp", "-n", str(3 * MiB), str(src), dev, "-i", f"0:{5 * MiB}"], check=True)
+    assert read_memory(dax, 5 * MiB, 3 * MiB) == src.read_bytes()
+
+
+def test_pread_pwrite_two_handles(dax):
+    a = os.open(dax.path(*DEV), os.O_RDWR)
+    b = os.open(dax.path(*DEV), os.O_RDWR)
+    try:
+        os.pwrite(a, b"through a", 12345)
+        assert os.pread(b, 9, 12345) == b"through a"
+        os.pwrite(b, b"B" * 8192, 64 * MiB - 8192)
+        assert os.pread(a, 8192, 64 * MiB - 8192) == b"B" * 8192
+        assert os.pread(a, 100, 64 * MiB) == b""           # EOF at the end
+        assert os.pread(a, 100, 64 * MiB - 10) == b"B" * 10  # short read at the end
+        with pytest.raises(OSError) as e:
+            os.pwrite(a, b"x", 64 * MiB)
+        assert e.value.errno == errno.ENOSPC
+    finally:
+        os.close(a)
+        os.close(b)
+
+
+def test_mmap_in_child_reaches_memory_file_on_msync(dax):
+    proc = child("""
+        import mmap, os, sys
+        fd = os.open(sys.argv[1], os.O_RDWR)
+        m = mmap.mmap(fd, 4 << 20, mmap.MAP_SHARED)
+        m[2 << 20:(2 << 20) + 11] = b"mapped data"
+        m.flush()
+        print(m[0:4].hex())
+    """, dax.path(*DEV))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert read_memory(dax, 2 * MiB, 11) == b"mapped data"
+    fd = os.open(dax.path(*DEV), os.O_RDONLY)
+    assert os.pread(fd, 11, 2 * MiB) == b"mapped data"
+    os.close(fd)
+
+
+DIRTY_CHILD = """
+    import mmap, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    m = mmap.mmap(fd, 4 << 20, mmap.MAP_SHARED)
+    m[0:6] = b"synced"
+    m.flush()
+    m[4096:4101] = b"dirty"          # left dirty: never msynced
+    print("ready", flush=True)
+    sys.stdin.readline()             # parent disabled the device
+    m[0]                             # must SIGBUS
+    print("survived", flush=True)
+"""
+
+
+def test_disable_revokes_mapping_with_dirty_page(dax):
+    proc = child(DIRTY_CHILD, dax.path(*DEV), stdin=subprocess.PIPE)
+    assert proc.stdout.readline() == "ready\n"
+    start = time.monotonic()
+    assert dax.control("disable-device dax0.0") == "ok dax0.0"
+    print(f"disable took {(time.monotonic() - start) * 1000:.1f} ms")
+    out, _ = proc.communicate("go\n", timeout=60)
+    assert proc.returncode == -signal.SIGBUS, out
+    assert "survived" not in out
+    assert os.path.exists(dax.path(*DEV))  # the node stays
+    assert dax.control("enable-device dax0.0") == "ok dax0.0"
+    fd = os.open(dax.path(*DEV), os.O_RDONLY)
+    assert os.pread(fd, 6, 0) == b"synced"
+    os.close(fd)
+
+
+def test_disabled_device_gives_enxio_and_enable_revives_old_handles(dax):
+    fd = os.open(dax.path(*DEV), os.O_RDWR)
+    os.pwrite(fd, b"before", 0)
+    dax.control("disable-device dax0.0")
+    for op in (lambda: os.pread(fd, 6, 0), lambda: os.pwrite(fd, b"x", 0), lambda: os.fsync(fd),
+               lambda: os.open(dax.path(*DEV), os.O_RDONLY)):
+        with pytest.raises(OSError) as e:
+            op()
+        assert e.value.errno == errno.ENXIO
+    assert os.stat(dax.path(*DEV)).st_size == 64 * MiB
+    dax.control("enable-device dax0.0")
+    assert os.pread(fd, 6, 0) == b"before"
+    os.fsync(fd)
+    os.close(fd)
+
+
+def test_lifecycle_leaves_no_stale_pages_or_size(dax, tmp_path):
+    fd = os.open(dax.path(*DEV), os.O_RDWR)
+    assert os.pread(fd, 5, 0) == bytes(5)  # now cached by the kernel
+    dax.control("disable-device dax0.0")
+    with open(tmp_path / "memory", "r+b") as mem:  # change "physical memory" behind the cache
+        mem.write(b"fresh")
+    dax.control("enable-device dax0.0")
+    assert os.pread(fd, 5, 0) == b"fresh"
+    dax.control("disable-device dax0.0\nresize-device dax0.0 size=32M\nenable-device dax0.0")
+    assert os.stat(dax.path(*DEV)).st_size == 32 * MiB
+    assert os.fstat(fd).st_size == 32 * MiB
+    assert os.pread(fd, 10, 32 * MiB) == b""
+    os.close(fd)
+
+
+def test_destroy_keeps_inode_number_and_open_handle_gets_enxio(dax):
+    fd = os.open(dax.path(*DEV), os.O_RDWR)
+    os.pwrite(fd, b"old bytes", 0)
+    old_ino = os.fstat(fd).st_ino
+    dax.control("disable-device dax0.0\ndestroy-device dax0.0")
+    assert os.listdir(dax.path("dax")) == []
+    with pytest.raises(OSError) as e:
+        os.pread(fd, 9, 0)
+    assert e.value.errno == errno.ENXIO
+    # same name, same range: the old bytes are still there (pmem semantics),
+    # through a new inode number while the old one is still referenced
+    assert dax.control("create-device region=0") == "ok dax0.0"
+    new = os.open(dax.path(*DEV), os.O_RDWR)
+    assert os.fstat(new).st_ino != old_ino
+    assert os.pread(new, 9, 0) == b"old bytes"
+    os.close(new)
+    os.close(fd)
+
+
+def test_o_trunc_refused_and_truncate_rules(dax):
+    dev = dax.path(*DEV)
+    fd = os.open(dev, os.O_RDWR)
+    os.pwrite(fd, b"keep me", 0)
+    m = mmap.mmap(fd, 4096, mmap.MAP_SHARED)
+    m[100:105] = b"dirty"                     # dirty mapped page, not msynced
+    with pytest.raises(OSError) as e:
+        os.open(dev, os.O_WRONLY | os.O_TRUNC)
+    assert e.value.errno == errno.EINVAL
+    assert m[100:105] == b"dirty" and os.pread(fd, 7, 0) == b"keep me"
+    m.close()
+    os.truncate(dev, 64 * MiB)                # same size: fio and PMDK do this
+    for size in (0, 32 * MiB, 128 * MiB):
+        with pytest.raises(OSError) as e:
+            os.ftruncate(fd, size)
+        assert e.value.errno == errno.EINVAL
+    assert os.fstat(fd).st_size == 64 * MiB
+    os.posix_fallocate(fd, 0, 8192)           # glibc's fallback needs statfs
+    os.close(fd)
+
+
+def test_namespace_is_fixed(dax):
+    d = dax.path("dax")
+    for op in (lambda: open(os.path.join(d, "new"), "w"), lambda: os.mkdir(os.path.join(d, "x")),
+               lambda: os.unlink(dax.path(*DEV)), lambda: os.rename(dax.path(*DEV), os.path.join(d, "y"))):
+        with pytest.raises(OSError) as e:
+            op()
+        assert e.value.errno == errno.EPERM
+    st = os.statvfs(dax.mountpoint)
+    assert st.f_bsize == 4096 and st.f_blocks == 64 * MiB // 4096
+
+
+@pytest.mark.parametrize("bad, err", [
+    ("bogus-command", errno.EINVAL),
+    ("create-device region=7", errno.ENXIO),
+    ("resize-device dax0.0 size=32M", errno.EBUSY),
+    ("create-region size=3M align=2M", errno.EINVAL),
+    ("create-device region=0 size=2M", errno.ENOSPC),
+    ("destroy-device dax0.0", errno.EBUSY),
+    ("disable-device dax0.0\ncreate-device region=0 size=1M", errno.EINVAL),
+    ("create-region size=8M\ncreate-device region=1 size=16M", errno.ENOSPC),
+])
+def test_bad_control_input_changes_nothing(dax, bad, err):
+    before = dax.layout()
+    fd = os.open(dax.path("control"), os.O_RDWR)
+    with pytest.raises(OSError) as e:
+        os.write(fd, bad.encode())
+    assert e.value.errno == err
+    assert os.pread(fd, 4096, 0).decode().startswith(f"error {errno.errorcode[err]}: ")
+    os.close(fd)
+    assert dax.layout() == before
+    assert os.listdir(dax.path("dax")) == ["dax0.0"]
+
+
+def test_cli_manages_the_only_mount(dax):
+    def cli(*args):
+        return subprocess.run([*DAXFUSE, *args], capture_output=True, text=True, timeout=60)
+
+    r = cli("create-region", "-s", "16M", "-a", "4K")
+    assert (r.returncode, r.stdout.strip()) == (0, "region1"), r.stderr
+    r = cli("create-device", "-r", "1", "-s", "8M")
+    assert (r.returncode, r.stdout.strip()) == (0, "dax1.0"), r.stderr
+    assert os.stat(dax.path("dax", "dax1.0")).st_size == 8 * MiB
+    r = cli("reconfigure-device", "dax1.0", "-s", "4M")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "EBUSY" in r.stderr
+    assert "Traceback" not in r.stderr
+    for args in (("disable-device", "dax1.0"), ("reconfigure-device", "dax1.0", "-s", "4M"),
+                 ("enable-device", "dax1.0")):
+        assert cli(*args).returncode == 0
+    listing = __import__("json").loads(cli("list", "-M").stdout)
+    region1 = [r for r in listing if r["id"] == 1][0]
+    assert region1["available_size"] == 12 * MiB
+    assert region1["devices"][0]["mappings"][0]["size"] == 4 * MiB
+    r = cli("destroy-region", "1")
+    assert r.returncode == 1 and "EBUSY" in r.stderr
+
+
+def test_detached_mount_and_umount(tmp_path):
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("/dev/fuse is missing")
+    mnt = tmp_path / "detached"
+    mnt.mkdir()
+    r = subprocess.run([*DAXFUSE, "mount", str(mnt), "--size", "16M"], capture_output=True,
+                       text=True, timeout=90)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == str(mnt)
+        assert os.listdir(mnt / "dax") == ["dax0.0"]
+        again = subprocess.run([*DAXFUSE, "mount", str(mnt)], capture_output=True, text=True, timeout=60)
+        assert again.returncode == 1 and "already" in again.stderr
+    finally:
+        u = subprocess.run([*DAXFUSE, "umount", str(mnt)], capture_output=True, text=True, timeout=60)
+        if str(mnt) in mounted_paths():
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
+    assert u.returncode == 0, u.stderr
+    assert str(mnt) not in mounted_paths()
+
+
+def test_sigterm_unmounts_and_exits_zero(daemon_factory):
+    d = daemon_factory("--size", "16M")
+    fd = os.open(d.path(*DEV), os.O_RDWR)  # an open handle must not block shutdown
+    assert d.stop() == 0
+    assert d.mountpoint not in mounted_paths()
+    with pytest.raises(OSError):  # FLUSH has no daemon to answer it any more
+        os.close(fd)
+
+
+def test_bad_mount_arguments_fail_with_one_line(tmp_path):
+    for args in (["--size", "3M"], ["--align", "8K"], ["--size", "lots"]):
+        mnt = tmp_path / f"m{len(os.listdir(tmp_path))}"
+        mnt.mkdir()
+        r = subprocess.run([*DAXFUSE, "mount", "--foreground", str(mnt), *args],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0
+        assert "Traceback" not in r.stderr and r.stderr.strip(), r.stderr
+        assert str(mnt) not in mounted_paths()
