@@ -119,6 +119,7 @@ class DaxOperations(pyfuse3.Operations):
             raise FUSEError(errno.ENOENT)
         return self._device_attr(node[0])
 
+    @_handler
     async def forget(self, inode_list):
         for ino, nlookup in inode_list:
             if ino in self._nodes:

@@ -262,10 +262,12 @@ def test_detached_mount_and_umount(tmp_path):
     assert str(mnt) not in mounted_paths()
 
 
-def test_sigterm_unmounts_and_exits_zero(daemon_factory):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_unmounts_and_exits_zero(daemon_factory, signum):
     d = daemon_factory("--size", "16M")
     fd = os.open(d.path(*DEV), os.O_RDWR)  # an open handle must not block shutdown
-    assert d.stop() == 0
+    d.proc.send_signal(signum)
+    assert d.proc.wait(30) == 0
     assert d.mountpoint not in mounted_paths()
     with pytest.raises(OSError):  # FLUSH has no daemon to answer it any more
         os.close(fd)
