@@ -140,10 +140,19 @@ def cmd_umount(args) -> None:
         subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False)
         return
     deadline = time.monotonic() + 30
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+    while _running(pid):
+        if time.monotonic() > deadline:
+            raise CliError(f"daemon {pid} did not exit within 30s")
         time.sleep(0.05)
-    if os.path.exists(f"/proc/{pid}"):
-        raise CliError(f"daemon {pid} did not exit within 30s")
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited daemon its parent has not reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 # --- management ------------------------------------------------------------------------------
