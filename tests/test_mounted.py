@@ -282,3 +282,17 @@ def test_bad_mount_arguments_fail_with_one_line(tmp_path):
         assert r.returncode != 0
         assert "Traceback" not in r.stderr and r.stderr.strip(), r.stderr
         assert str(mnt) not in mounted_paths()
+
+
+def test_o_direct_handle_is_direct_io_and_cannot_be_mapped(dax):
+    fd = os.open(dax.path(*DEV), os.O_RDWR | os.O_DIRECT)
+    buf = mmap.mmap(-1, 4096)
+    buf[:] = b"D" * 4096
+    assert os.pwritev(fd, [buf], 8192) == 4096
+    assert read_memory(dax, 8192, 4096) == b"D" * 4096   # no page cache in between
+    out = mmap.mmap(-1, 4096)
+    assert os.preadv(fd, [out], 8192) == 4096 and out[:] == b"D" * 4096
+    with pytest.raises(OSError) as e:
+        mmap.mmap(fd, 4096, mmap.MAP_SHARED)
+    assert e.value.errno == errno.ENODEV
+    os.close(fd)
