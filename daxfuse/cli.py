@@ -166,31 +166,16 @@ def _run(args, command: str) -> None:
     print(control(find_mount(args.mount), command).removeprefix("ok ").strip())
 
 
-def cmd_create_region(args) -> None:
-    words = [f"create-region size={args.size}"]
-    if args.align is not None:
-        words.append(f"align={args.align}")
-    if args.id is not None:
-        words.append(f"id={args.id}")
-    _run(args, " ".join(words))
+def _line(command: str, *names: str, **keys) -> str:
+    """One control-file command line; keys given as None are left out."""
+    return " ".join([command, *names, *(f"{k}={v}" for k, v in keys.items() if v is not None)])
 
 
-def cmd_create_device(args) -> None:
-    words = [f"create-device region={args.region}"]
-    if args.size is not None:
-        words.append(f"size={args.size}")
-    if args.align is not None:
-        words.append(f"align={args.align}")
-    _run(args, " ".join(words))
-
-
-def cmd_reconfigure_device(args) -> None:
-    _run(args, "\n".join(f"resize-device {name} size={args.size}" for name in args.devices))
-
-
-def _each(command: str):
+def _each(command: str, **keys):
+    """A batch: command for every device named, all or nothing."""
     def run(args) -> None:
-        _run(args, "\n".join(f"{command} {name}" for name in args.devices))
+        _run(args, "\n".join(_line(command, name, **{k: getattr(args, a) for k, a in keys.items()})
+                             for name in args.devices))
     return run
 
 
@@ -232,20 +217,23 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("-M", "--mappings", action="store_true", help="include device mappings")
     ls.add_argument("-i", "--idle", action="store_true", help="include size-0 devices")
 
-    cr = managed("create-region", "create a region", cmd_create_region)
+    cr = managed("create-region", "create a region",
+                 lambda a: _run(a, _line("create-region", size=a.size, align=a.align, id=a.id)))
     cr.add_argument("-s", "--size", required=True)
     cr.add_argument("-a", "--align")
     cr.add_argument("--id", type=int)
 
-    dr = managed("destroy-region", "destroy a region without devices", lambda a: _run(a, f"destroy-region {a.id}"))
+    dr = managed("destroy-region", "destroy a region without devices",
+                 lambda a: _run(a, _line("destroy-region", str(a.id))))
     dr.add_argument("id", type=int)
 
-    cd = managed("create-device", "create a device in a region", cmd_create_device)
+    cd = managed("create-device", "create a device in a region",
+                 lambda a: _run(a, _line("create-device", region=a.region, size=a.size, align=a.align)))
     cd.add_argument("-r", "--region", required=True, type=int)
     cd.add_argument("-s", "--size")
     cd.add_argument("-a", "--align")
 
-    rd = managed("reconfigure-device", "resize disabled devices", cmd_reconfigure_device)
+    rd = managed("reconfigure-device", "resize disabled devices", _each("resize-device", size="size"))
     rd.add_argument("devices", nargs="+", metavar="NAME")
     rd.add_argument("-s", "--size", required=True)
 
