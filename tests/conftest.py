@@ -18,6 +18,11 @@ def mounted_paths() -> set[str]:
         return {line.split()[4] for line in f}
 
 
+def mounted_paths_of_type(fstype: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [fields[4] for fields in map(str.split, f) if fields[fields.index("-") + 1] == fstype]
+
+
 class Daemon:
     """A foreground daxfuse daemon, ready when it said READY=1."""
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import DAXFUSE, mounted_paths
+from conftest import DAXFUSE, mounted_paths, mounted_paths_of_type
 
 MiB = 1 << 20
 DEV = ("dax", "dax0.0")
@@ -218,9 +218,10 @@ def test_bad_control_input_changes_nothing(dax, bad, err):
     assert os.listdir(dax.path("dax")) == ["dax0.0"]
 
 
-def test_cli_manages_the_only_mount(dax):
+def test_cli_manages_a_mount(dax):
     def cli(*args):
-        return subprocess.run([*DAXFUSE, *args], capture_output=True, text=True, timeout=60)
+        return subprocess.run([*DAXFUSE, *args, "-m", dax.mountpoint], capture_output=True,
+                              text=True, timeout=60)
 
     r = cli("create-region", "-s", "16M", "-a", "4K")
     assert (r.returncode, r.stdout.strip()) == (0, "region1"), r.stderr
@@ -239,6 +240,20 @@ def test_cli_manages_the_only_mount(dax):
     assert region1["devices"][0]["mappings"][0]["size"] == 4 * MiB
     r = cli("destroy-region", "1")
     assert r.returncode == 1 and "EBUSY" in r.stderr
+
+
+def test_cli_finds_the_only_mount_and_refuses_to_guess(daemon_factory):
+    a = daemon_factory("--size", "16M", name="a")
+    daemon_factory("--size", "16M", name="b")
+    r = subprocess.run([*DAXFUSE, "list"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "pass -m MOUNTPOINT" in r.stderr
+    # in a mount namespace where only `a` is left, `list` finds it
+    others = " ".join(m for m in mounted_paths_of_type("fuse.daxfuse") if m != a.mountpoint)
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                        f"for m in {others}; do umount -l $m; done; exec \"$@\"", "sh",
+                        *DAXFUSE, "list", "-D"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [d["chardev"] for d in __import__("json").loads(r.stdout)] == ["dax0.0"]
 
 
 def test_detached_mount_and_umount(tmp_path):

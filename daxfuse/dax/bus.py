@@ -173,8 +173,19 @@ class DaxBus:
         # right after alloc_dax). It is unpublished, so no reader to wait for.
         dev.dax_dev.alive = dev.enabled = size > 0
         region.devices[dev.id] = dev
+        self._record(self._track_seed(region, seed=dev if region.seed is None and not dev.enabled
+                                      else region.seed, youngest=dev))
         self._record(lambda: self._unpublish(dev), self._notify("added", dev))
         return dev
+
+    def _track_seed(self, region: DaxRegion, seed: DevDax | None, youngest: DevDax | None):
+        """Set the region's seed and youngest; return the undo."""
+        old = region.seed, region.youngest
+        region.seed, region.youngest = seed, youngest
+
+        def undo() -> None:
+            region.seed, region.youngest = old
+        return undo
 
     def _unpublish(self, dev: DevDax) -> None:
         del dev.region.devices[dev.id]
@@ -186,16 +197,51 @@ class DaxBus:
         dev = self.device(name)
         if dev.enabled:
             raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
-        del dev.region.devices[dev.id]
+        region = dev.region
+        del region.devices[dev.id]
+        self._record(self._track_seed(region, None if region.seed is dev else region.seed,
+                                      None if region.youngest is dev else region.youngest))
 
         def undo() -> None:
-            dev.region.devices[dev.id] = dev
+            region.devices[dev.id] = dev
 
         async def release() -> None:
             dev.region.ida.remove(dev.id)
             self.core.put_dax(dev.dax_dev)
 
         self._record(undo, self._notify("removed", dev), release)
+
+    def create_seed(self, region_id: int) -> DevDax:
+        """sysfs `create`: a new size-0 disabled device; ENOSPC on a full region."""
+        if not self.region(region_id).available_size:
+            raise DaxError(errno.ENOSPC, f"region {region_id} has no space left for a new device")
+        return self.create_device(region_id, size=0)
+
+    def delete_device(self, region_id: int, name: str) -> None:
+        """sysfs `delete`: only a disabled, size-0 device other than id 0."""
+        dev = self.device(name)
+        if dev.region is not self.region(region_id):
+            raise DaxError(errno.ENXIO, f"{name} is not in region {region_id}")
+        if dev.enabled or dev.size:
+            raise DaxError(errno.EBUSY, f"{name} must be disabled and of size 0 to be deleted")
+        if dev.id == 0:
+            raise DaxError(errno.EBUSY, f"{name}: device id 0 stays while its region exists")
+        self.destroy_device(name)
+
+    def set_mapping(self, name: str, start: int, end: int) -> None:
+        """sysfs `mapping`: add exactly [start, end] (inclusive) as a new range."""
+        dev = self.device(name)
+        if dev.enabled:
+            raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
+        r = Range(start, end + 1)
+        if r.size <= 0 or r.start % dev.align or r.size % dev.align:
+            raise DaxError(errno.EINVAL, f"mapping {start:#x}-{end:#x} is not {dev.align:#x}-aligned")
+        if not any(h.start <= r.start and r.end <= h.end
+                   for h in _holes([x for x, _ in dev.region.allocated()], dev.region.res)):
+            raise DaxError(errno.ENOSPC, f"{start:#x}-{end:#x} is not free in region {dev.region.id}")
+        old = dev.ranges
+        dev.set_ranges(old + [r])
+        self._record(lambda: dev.set_ranges(old), self._notify("resized", dev))
 
     def resize_device(self, name: str, size: int) -> None:
         dev = self.device(name)
@@ -241,6 +287,9 @@ class DaxBus:
         if not dev.size:
             raise DaxError(errno.ENXIO, f"{name} has size 0; give it a size before enabling")
         dev.enabled = True
+        region = dev.region
+        if region.seed is dev:
+            self._record(self._track_seed(region, None, region.youngest))
 
         async def run() -> None:
             self.core.run_dax(dev.dax_dev, dev)

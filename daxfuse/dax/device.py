@@ -27,6 +27,10 @@ class DaxRegion:
         self.align = align
         self.devices: dict[int, DevDax] = {}
         self.ida = Ida()
+        # sysfs "seed": the first device created while no seed was set,
+        # until it is bound; "youngest": the last device created.
+        self.seed: DevDax | None = None
+        self.youngest: DevDax | None = None
 
     @property
     def size(self) -> int:
