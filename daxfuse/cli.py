@@ -155,11 +155,26 @@ def _running(pid: int) -> bool:
         return False
 
 
+# --- exec in a namespace with the emulated /sys and /dev -----------------------------------
+# host /dev goes to dev/.host first (recursively: pts, shm), so that the rbind of
+# dev/ over /dev carries it along and dev/'s links into .host/ resolve.
+_EXEC = ('mount --bind "$1/sys" /sys && mount --rbind /dev "$1/dev/.host" && '
+         'mount --rbind "$1/dev" /dev && shift && exec "$@"')
+
+
+def cmd_exec(args) -> None:
+    if not args.argv:
+        raise CliError("exec needs a command: daxfuse exec [-m MOUNTPOINT] -- COMMAND...")
+    mountpoint = os.path.realpath(find_mount(args.mount))
+    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "sh", "-c", _EXEC,
+                          "daxfuse-exec", mountpoint, *args.argv])
+
+
 # --- management ------------------------------------------------------------------------------
 def cmd_list(args) -> None:
     layout = read_layout(find_mount(args.mount))
-    print(json.dumps(listing.daxctl_list(layout, regions=args.regions, devices=args.devices,
-                                         mappings=args.mappings, idle=args.idle), indent=2))
+    print(listing.dumps(listing.daxctl_list(layout, regions=args.regions, devices=args.devices,
+                                            mappings=args.mappings, idle=args.idle)))
 
 
 def _run(args, command: str) -> None:
@@ -211,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
         return s
 
+    ex = managed("exec", "run a command where /sys and /dev show the emulated devices (daxctl works)",
+                 cmd_exec)
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+
     ls = managed("list", "list regions and devices as daxctl list JSON", cmd_list)
     ls.add_argument("-R", "--regions", action="store_true", help="include regions")
     ls.add_argument("-D", "--devices", action="store_true", help="include devices")
@@ -247,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "exec" and args.argv[:1] == ["--"]:
+        args.argv = args.argv[1:]
     if args.command == "list" and not (args.regions or args.devices):
         args.regions = args.devices = True
     try:

@@ -1,10 +1,11 @@
-"""The pyfuse3 Operations: translate FUSE requests into Device DAX calls.
+"""The pyfuse3 Operations: serve the Tree, translating FUSE requests into
+Device DAX calls.
 
-Tree: MOUNT/control and MOUNT/dax/daxR.I. Rules live in the layers below;
-this class keeps the node table (which inodes the kernel knows, holding a
-dax_device reference for each so an inode number is never reused under the
-kernel) and the open handles, and turns DaxError into FUSEError. Any other
-exception is logged and answered EIO: pyfuse3 dies on anything but FUSEError.
+Inode numbers: a device's comes from its dax_device (the kernel may hold it
+across destroy, so a reference is held per kernel lookup and the number is not
+reused until the last forget); every other node gets a number per path, never
+reused. DaxError becomes FUSEError; any other exception is logged and answered
+EIO, since pyfuse3 dies on anything but FUSEError.
 """
 import errno
 import functools
@@ -20,18 +21,18 @@ from pyfuse3 import FUSEError
 from . import control
 from .core import DaxError
 from .dax import DaxBus, DaxFile, DevDax
+from .nodes import Attr, Control, Device, Dir, Link
+from .tree import Tree
 
 log = logging.getLogger(__name__)
 
-ROOT_INO = pyfuse3.ROOT_INODE
-DAX_DIR_INO = ROOT_INO + 1
-CONTROL_INO = ROOT_INO + 2
-_STATIC = {ROOT_INO: (b"", stat.S_IFDIR | 0o755), DAX_DIR_INO: (b"dax", stat.S_IFDIR | 0o755),
-           CONTROL_INO: (b"control", stat.S_IFREG | 0o644)}
+DAX_DIR = ("dax",)
 DEVICE_MODE = stat.S_IFREG | 0o600
-# Every lifecycle change invalidates the kernel's caches explicitly, so the
-# timeouts only bound the cost of a missed invalidation.
+# Lifecycle changes invalidate the kernel's caches of dax/ explicitly; sys/
+# and dev/ change under writes (a driver link appears as bind returns), so
+# the kernel must ask every time.
 _TIMEOUT = 10.0
+_VOLATILE = ("sys", "dev")
 
 
 def _handler(fn):
@@ -49,14 +50,16 @@ def _handler(fn):
     return wrapper
 
 
-class _Control:
-    """An open control file: the result of its last write, else the layout
-    (snapshotted when a read starts at offset 0)."""
-    __slots__ = ("result", "layout")
+class _Text:
+    """An open control file or attribute: what a read returns. For the
+    control file, the result of the last write, else the layout; rendered
+    afresh whenever a read starts at offset 0."""
+    __slots__ = ("node", "result", "text")
 
-    def __init__(self) -> None:
+    def __init__(self, node) -> None:
+        self.node = node
         self.result: bytes | None = None
-        self.layout = b""
+        self.text = b""
 
 
 class DaxOperations(pyfuse3.Operations):
@@ -64,105 +67,142 @@ class DaxOperations(pyfuse3.Operations):
         super().__init__()
         self.bus = bus
         self.core = bus.core
-        self._nodes: dict[int, list] = {}  # ino -> [DevDax, kernel lookup count]
+        self.tree = Tree(bus)
+        self._paths: dict[tuple, int] = {(): pyfuse3.ROOT_INODE}
+        self._path_of: dict[int, tuple] = {pyfuse3.ROOT_INODE: ()}
+        self._next_ino = itertools.count(pyfuse3.ROOT_INODE + 1)
+        self._devices: dict[int, list] = {}  # ino -> [DevDax, kernel lookup count]
         self._handles: dict[int, object] = {}
         self._fh = itertools.count(1)
         self._uid, self._gid = os.getuid(), os.getgid()
         bus.listeners.append(self._on_change)
 
-    # --- attributes --------------------------------------------------------------------
-    def _attr(self, ino: int, mode: int, size: int = 0) -> pyfuse3.EntryAttributes:
+    # --- nodes and attributes ---------------------------------------------------------
+    def _path_ino(self, path: tuple) -> int:
+        ino = self._paths.get(path)
+        if ino is None:
+            ino = self._paths[path] = next(self._next_ino)
+            self._path_of[ino] = path
+        return ino
+
+    def _node(self, ino: int):
+        """(path, node) of a non-device inode, ENOENT when it is gone."""
+        path = self._path_of.get(ino)
+        node = None if path is None else self.tree.resolve(path)
+        if node is None:
+            raise FUSEError(errno.ENOENT)
+        return path, node
+
+    def _attr(self, path: tuple, node) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
-        a.st_ino = ino
-        a.st_mode = mode
-        a.st_nlink = 2 if stat.S_ISDIR(mode) else 1
+        size = 0
+        if type(node) is Device:
+            a.st_ino, a.st_mode, size = node.dev.dax_dev.ino, DEVICE_MODE, node.dev.size
+            a.attr_timeout = _TIMEOUT
+        else:
+            a.st_ino = self._path_ino(path)
+            if type(node) is Dir:
+                a.st_mode = stat.S_IFDIR | 0o755
+            elif type(node) is Link:
+                a.st_mode, size = stat.S_IFLNK | 0o777, len(node.target)
+            elif type(node) is Attr:
+                a.st_mode, size = stat.S_IFREG | node.mode, 4096
+            else:
+                a.st_mode = stat.S_IFREG | 0o644
+            a.attr_timeout = 0 if path[:1] and path[0] in _VOLATILE else _TIMEOUT
+        a.entry_timeout = 0 if path[:1] and path[0] in _VOLATILE else _TIMEOUT
+        a.st_nlink = 2 if stat.S_ISDIR(a.st_mode) else 1
         a.st_uid, a.st_gid = self._uid, self._gid
         a.st_size = size
         a.st_blksize = 4096
         a.st_blocks = size // 512
-        a.entry_timeout = a.attr_timeout = _TIMEOUT
         return a
 
-    def _device_attr(self, dev: DevDax) -> pyfuse3.EntryAttributes:
-        return self._attr(dev.dax_dev.ino, DEVICE_MODE, dev.size)
-
-    def _remember(self, dev: DevDax) -> pyfuse3.EntryAttributes:
+    def _remember(self, dev: DevDax) -> None:
         """The kernel now holds one more lookup of dev's inode."""
         ino = dev.dax_dev.ino
-        node = self._nodes.get(ino)
-        if node is None:
+        entry = self._devices.get(ino)
+        if entry is None:
             self.core.get_dax(dev.dax_dev)
-            node = self._nodes[ino] = [dev, 0]
-        node[1] += 1
-        return self._device_attr(dev)
+            entry = self._devices[ino] = [dev, 0]
+        entry[1] += 1
 
-    # --- namespace ------------------------------------------------------------------------
+    def _forget(self, ino: int, nlookup: int) -> None:
+        entry = self._devices[ino]
+        entry[1] -= nlookup
+        if entry[1] <= 0:
+            del self._devices[ino]
+            self.core.put_dax(entry[0].dax_dev)
+
+    def _entry(self, path: tuple) -> pyfuse3.EntryAttributes:
+        """Attributes for a new kernel reference to path (lookup, readdirplus)."""
+        node = self.tree.resolve(path)
+        if node is None:
+            raise FUSEError(errno.ENOENT)
+        if type(node) is Device:
+            self._remember(node.dev)
+        return self._attr(path, node)
+
+    # --- namespace ------------------------------------------------------------------
     @_handler
     async def lookup(self, parent_inode, name, ctx=None):
-        if parent_inode == ROOT_INO:
-            for ino in (DAX_DIR_INO, CONTROL_INO):
-                if _STATIC[ino][0] == name:
-                    return self._attr(ino, _STATIC[ino][1])
-        elif parent_inode == DAX_DIR_INO and name.startswith(b"dax"):
-            try:
-                return self._remember(self.bus.device(name.decode()))
-            except (DaxError, UnicodeDecodeError):
-                pass
-        raise FUSEError(errno.ENOENT)
+        parent = self._path_of.get(parent_inode)
+        if parent is None:
+            raise FUSEError(errno.ENOENT)
+        try:
+            return self._entry(parent + (name.decode(),))
+        except UnicodeDecodeError:
+            raise FUSEError(errno.ENOENT) from None
 
     @_handler
     async def getattr(self, inode, ctx=None):
-        if inode in _STATIC:
-            return self._attr(inode, _STATIC[inode][1])
-        node = self._nodes.get(inode)
-        if node is None:
-            raise FUSEError(errno.ENOENT)
-        return self._device_attr(node[0])
+        entry = self._devices.get(inode)
+        if entry is not None:
+            return self._attr(DAX_DIR, Device(entry[0]))
+        return self._attr(*self._node(inode))
 
     @_handler
     async def forget(self, inode_list):
         for ino, nlookup in inode_list:
-            if ino in self._nodes:
+            if ino in self._devices:
                 self._forget(ino, nlookup)
-
-    def _forget(self, ino: int, nlookup: int) -> None:
-        node = self._nodes[ino]
-        node[1] -= nlookup
-        if node[1] <= 0:
-            del self._nodes[ino]
-            self.core.put_dax(node[0].dax_dev)
 
     @_handler
     async def setattr(self, inode, attr, fields, fh, ctx):
         if fields.update_mode or fields.update_uid or fields.update_gid:
             raise FUSEError(errno.EPERM)
         current = await self.getattr(inode)
-        if fields.update_size and attr.st_size != current.st_size:
+        if fields.update_size and inode in self._devices and attr.st_size != current.st_size:
             # fio and PMDK truncate to the current size; any other size
             # would change a fixed-size device.
             raise FUSEError(errno.EINVAL)
         return current
 
     @_handler
+    async def readlink(self, inode, ctx):
+        _, node = self._node(inode)
+        if type(node) is not Link:
+            raise FUSEError(errno.EINVAL)
+        return node.target.encode()
+
+    @_handler
     async def opendir(self, inode, ctx):
-        if inode not in (ROOT_INO, DAX_DIR_INO):
+        if type(self._node(inode)[1]) is not Dir:
             raise FUSEError(errno.ENOTDIR)
         return inode
 
     @_handler
     async def readdir(self, fh, start_id, token):
-        if fh == ROOT_INO:
-            entries = [(ino, _STATIC[ino][0], None) for ino in (DAX_DIR_INO, CONTROL_INO)]
-        else:
-            entries = [(d.dax_dev.ino, d.name.encode(), d)
-                       for d in sorted(self.bus.devices(), key=lambda d: d.dax_dev.ino)]
-        for ino, name, dev in entries:
-            if ino <= start_id:
+        path, node = self._node(fh)
+        for i, name in enumerate(list(node.names())[start_id:], start_id + 1):
+            child = path + (name,)
+            try:
+                attr = self._entry(child)
+            except FUSEError:  # gone since names() was taken
                 continue
-            attr = self._attr(ino, _STATIC[ino][1]) if dev is None else self._remember(dev)
-            if not pyfuse3.readdir_reply(token, name, attr, ino):
-                if dev is not None:  # the kernel did not take this lookup
-                    self._forget(ino, 1)
+            if not pyfuse3.readdir_reply(token, name.encode(), attr, i):
+                if attr.st_ino in self._devices:  # the kernel did not take this lookup
+                    self._forget(attr.st_ino, 1)
                 break
 
     async def _refuse(self, *args):
@@ -186,18 +226,19 @@ class DaxOperations(pyfuse3.Operations):
     @_handler
     async def open(self, inode, flags, ctx):
         fh = next(self._fh)
-        if inode == CONTROL_INO:
-            self._handles[fh] = _Control()
-            return pyfuse3.FileInfo(fh=fh, direct_io=True, nonseekable=False)
-        node = self._nodes.get(inode)
-        if node is None:
-            raise FUSEError(errno.ENOENT)
-        if flags & os.O_TRUNC:
-            # libfuse negotiates atomic_o_trunc: accepting the flag would make
-            # the kernel drop its page cache, dirty mapped pages included.
-            raise DaxError(errno.EINVAL, "O_TRUNC would discard device contents")
-        self._handles[fh] = DaxFile(self.core, self.bus.memory, node[0].dax_dev)
-        return pyfuse3.FileInfo(fh=fh, direct_io=bool(flags & os.O_DIRECT))
+        entry = self._devices.get(inode)
+        if entry is not None:
+            if flags & os.O_TRUNC:
+                # libfuse negotiates atomic_o_trunc: accepting the flag would make
+                # the kernel drop its page cache, dirty mapped pages included.
+                raise DaxError(errno.EINVAL, "O_TRUNC would discard device contents")
+            self._handles[fh] = DaxFile(self.core, self.bus.memory, entry[0].dax_dev)
+            return pyfuse3.FileInfo(fh=fh, direct_io=bool(flags & os.O_DIRECT))
+        _, node = self._node(inode)
+        if type(node) not in (Control, Attr):
+            raise FUSEError(errno.EISDIR if type(node) is Dir else errno.EINVAL)
+        self._handles[fh] = _Text(node)
+        return pyfuse3.FileInfo(fh=fh, direct_io=True)
 
     @_handler
     async def read(self, fh, off, size):
@@ -207,8 +248,13 @@ class DaxOperations(pyfuse3.Operations):
         if h.result is not None:
             return h.result[off:off + size]
         if off == 0:
-            h.layout = control.layout_text(self.bus).encode()
-        return h.layout[off:off + size]
+            if type(h.node) is Control:
+                h.text = control.layout_text(self.bus).encode()
+            elif h.node.show is None:
+                raise FUSEError(errno.EACCES)
+            else:
+                h.text = h.node.show().encode()
+        return h.text[off:off + size]
 
     @_handler
     async def write(self, fh, off, buf):
@@ -216,10 +262,16 @@ class DaxOperations(pyfuse3.Operations):
         if type(h) is DaxFile:
             return h.write(off, buf)
         try:
-            h.result = (await control.execute(self.bus, buf.decode()) + "\n").encode()
+            text = buf.decode()
         except UnicodeDecodeError:
-            h.result = b"error EINVAL: command is not UTF-8\n"
-            raise FUSEError(errno.EINVAL) from None
+            raise DaxError(errno.EINVAL, "not UTF-8 text") from None
+        if type(h.node) is Attr:
+            if h.node.store is None:
+                raise FUSEError(errno.EACCES)
+            await self.bus.apply(h.node.store(text))
+            return len(buf)
+        try:
+            h.result = (await control.execute(self.bus, text) + "\n").encode()
         except DaxError as e:
             h.result = (control.error_line(e) + "\n").encode()
             raise
@@ -244,9 +296,9 @@ class DaxOperations(pyfuse3.Operations):
     # --- lifecycle: keep the kernel's caches true ----------------------------------------
     async def _on_change(self, event: str, dev: DevDax) -> None:
         ino = dev.dax_dev.ino
-        if event == "removed":
-            await trio.to_thread.run_sync(self._invalidate_entry, dev.name.encode())
-        if event in ("disabling", "disabled", "resized", "removed") and ino in self._nodes:
+        if event == "removed" and DAX_DIR in self._paths:
+            await trio.to_thread.run_sync(self._invalidate_entry, self._paths[DAX_DIR], dev.name.encode())
+        if event in ("disabling", "disabled", "resized", "removed") and ino in self._devices:
             # Inline this deadlocks: the kernel writes dirty mapped pages
             # back through WRITE requests that only the trio thread answers.
             await trio.to_thread.run_sync(self._invalidate_inode, ino)
@@ -259,8 +311,8 @@ class DaxOperations(pyfuse3.Operations):
             log.debug("invalidate_inode(%d): %s", ino, e)
 
     @staticmethod
-    def _invalidate_entry(name: bytes) -> None:
+    def _invalidate_entry(parent: int, name: bytes) -> None:
         try:
-            pyfuse3.invalidate_entry(DAX_DIR_INO, name)
+            pyfuse3.invalidate_entry(parent, name)
         except OSError as e:
             log.debug("invalidate_entry(%r): %s", name, e)

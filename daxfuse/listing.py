@@ -1,4 +1,7 @@
-"""`daxctl list` JSON from the emulator's layout: same keys and omissions."""
+"""`daxctl list` JSON from the emulator's layout: same keys, omissions, order
+(daxctl lists regions, devices and mappings in reverse discovery order) and
+formatting (json-c: no space after ':', '/' escaped)."""
+import json
 
 REGION_PATH = "/platform/daxfuse.{id}"
 
@@ -8,17 +11,18 @@ def _device(dev: dict, mappings: bool) -> dict:
            "align": dev["align"], "mode": "devdax"}
     if dev["state"] == "disabled":
         out["state"] = "disabled"
-    if mappings:
+    if mappings and dev["ranges"]:
         out["mappings"] = [{"page_offset": r["page_offset"] // 4096, "start": r["start"],
                             "end": r["end"], "size": r["end"] + 1 - r["start"]}
-                           for r in dev["ranges"]]
+                           for r in reversed(dev["ranges"])]
     return out
 
 
 def daxctl_list(layout: list[dict], regions: bool, devices: bool, mappings: bool, idle: bool) -> list[dict]:
     def devs(region: dict) -> list[dict]:
-        return [_device(d, mappings) for d in region["devices"] if idle or d["size"]]
+        return [_device(d, mappings) for d in reversed(region["devices"]) if idle or d["size"]]
 
+    layout = list(reversed(layout))
     if not regions:
         return [d for region in layout for d in devs(region)]
     out = []
@@ -31,3 +35,7 @@ def daxctl_list(layout: list[dict], regions: bool, devices: bool, mappings: bool
             r["devices"] = devs(region)
         out.append(r)
     return out
+
+
+def dumps(listing: list[dict]) -> str:
+    return json.dumps(listing, indent=2, separators=(",", ":")).replace("/", "\\/")

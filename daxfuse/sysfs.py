@@ -1,0 +1,219 @@
+"""A sysfs-compatible view of the bus: the tree the kernel's device-dax shows
+under /sys, close enough that an unmodified daxctl drives it.
+
+Reads render the bus's state; writes parse as the kernel does (base 0,
+trailing newline and NUL accepted) into bus operations, so the rules stay in
+the bus and the control file and this view are two faces of one model.
+"""
+import errno
+import functools
+
+from .core import DaxError
+from .dax import DaxBus, DevDax
+from .nodes import Attr, Dir, Link, Node
+
+DAX_MAJOR = 252
+REGION_DIR = "daxfuse.{}"
+# Device files are regular files (st_rdev 0:0 to stat), so daxctl's check of
+# /sys/dev/char/0:0/subsystem must lead to the dax bus too.
+RDEV_ZERO = "0:0"
+
+
+def _text(data: str) -> str:
+    return data.replace("\0", "").strip()
+
+
+def _number(data: str, err: int = errno.EINVAL) -> int:
+    try:
+        return int(_text(data), 0)
+    except ValueError:
+        raise DaxError(err, f"invalid number {_text(data)!r}") from None
+
+
+def _ro(show) -> Attr:
+    return Attr(0o444, show=show)
+
+
+class SysfsView:
+    def __init__(self, bus: DaxBus) -> None:
+        self.bus = bus
+
+    def _region_path(self, region_id: int, up: int) -> str:
+        return "../" * up + f"devices/platform/{REGION_DIR.format(region_id)}"
+
+    def _devices(self) -> list[DevDax]:
+        return sorted(self.bus.devices(), key=lambda d: (d.region.id, d.id))
+
+    def resolve(self, path: tuple[str, ...]) -> Node | None:
+        match path:
+            case ():
+                return Dir(lambda: ["bus", "devices", "dev", "module"])
+            case ("bus",):
+                return Dir(lambda: ["dax"])
+            case ("bus", "dax"):
+                return Dir(lambda: ["devices", "drivers"])
+            case ("bus", "dax", "devices"):
+                return Dir(lambda: [d.name for d in self._devices()])
+            case ("bus", "dax", "devices", name):
+                dev = self._find(name)
+                return dev and Link(f"{self._region_path(dev.region.id, 3)}/{name}")
+            case ("bus", "dax", "drivers"):
+                return Dir(lambda: ["device_dax"])
+            case ("bus", "dax", "drivers", "device_dax"):
+                return Dir(lambda: ["bind", "unbind", "new_id", "remove_id"]
+                           + [d.name for d in self._devices() if d.enabled])
+            case ("bus", "dax", "drivers", "device_dax", leaf):
+                return self._driver(leaf)
+            case ("devices",):
+                return Dir(lambda: ["platform", "virtual"])
+            case ("devices", "platform"):
+                return Dir(lambda: [REGION_DIR.format(r) for r in sorted(self.bus.regions)])
+            case ("devices", "platform", region, *rest):
+                return self._region(region, rest)
+            case ("devices", "virtual"):
+                return Dir(lambda: ["daxfuse"])
+            case ("devices", "virtual", "daxfuse"):
+                return Dir(lambda: ["subsystem"])
+            case ("devices", "virtual", "daxfuse", "subsystem"):
+                return Link("../../../bus/dax")
+            case ("dev",):
+                return Dir(lambda: ["char"])
+            case ("dev", "char"):
+                return Dir(lambda: [RDEV_ZERO] + [f"{DAX_MAJOR}:{d.dax_dev.minor}" for d in self._devices()])
+            case ("dev", "char", devt):
+                return self._devt(devt)
+            case ("module",):
+                return Dir(lambda: ["device_dax"])
+            case ("module", "device_dax"):
+                return Dir(lambda: ["initstate"])
+            case ("module", "device_dax", "initstate"):
+                return _ro(lambda: "live\n")
+        return None
+
+    def _find(self, name: str) -> DevDax | None:
+        try:
+            return self.bus.device(name)
+        except DaxError:
+            return None
+
+    def _devt(self, devt: str) -> Node | None:
+        if devt == RDEV_ZERO:
+            return Link("../../devices/virtual/daxfuse")
+        for dev in self.bus.devices():
+            if devt == f"{DAX_MAJOR}:{dev.dax_dev.minor}":
+                return Link(f"{self._region_path(dev.region.id, 2)}/{dev.name}")
+        return None
+
+    def _driver(self, leaf: str) -> Node | None:
+        ops = {"bind": self.bus.enable_device, "unbind": self.bus.disable_device,
+               "new_id": self.bus.device, "remove_id": self.bus.device}
+        if leaf in ops:
+            op = ops[leaf]
+            return Attr(0o200, store=lambda data: [functools.partial(op, _text(data))])
+        dev = self._find(leaf)
+        if dev is not None and dev.enabled:
+            return Link(f"{self._region_path(dev.region.id, 4)}/{leaf}")
+        return None
+
+    def _region(self, dirname: str, rest: list[str]) -> Node | None:
+        prefix, _, rid = dirname.rpartition(".")
+        if prefix != "daxfuse" or not rid.isdigit() or int(rid) not in self.bus.regions:
+            return None
+        region = self.bus.regions[int(rid)]
+        match rest:
+            case []:
+                return Dir(lambda: ["dax_region"] + [d.name for d in sorted(
+                    region.devices.values(), key=lambda d: d.id)])
+            case ["dax_region"]:
+                return Dir(lambda: ["id", "size", "align", "available_size", "create", "seed", "delete"])
+            case ["dax_region", leaf]:
+                return self._region_attr(region, leaf)
+            case [name, *dev_rest] if name.startswith(f"dax{region.id}."):
+                dev = region.devices.get(int(name.partition(".")[2])) if name.partition(".")[2].isdigit() else None
+                return dev and self._device(dev, dev_rest)
+        return None
+
+    def _region_attr(self, region, leaf: str) -> Node | None:
+        bus = self.bus
+        match leaf:
+            case "id":
+                return _ro(lambda: f"{region.id}\n")
+            case "size":
+                return _ro(lambda: f"{region.size}\n")
+            case "align":
+                return Attr(0o400, show=lambda: f"{region.align}\n")
+            case "available_size":
+                return _ro(lambda: f"{region.available_size}\n")
+            case "create":
+                def create(data: str) -> list:
+                    if _number(data) != 1:
+                        raise DaxError(errno.EINVAL, "write 1 to create a device")
+                    return [functools.partial(bus.create_seed, region.id)]
+                return Attr(0o644, show=lambda: f"{region.youngest.name if region.youngest else ''}\n",
+                            store=create)
+            case "seed":
+                return _ro(lambda: f"{region.seed.name if region.seed else ''}\n")
+            case "delete":
+                return Attr(0o200, store=lambda data: [
+                    functools.partial(bus.delete_device, region.id, _text(data))])
+        return None
+
+    def _device(self, dev: DevDax, rest: list[str]) -> Node | None:
+        bus, name = self.bus, dev.name
+        match rest:
+            case []:
+                return Dir(lambda: ["size", "align", "mapping", "resource", "target_node", "numa_node",
+                                    "modalias", "dev", "uevent", "subsystem"]
+                           + [f"mapping{i}" for i in range(len(dev.ranges))]
+                           + (["driver"] if dev.enabled else []))
+            case ["size"]:
+                return Attr(0o644, show=lambda: f"{dev.size}\n",
+                            store=lambda data: [functools.partial(bus.resize_device, name, _number(data))])
+            case ["align"]:
+                return Attr(0o644, show=lambda: f"{dev.align}\n",
+                            store=lambda data: [functools.partial(bus.set_align, name,
+                                                                  _number(data, errno.ENXIO))])
+            case ["mapping"]:
+                return Attr(0o200, store=lambda data: [functools.partial(bus.set_mapping, name,
+                                                                         *self._range(data))])
+            case ["resource"]:
+                return Attr(0o400, show=lambda: f"{(dev.ranges[0].start if dev.ranges else dev.region.res.start):#x}\n")
+            case ["target_node"] | ["numa_node"]:
+                return _ro(lambda: "0\n")
+            case ["modalias"]:
+                return _ro(lambda: "dax:t0\n")
+            case ["dev"]:
+                return _ro(lambda: f"{DAX_MAJOR}:{dev.dax_dev.minor}\n")
+            case ["uevent"]:
+                return Attr(0o644, show=lambda: (
+                    f"MAJOR={DAX_MAJOR}\nMINOR={dev.dax_dev.minor}\nDEVNAME={name}\n"
+                    + ("DRIVER=device_dax\n" if dev.enabled else "") + "MODALIAS=dax:t0\n"),
+                    store=lambda data: [])
+            case ["subsystem"]:
+                return Link("../../../../bus/dax")
+            case ["driver"] if dev.enabled:
+                return Link("../../../../bus/dax/drivers/device_dax")
+            case [mapping, *leaf] if mapping.startswith("mapping") and mapping[7:].isdigit():
+                return self._mapping(dev, int(mapping[7:]), leaf)
+        return None
+
+    def _mapping(self, dev: DevDax, i: int, leaf: list[str]) -> Node | None:
+        if i >= len(dev.ranges):
+            return None
+        fields = {"start": lambda: dev.ranges[i].start, "end": lambda: dev.ranges[i].end - 1,
+                  "page_offset": lambda: dev.page_offsets()[i] // 4096}
+        match leaf:
+            case []:
+                return Dir(lambda: list(fields))
+            case [field] if field in fields:
+                get = fields[field]
+                return Attr(0o400, show=lambda: f"{get():#x}\n")
+        return None
+
+    @staticmethod
+    def _range(data: str) -> tuple[int, int]:
+        start, sep, end = _text(data).partition("-")
+        try:
+            return int(start, 16), int(end, 16)
+        except ValueError:
+            raise DaxError(errno.EINVAL, f"mapping must be START-END in hex, not {_text(data)!r}") from None

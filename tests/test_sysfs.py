@@ -1,0 +1,184 @@
+"""The sysfs view, written and read as the kernel's, and the real daxctl driving it
+through `daxfuse exec`."""
+import errno
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import DAXFUSE
+
+MiB = 1 << 20
+needs_daxctl = pytest.mark.skipif(shutil.which("daxctl") is None,
+                                  reason="daxctl is missing (scripts/test installs it)")
+
+
+@pytest.fixture
+def region(daemon_factory):
+    """A kernel-style dynamic region: 1 GiB, 2M align, a size-0 seed dax0.0."""
+    d = daemon_factory("--size", "1G", "--no-default-device")
+    d.control("create-device region=0 size=0")
+    return d
+
+
+def sys_path(d, *parts):
+    return d.path("sys", *parts)
+
+
+def dev_dir(d, name):
+    return os.path.realpath(sys_path(d, "bus", "dax", "devices", name))
+
+
+def write_attr(path, text, nul=True):
+    """One write of text (+ NUL, as daxctl does); the errno on failure."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        data = text.encode() + (b"\0" if nul else b"")
+        assert os.write(fd, data) == len(data)
+        return 0
+    except OSError as e:
+        return e.errno
+    finally:
+        os.close(fd)
+
+
+def read_attr(path):
+    with open(path) as f:
+        return f.read().rstrip("\n")
+
+
+def daxctl(d, *args, check=True):
+    r = subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, "--", "daxctl", *args],
+                       capture_output=True, text=True, timeout=60)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def daxfuse_list(d, *flags):
+    r = subprocess.run([*DAXFUSE, "list", "-m", d.mountpoint, *flags], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_tree_matches_the_kernels_layout(region):
+    d = region
+    assert dev_dir(d, "dax0.0") == sys_path(d, "devices", "platform", "daxfuse.0", "dax0.0")
+    base = dev_dir(d, "dax0.0")
+    assert os.path.realpath(os.path.join(base, "subsystem")) == sys_path(d, "bus", "dax")
+    assert not os.path.lexists(os.path.join(base, "driver"))  # size 0: not bound
+    rb = os.path.join(base, "..", "dax_region")
+    assert {n: read_attr(os.path.join(rb, n)) for n in ("id", "size", "align", "available_size", "seed")} == {
+        "id": "0", "size": str(1 << 30), "align": str(2 * MiB), "available_size": str(1 << 30), "seed": "dax0.0"}
+    assert read_attr(os.path.join(base, "modalias")) == "dax:t0"
+    major_minor = read_attr(os.path.join(base, "dev"))
+    assert os.path.realpath(sys_path(d, "dev", "char", major_minor)) == base
+    assert read_attr(sys_path(d, "module", "device_dax", "initstate")) == "live"
+    assert os.path.exists(d.path("dev", "dax0.0"))
+    assert os.readlink(d.path("dev", "null")) == ".host/null"  # resolves under daxfuse exec
+
+
+def test_attribute_writes_follow_the_kernel(region):
+    d = region
+    base = dev_dir(d, "dax0.0")
+    rb = os.path.join(base, "..", "dax_region")
+    drv = sys_path(d, "bus", "dax", "drivers", "device_dax")
+    assert write_attr(os.path.join(base, "align"), "bogus") == errno.ENXIO
+    assert write_attr(os.path.join(base, "align"), "0x3000") == errno.EINVAL
+    assert write_attr(os.path.join(base, "size"), "0x100001") == errno.EINVAL
+    assert write_attr(os.path.join(base, "size"), "0x80000000") == errno.ENOSPC
+    assert write_attr(os.path.join(drv, "bind"), "dax0.0") == errno.ENXIO  # size 0
+    assert write_attr(os.path.join(base, "size"), "0x10000000\n") == 0
+    assert read_attr(os.path.join(base, "size")) == str(256 * MiB)
+    assert read_attr(os.path.join(rb, "available_size")) == str(768 * MiB)  # never stale
+    assert write_attr(os.path.join(drv, "bind"), "dax0.0") == 0
+    assert os.path.islink(os.path.join(base, "driver"))
+    assert write_attr(os.path.join(base, "size"), "0") == errno.EBUSY
+    assert write_attr(os.path.join(rb, "create"), "2") == errno.EINVAL
+    assert write_attr(os.path.join(rb, "create"), "1") == 0
+    assert read_attr(os.path.join(rb, "create")) == "dax0.1"
+    assert read_attr(os.path.join(rb, "seed")) == "dax0.1"
+    assert write_attr(os.path.join(rb, "delete"), "dax0.0") == errno.EBUSY  # enabled
+    assert write_attr(os.path.join(rb, "delete"), "dax0.7") == errno.ENXIO
+    m = dev_dir(d, "dax0.1")
+    assert write_attr(os.path.join(m, "mapping"), "0x30000000-0x301fffff") == 0
+    assert read_attr(os.path.join(m, "mapping0", "start")) == "0x30000000"
+    assert read_attr(os.path.join(m, "mapping0", "end")) == "0x301fffff"
+    assert write_attr(os.path.join(m, "mapping"), "0x0-0x1fffff") == errno.ENOSPC  # dax0.0's
+    assert write_attr(os.path.join(m, "size"), "0") == 0
+    assert write_attr(os.path.join(rb, "delete"), "dax0.1") == 0
+    assert not os.path.exists(d.path("dax", "dax0.1"))
+    assert write_attr(os.path.join(drv, "unbind"), "dax0.0") == 0
+    assert not os.path.lexists(os.path.join(base, "driver"))
+    with pytest.raises(OSError) as e:
+        open(d.path("dax", "dax0.0"), "rb")
+    assert e.value.errno == errno.ENXIO
+
+
+def test_control_file_and_sysfs_are_one_model(region):
+    d = region
+    d.control("resize-device dax0.0 size=64M\nenable-device dax0.0")
+    base = dev_dir(d, "dax0.0")
+    assert read_attr(os.path.join(base, "size")) == str(64 * MiB)
+    assert os.path.islink(os.path.join(base, "driver"))
+    write_attr(os.path.join(base, "..", "dax_region", "create"), "1")
+    assert [dev["name"] for dev in d.layout()[0]["devices"]] == ["dax0.0", "dax0.1"]
+    assert os.listdir(d.path("dax")) == ["dax0.0", "dax0.1"]
+
+
+@needs_daxctl
+def test_daxctl_create_reconfigure_disable_enable_destroy(region):
+    d = region
+    out = json.loads(daxctl(d, "create-device", "-r", "0", "-s", "256M").stdout)
+    assert out[0]["chardev"] == "dax0.0" and out[0]["size"] == 256 * MiB
+    fd = os.open(d.path("dax", "dax0.0"), os.O_RDWR)  # enabled: the data path works
+    os.pwrite(fd, b"via daxctl", 0)
+    os.close(fd)
+    daxctl(d, "disable-device", "dax0.0")
+    assert json.loads(daxctl(d, "list", "-D").stdout)[0]["state"] == "disabled"
+    daxctl(d, "reconfigure-device", "dax0.0", "-s", "128M", "-a", "4K")
+    daxctl(d, "enable-device", "dax0.0")
+    dev = json.loads(daxctl(d, "list", "-D").stdout)[0]
+    assert (dev["size"], dev["align"], "state" in dev) == (128 * MiB, 4096, False)
+    r = daxctl(d, "reconfigure-device", "dax0.0", "-s", "64M", check=False)  # enabled: refused
+    assert r.returncode != 0 and "reconfigured 0 devices" in r.stderr
+    # an application inside the namespace reaches the device through /dev
+    r = subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, "--", "head", "-c", "10", "/dev/dax0.0"],
+                       capture_output=True, timeout=60)
+    assert r.stdout == b"via daxctl"
+    name = json.loads(daxctl(d, "create-device", "-r", "0", "-s", "64M").stdout)[0]["chardev"]
+    daxctl(d, "disable-device", name)
+    daxctl(d, "destroy-device", name)
+    assert not os.path.exists(d.path("dax", name))
+    # as on the kernel, id 0 stays while its region does: emptied, not deleted
+    daxctl(d, "disable-device", "dax0.0")
+    r = daxctl(d, "destroy-device", "dax0.0", check=False)
+    assert r.returncode != 0 and "Device or resource busy" in r.stderr
+    assert ("dax0.0", 0) in [(x["chardev"], x["size"]) for x in json.loads(daxctl(d, "list", "-Di").stdout)]
+
+
+@needs_daxctl
+def test_daxctl_device_over_a_hole_and_the_tail(region):
+    d = region
+    for _ in range(2):
+        daxctl(d, "create-device", "-r", "0", "-s", "128M")
+    daxctl(d, "disable-device", "dax0.0")
+    d.control("destroy-device dax0.0")          # a hole at the start of the region
+    out = json.loads(daxctl(d, "create-device", "-r", "0", "-s", "256M").stdout)[0]
+    listed = [dev for dev in json.loads(daxctl(d, "list", "-DM").stdout) if dev["chardev"] == out["chardev"]][0]
+    assert sorted((m["start"], m["size"]) for m in listed["mappings"]) == [(0, 128 * MiB), (256 * MiB, 128 * MiB)]
+    assert daxfuse_list(d, "-RDMi") == daxctl(d, "list", "-RDMi").stdout
+    assert daxfuse_list(d) == daxctl(d, "list", "-RD").stdout
+
+
+@needs_daxctl
+def test_daxctl_system_ram_mode_fails_clearly(region):
+    d = region
+    daxctl(d, "create-device", "-r", "0", "-s", "64M")
+    r = daxctl(d, "reconfigure-device", "-m", "system-ram", "dax0.0", check=False)
+    assert r.returncode != 0 and "reconfigured 0 devices" in r.stderr
+    assert d.proc.poll() is None  # the daemon is unharmed
+    assert daxctl(d, "list").returncode == 0
