@@ -1,7 +1,6 @@
 """The daxfuse command: mount / umount, and daxctl-like management commands
 that speak the control-file grammar."""
 import argparse
-import errno
 import json
 import logging
 import os

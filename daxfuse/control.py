@@ -76,12 +76,12 @@ def parse_line(bus: DaxBus, line: str):
 
 
 def parse(bus: DaxBus, text: str) -> list:
-    ops = []
-    lines = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln]
+    lines = [(number, ln.split("#", 1)[0].strip()) for number, ln in enumerate(text.splitlines(), 1)]
+    lines = [(number, ln) for number, ln in lines if ln]
     if not lines:
         raise DaxError(errno.EINVAL, "empty command")
-    for number, line in enumerate(lines, 1):
+    ops = []
+    for number, line in lines:
         try:
             ops.append(parse_line(bus, line))
         except DaxError as e:

@@ -86,10 +86,10 @@ class DaxCore:
     def put_dax(self, dax_dev: DaxDevice) -> None:
         """Drop a reference; the last one releases the minor and inode number."""
         assert dax_dev.refs > 0, f"put_dax() on released {dax_dev!r}"
+        assert dax_dev.refs > 1 or not dax_dev.alive, "kill_dax() must be called before the final put_dax()"
         dax_dev.refs -= 1
         if dax_dev.refs:
             return
-        assert not dax_dev.alive, "kill_dax() must be called before the final put_dax()"
         del self._by_minor[dax_dev.minor]
         if dax_dev.host is not None:
             del self._by_host[dax_dev.host]

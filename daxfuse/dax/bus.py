@@ -134,12 +134,10 @@ class DaxBus:
         if id_ is not None and id_ < 0:
             raise DaxError(errno.EINVAL, f"invalid region id {id_}")
         busy = sorted((r.res for r in self.regions.values()), key=lambda r: r.start)
-        start = 0
-        for hole in _holes(busy, Range(0, max([size] + [r.end for r in busy]) + size)):
-            fit = _align_in(hole, align)
-            if fit and fit.size >= size:
-                start = fit.start
-                break
+        # the window ends far enough past every region for the last hole to fit
+        window = Range(0, max([0] + [r.end for r in busy]) + size + align)
+        start = next(fit.start for hole in _holes(busy, window)
+                     if (fit := _align_in(hole, align)) and fit.size >= size)
         if id_ is None:
             id_ = next(i for i in itertools.count() if i not in self.regions)
         region = DaxRegion(id_, Range(start, start + size), align)
