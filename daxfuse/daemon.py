@@ -24,6 +24,10 @@ from .memory import MemoryFile
 log = logging.getLogger("daxfuse")
 
 RUN_DIR = "/run/daxfuse"
+# The mount's read-ahead: FUSE READs of page-cache misses (buffered reads and
+# mmap faults) come in read-ahead-sized requests; 128 KiB by default, FUSE
+# takes up to 1 MiB per request, and a larger window keeps requests in flight.
+READ_AHEAD_KB = 4096
 
 
 @dataclass
@@ -85,11 +89,21 @@ async def _serve(bus: DaxBus, config: MountConfig, stack: contextlib.ExitStack) 
 
         nursery.start_soon(main)
         nursery.start_soon(_stop_on_signal)
-        await trio.to_thread.run_sync(os.stat, config.mountpoint)
+        st = await trio.to_thread.run_sync(os.stat, config.mountpoint)
+        _raise_read_ahead(st.st_dev)
         _write_pid_file(config.mountpoint, stack)
         log.info("serving %s", config.mountpoint)
         sd_notify("READY=1")
     sd_notify("STOPPING=1")
+
+
+def _raise_read_ahead(st_dev: int) -> None:
+    path = f"/sys/class/bdi/{os.major(st_dev)}:{os.minor(st_dev)}/read_ahead_kb"
+    try:
+        with open(path, "w") as f:
+            f.write(f"{READ_AHEAD_KB}\n")
+    except OSError as e:  # not root: the kernel's 128 KiB stays
+        log.warning("cannot raise read-ahead (%s): %s", path, e.strerror)
 
 
 def _write_pid_file(mountpoint: str, stack: contextlib.ExitStack) -> None:

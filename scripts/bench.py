@@ -1,0 +1,247 @@
+"""scripts/bench: daxfuse beside a tmpfs file holding the same bytes, medians of
+several runs, page caches dropped before each cold measurement. Prints a
+table (with the daxfuse/tmpfs ratio) and writes JSON."""
+import argparse
+import json
+import mmap
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from daxfuse.daemon import run_file
+from daxfuse.units import format_size, parse_size
+
+MiB = 1 << 20
+DAXFUSE = [sys.executable, "-m", "daxfuse"]
+
+
+def drop_caches(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median_of(runs: int, prepare, fn) -> float:
+    samples = []
+    for _ in range(runs):
+        prepare()
+        samples.append(timed(fn))
+    return statistics.median(samples)
+
+
+class Target:
+    """One file under test: a daxfuse device or the tmpfs reference."""
+
+    def __init__(self, path: str, size: int, runs: int) -> None:
+        self.path, self.size, self.runs = path, size, runs
+
+    def cold(self):
+        return lambda: drop_caches(self.path)
+
+    def seq(self, write: bool, direct: bool) -> float:
+        flags = (os.O_RDWR if write else os.O_RDONLY) | (os.O_DIRECT if direct else 0)
+        buf = mmap.mmap(-1, MiB)  # page-aligned, as O_DIRECT wants
+        buf.write(os.urandom(MiB))
+
+        def run():
+            fd = os.open(self.path, flags)
+            op = os.pwritev if write else os.preadv
+            for off in range(0, self.size, MiB):
+                op(fd, [buf], off)
+            os.close(fd)
+        return self.size / median_of(self.runs, self.cold(), run) / 1e9
+
+    def rand_read_iops(self, count: int = 20000) -> float:
+        rng = random.Random(42)
+        offsets = [rng.randrange(self.size // 4096) * 4096 for _ in range(count)]
+        buf = bytearray(4096)
+
+        def run():
+            fd = os.open(self.path, os.O_RDONLY)
+            for off in offsets:
+                os.preadv(fd, [buf], off)
+            os.close(fd)
+        return count / median_of(self.runs, self.cold(), run)
+
+    def mmap_faults(self) -> dict:
+        fd = os.open(self.path, os.O_RDWR)
+        reads, writes, warm = [], [], []
+        dst = np.empty(self.size, dtype=np.uint8)
+        for _ in range(self.runs):
+            drop_caches(self.path)
+            with mmap.mmap(fd, self.size, mmap.MAP_SHARED) as m:
+                a = np.frombuffer(m, dtype=np.uint8)
+                reads.append(timed(lambda: int(a[::4096].sum())))
+                warm.append(timed(lambda: np.copyto(dst, a)))
+                del a
+            drop_caches(self.path)
+            with mmap.mmap(fd, self.size, mmap.MAP_SHARED) as m:
+                a = np.frombuffer(m, dtype=np.uint8)
+                writes.append(timed(lambda: a[::4096].__setitem__(Ellipsis, 7)))
+                del a
+                m.flush()
+        os.close(fd)
+        return {name: self.size / statistics.median(v) / 1e9
+                for name, v in (("mmap_first_touch_read_GBps", reads),
+                                ("mmap_first_touch_write_GBps", writes),
+                                ("mmap_warm_read_GBps", warm))}
+
+    def data_path(self) -> dict:
+        out = {
+            "seq_read_GBps": self.seq(write=False, direct=False),
+            "seq_read_direct_GBps": self.seq(write=False, direct=True),
+            "seq_write_GBps": self.seq(write=True, direct=False),
+            "seq_write_direct_GBps": self.seq(write=True, direct=True),
+            "rand_read_4k_qd1_iops": self.rand_read_iops(),
+        }
+        out.update(self.mmap_faults())
+        return out
+
+
+class Control:
+    def __init__(self, mountpoint: str) -> None:
+        self.mountpoint = mountpoint
+        self.fd = os.open(os.path.join(mountpoint, "control"), os.O_RDWR)
+
+    def __call__(self, command: str) -> None:
+        os.write(self.fd, command.encode())
+
+    def latency_ms(self, command: str, undo: str | None = None, runs: int = 51) -> float:
+        samples = []
+        for _ in range(runs):
+            samples.append(timed(lambda: self(command)))
+            if undo:
+                self(undo)
+        return statistics.median(samples) * 1000
+
+
+def control_plane(mnt: str, pid: int, size: int) -> dict:
+    ctl = Control(mnt)
+    dev = os.path.join(mnt, "dax", "dax0.0")
+    out = {"disable_ms": ctl.latency_ms("disable-device dax0.0", "enable-device dax0.0")}
+    dirty = min(256 * MiB, size)
+    fd = os.open(dev, os.O_RDWR)
+    samples = []
+    for _ in range(3):
+        with mmap.mmap(fd, dirty, mmap.MAP_SHARED) as m:
+            np.frombuffer(m, dtype=np.uint8)[::4096] = 1
+            samples.append(timed(lambda: ctl("disable-device dax0.0")))
+        ctl("enable-device dax0.0")
+    os.close(fd)
+    out[f"disable_dirty_{dirty // MiB}M_ms"] = statistics.median(samples) * 1000
+
+    ctl("create-region size=8M align=4K id=1")
+    ctl("\n".join(["create-device region=1 size=4K"] * 1000))
+    out["create_destroy_1000_ms"] = ctl.latency_ms(
+        "create-device region=1 size=4K", "disable-device dax1.1000\ndestroy-device dax1.1000")
+    with open(os.path.join(mnt, "control")) as f:
+        out["layout_read_1000_ms"] = statistics.median(
+            timed(lambda: (f.seek(0), f.read())) for _ in range(21)) * 1000
+    out["cli_list_1000_ms"] = statistics.median(
+        timed(lambda: subprocess.run([*DAXFUSE, "list", "-m", mnt], check=True, capture_output=True))
+        for _ in range(5)) * 1000
+
+    ctl(f"create-region size={16 * 1024 - size // MiB - 8}M")  # the memory file is now 16 GiB
+    with open(f"/proc/{pid}/status") as f:
+        status = dict(line.split(":", 1) for line in f)
+    for key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+        out[f"daemon_{key}_MiB"] = int(status[key].split()[0]) / 1024
+    return out
+
+
+ROWS = [  # key, label, unit, target (daxfuse/tmpfs ratio or absolute)
+    ("seq_read_GBps", "sequential read 1M (cold)", "GB/s", "ratio >= 0.30"),
+    ("seq_read_direct_GBps", "sequential read 1M O_DIRECT", "GB/s", "ratio >= 0.55"),
+    ("seq_write_GBps", "sequential write 1M", "GB/s", "ratio >= 0.20"),
+    ("seq_write_direct_GBps", "sequential write 1M O_DIRECT", "GB/s", ""),
+    ("rand_read_4k_qd1_iops", "random read 4K QD1 (cold)", "IOPS", ">= 10000"),
+    ("mmap_first_touch_read_GBps", "mmap first-touch read faults", "GB/s", ">= C libfuse (~2.5)"),
+    ("mmap_first_touch_write_GBps", "mmap first-touch write faults", "GB/s", ""),
+    ("mmap_warm_read_GBps", "mmap warm read", "GB/s", "ratio >= 0.9"),
+]
+CONTROL_ROWS = [
+    ("disable_ms", "disable, no dirty pages", "ms", "<= 10"),
+    ("disable_dirty_256M_ms", "disable, 256 MiB dirty mapped", "ms", ""),
+    ("create_destroy_1000_ms", "create+destroy, 1000 devices", "ms", "<= 2"),
+    ("layout_read_1000_ms", "control layout read, 1000 devices", "ms", "<= 2"),
+    ("cli_list_1000_ms", "`daxfuse list`, 1000 devices (process)", "ms", ""),
+    ("daemon_VmRSS_MiB", "daemon RSS, 16 GiB memory file", "MiB", "<= 100"),
+    ("daemon_RssAnon_MiB", "daemon anonymous RSS", "MiB", ""),
+    ("daemon_RssShmem_MiB", "daemon RSS of mapped memory file", "MiB", ""),
+]
+
+
+def table(result: dict) -> str:
+    lines = ["| measure | daxfuse | tmpfs | ratio | target |", "|---|---|---|---|---|"]
+    for key, label, unit, target in ROWS:
+        d, t = result["daxfuse"][key], result["tmpfs"][key]
+        fmt = "{:,.0f}" if unit == "IOPS" else "{:.2f}"
+        lines.append(f"| {label} ({unit}) | {fmt.format(d)} | {fmt.format(t)} | {d / t:.2f}x | {target} |")
+    for key, label, unit, target in CONTROL_ROWS:
+        if key in result["control"]:
+            lines.append(f"| {label} ({unit}) | {result['control'][key]:.1f} | | | {target} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--size", default="1G", help="device size (default 1G)")
+    p.add_argument("--runs", type=int, default=5, help="runs per measurement; the median is kept")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = p.parse_args()
+    size = parse_size(args.size)
+    with tempfile.TemporaryDirectory(prefix="daxfuse-bench-") as work:
+        mnt = os.path.join(work, "mnt")
+        ref = os.path.join("/dev/shm", f"daxfuse-bench-ref-{os.getpid()}")
+        os.mkdir(mnt)
+        subprocess.run([*DAXFUSE, "mount", mnt, "--size", str(size), "--nr-dax", "2048"], check=True,
+                       capture_output=True)
+        try:
+            with open(run_file(mnt, "pid")) as f:
+                pid = int(f.read())
+            dev = os.path.join(mnt, "dax", "dax0.0")
+            data = os.urandom(64 * MiB)
+            for path in (dev, ref):
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                for off in range(0, size, len(data)):
+                    os.pwrite(fd, data[:size - off], off)
+                os.fsync(fd)
+                os.close(fd)
+            result = {
+                "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                            "python": platform.python_version(), "size": format_size(size),
+                            "runs": args.runs},
+                "daxfuse": Target(dev, size, args.runs).data_path(),
+                "tmpfs": Target(ref, size, args.runs).data_path(),
+                "control": control_plane(mnt, pid, size),
+            }
+        finally:
+            if os.path.exists(ref):
+                os.unlink(ref)
+            subprocess.run([*DAXFUSE, "umount", mnt], check=False)
+    m = result["machine"]
+    print(f"{m['cpus']} CPUs, Linux {m['kernel']}, Python {m['python']}, device {m['size']}, "
+          f"median of {m['runs']} runs")
+    print(table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
