@@ -12,7 +12,7 @@ import tempfile
 import time
 
 from . import listing
-from .core import DaxError
+from .errors import DaxError
 from .units import parse_size
 
 MOUNT_TIMEOUT = 60.0

@@ -15,6 +15,7 @@ ignored.
 import errno
 import functools
 import json
+import weakref
 
 from .core import DaxError
 from .dax import DaxBus
@@ -111,5 +112,13 @@ def error_line(e: DaxError) -> str:
     return f"error {errno.errorcode.get(e.errno, e.errno)}: {e.message}"
 
 
-def layout_text(bus: DaxBus) -> str:
-    return json.dumps(bus.layout(), indent=1) + "\n"
+_layout_cache: "weakref.WeakKeyDictionary[DaxBus, tuple[int, bytes]]" = weakref.WeakKeyDictionary()
+
+
+def layout_text(bus: DaxBus) -> bytes:
+    """The layout as JSON, rendered again only after the bus changed."""
+    cached = _layout_cache.get(bus)
+    if cached is None or cached[0] != bus.generation:
+        cached = _layout_cache[bus] = (bus.generation,
+                                       json.dumps(bus.layout(), separators=(",", ":")).encode() + b"\n")
+    return cached[1]

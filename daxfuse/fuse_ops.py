@@ -249,7 +249,7 @@ class DaxOperations(pyfuse3.Operations):
             return h.result[off:off + size]
         if off == 0:
             if type(h.node) is Control:
-                h.text = control.layout_text(self.bus).encode()
+                h.text = control.layout_text(self.bus)
             elif h.node.show is None:
                 raise FUSEError(errno.EACCES)
             else:

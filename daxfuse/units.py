@@ -2,7 +2,7 @@
 import errno
 import re
 
-from .core import DaxError
+from .errors import DaxError
 
 _SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"(0[xX][0-9a-fA-F]+|[0-9]+)(?:([KMGTkmgt])(?:i?B)?|B)?", re.ASCII)

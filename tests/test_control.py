@@ -274,7 +274,7 @@ def test_execute_every_command(bus):
     (dev,) = layout[0]["devices"]
     assert (dev["name"], dev["size"], dev["state"]) == ("dax0.0", 4 * M, "enabled")
     assert json.loads(control.layout_text(bus)) == layout
-    assert control.layout_text(bus).endswith("\n")
+    assert control.layout_text(bus).endswith(b"\n")
 
 
 def test_execute_batch_with_comments(bus):

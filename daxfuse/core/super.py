@@ -9,7 +9,7 @@ reference for every kernel-side use never sees an inode number reused under it.
 import errno
 from contextlib import contextmanager
 
-from .errors import DaxError
+from ..errors import DaxError
 from .minors import Ida
 from .srcu import Srcu
 

@@ -71,6 +71,7 @@ class DaxBus:
         self.listeners: list[Listener] = []
         self._lock = trio.Lock()
         self._txn: _Txn | None = None
+        self.generation = 0  # changes whenever the layout may have changed
 
     # --- transactions ------------------------------------------------------------
     async def apply(self, ops: list[Callable[[], object]]) -> list[object]:
@@ -85,6 +86,7 @@ class DaxBus:
                 raise
             finally:
                 self._txn = None
+                self.generation += 1
             for effect in txn.effects:
                 await effect()
             return results
