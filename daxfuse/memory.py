@@ -26,6 +26,7 @@ class MemoryFile:
         self._fd = fd
         self._mm: mmap.mmap | None = None
         self._map: np.ndarray | None = None
+        self.accesses = 0  # views and writes so far: lets the daemon see idleness
         self._remap(os.fstat(fd).st_size)
 
     @property
@@ -47,9 +48,11 @@ class MemoryFile:
 
     def view(self, start: int, length: int) -> np.ndarray:
         """A zero-copy window onto [start, start + length)."""
+        self.accesses += 1
         return self._map[start:start + length]
 
     def write(self, start: int, data) -> None:
+        self.accesses += 1
         self._map[start:start + len(data)] = np.frombuffer(data, dtype=np.uint8)
 
     def zero(self, start: int, length: int) -> None:
@@ -61,6 +64,13 @@ class MemoryFile:
             return
         lo = start - start % _PAGE
         self._mm.flush(lo, start + length - lo)
+
+    def unmap_pages(self) -> None:
+        """Drop this process's page-table entries to the file. The pages stay
+        in the file (tmpfs or page cache, dirty ones marked so), but stop
+        counting in the daemon's RSS; the next access maps them again."""
+        if self._mm is not None:
+            self._mm.madvise(mmap.MADV_DONTNEED)
 
     def close(self) -> None:
         self._map = self._mm = None

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from daxfuse.daemon import run_file
+from daxfuse.daemon import UNMAP_IDLE, run_file
 from daxfuse.units import format_size, parse_size
 
 MiB = 1 << 20
@@ -78,17 +78,19 @@ class Target:
             os.close(fd)
         return count / median_of(self.runs, self.cold(), run)
 
-    def mmap_faults(self) -> dict:
-        fd = os.open(self.path, os.O_RDWR)
+    def mmap_faults(self, with_writes: bool = True) -> dict:
+        fd = os.open(self.path, os.O_RDWR if with_writes else os.O_RDONLY)
         reads, writes, warm = [], [], []
         dst = np.empty(self.size, dtype=np.uint8)
         for _ in range(self.runs):
             drop_caches(self.path)
-            with mmap.mmap(fd, self.size, mmap.MAP_SHARED) as m:
+            with mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
                 a = np.frombuffer(m, dtype=np.uint8)
                 reads.append(timed(lambda: int(a[::4096].sum())))
                 warm.append(timed(lambda: np.copyto(dst, a)))
                 del a
+            if not with_writes:
+                continue
             drop_caches(self.path)
             with mmap.mmap(fd, self.size, mmap.MAP_SHARED) as m:
                 a = np.frombuffer(m, dtype=np.uint8)
@@ -99,7 +101,7 @@ class Target:
         return {name: self.size / statistics.median(v) / 1e9
                 for name, v in (("mmap_first_touch_read_GBps", reads),
                                 ("mmap_first_touch_write_GBps", writes),
-                                ("mmap_warm_read_GBps", warm))}
+                                ("mmap_warm_read_GBps", warm)) if v}
 
     def data_path(self) -> dict:
         out = {
@@ -133,7 +135,9 @@ class Control:
 def control_plane(mnt: str, pid: int, size: int) -> dict:
     ctl = Control(mnt)
     dev = os.path.join(mnt, "dax", "dax0.0")
-    out = {"disable_ms": ctl.latency_ms("disable-device dax0.0", "enable-device dax0.0")}
+    time.sleep(2 * UNMAP_IDLE + 1)  # idle: the daemon unmaps what it touched
+    out = {"daemon_VmRSS_after_run_MiB": rss(pid)["VmRSS"]}
+    out["disable_ms"] = ctl.latency_ms("disable-device dax0.0", "enable-device dax0.0")
     dirty = min(256 * MiB, size)
     fd = os.open(dev, os.O_RDWR)
     samples = []
@@ -156,12 +160,17 @@ def control_plane(mnt: str, pid: int, size: int) -> dict:
         timed(lambda: subprocess.run([*DAXFUSE, "list", "-m", mnt], check=True, capture_output=True))
         for _ in range(5)) * 1000
 
-    ctl(f"create-region size={16 * 1024 - size // MiB - 8}M")  # the memory file is now 16 GiB
+    # A new region remaps the memory file, now 16 GiB: what the daemon keeps
+    # of its own, the emulated memory it touched no longer mapped.
+    ctl(f"create-region size={16 * 1024 - size // MiB - 8}M")
+    out.update({f"daemon_{key}_MiB": value for key, value in rss(pid).items()})
+    return out
+
+
+def rss(pid: int) -> dict:
     with open(f"/proc/{pid}/status") as f:
         status = dict(line.split(":", 1) for line in f)
-    for key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
-        out[f"daemon_{key}_MiB"] = int(status[key].split()[0]) / 1024
-    return out
+    return {key: int(status[key].split()[0]) / 1024 for key in ("VmRSS", "RssAnon", "RssFile", "RssShmem")}
 
 
 ROWS = [  # key, label, unit, target (daxfuse/tmpfs ratio or absolute)
@@ -180,6 +189,7 @@ CONTROL_ROWS = [
     ("create_destroy_1000_ms", "create+destroy, 1000 devices", "ms", "<= 2"),
     ("layout_read_1000_ms", "control layout read, 1000 devices", "ms", "<= 2"),
     ("cli_list_1000_ms", "`daxfuse list`, 1000 devices (process)", "ms", ""),
+    ("daemon_VmRSS_after_run_MiB", "daemon RSS, idle after the data-path run", "MiB", "<= 100"),
     ("daemon_VmRSS_MiB", "daemon RSS, 16 GiB memory file", "MiB", "<= 100"),
     ("daemon_RssAnon_MiB", "daemon anonymous RSS", "MiB", ""),
     ("daemon_RssShmem_MiB", "daemon RSS of mapped memory file", "MiB", ""),
@@ -187,15 +197,40 @@ CONTROL_ROWS = [
 
 
 def table(result: dict) -> str:
-    lines = ["| measure | daxfuse | tmpfs | ratio | target |", "|---|---|---|---|---|"]
+    lines = ["| measure | daxfuse | tmpfs | ratio | C libfuse | target |", "|---|---|---|---|---|---|"]
     for key, label, unit, target in ROWS:
-        d, t = result["daxfuse"][key], result["tmpfs"][key]
+        d, t, c = result["daxfuse"][key], result["tmpfs"][key], result["c_libfuse"].get(key)
         fmt = "{:,.0f}" if unit == "IOPS" else "{:.2f}"
-        lines.append(f"| {label} ({unit}) | {fmt.format(d)} | {fmt.format(t)} | {d / t:.2f}x | {target} |")
+        cell = "" if c is None else fmt.format(c)
+        lines.append(f"| {label} ({unit}) | {fmt.format(d)} | {fmt.format(t)} | {d / t:.2f}x | {cell} | {target} |")
     for key, label, unit, target in CONTROL_ROWS:
         if key in result["control"]:
-            lines.append(f"| {label} ({unit}) | {result['control'][key]:.1f} | | | {target} |")
+            lines.append(f"| {label} ({unit}) | {result['control'][key]:.1f} | | | | {target} |")
     return "\n".join(lines)
+
+
+def c_libfuse(work: str, ref: str, size: int, runs: int) -> dict:
+    """The same page-cache reads through scripts/bench_cfuse.c, a minimal
+    single-threaded C libfuse daemon with default settings."""
+    exe, mnt = os.path.join(work, "bench_cfuse"), os.path.join(work, "cmnt")
+    flags = subprocess.run(["pkg-config", "fuse3", "--cflags", "--libs"], check=True,
+                           capture_output=True, text=True).stdout.split()
+    subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(os.path.dirname(__file__), "bench_cfuse.c"), *flags],
+                   check=True)
+    os.mkdir(mnt)
+    daemon = subprocess.Popen([exe, ref, mnt])
+    try:
+        data = os.path.join(mnt, "data")
+        deadline = time.monotonic() + 10
+        while not os.path.exists(data):
+            if time.monotonic() > deadline or daemon.poll() is not None:
+                raise RuntimeError("the C libfuse baseline did not mount")
+            time.sleep(0.05)
+        target = Target(data, size, runs)
+        return {"seq_read_GBps": target.seq(write=False, direct=False), **target.mmap_faults(with_writes=False)}
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt], check=False)
+        daemon.wait(10)
 
 
 def main() -> None:
@@ -228,6 +263,7 @@ def main() -> None:
                             "runs": args.runs},
                 "daxfuse": Target(dev, size, args.runs).data_path(),
                 "tmpfs": Target(ref, size, args.runs).data_path(),
+                "c_libfuse": c_libfuse(work, ref, size, args.runs),
                 "control": control_plane(mnt, pid, size),
             }
         finally:

@@ -1,0 +1,28 @@
+"""scripts/bench runs end to end on a small size and writes well-formed JSON
+(timings are never asserted: they belong to the benchmark, not the suite)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(__file__), "..", "scripts", "bench.py")
+
+
+@pytest.mark.mounted
+@pytest.mark.timeout(300)
+def test_bench_runs_and_emits_json(tmp_path):
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("/dev/fuse is missing: the benchmark mounts daxfuse")
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, BENCH, "--size", "64M", "--runs", "1", "--json", str(out)],
+                       capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = json.loads(out.read_text())
+    assert set(result) == {"machine", "daxfuse", "tmpfs", "c_libfuse", "control"}
+    assert set(result["daxfuse"]) == set(result["tmpfs"])
+    for section in ("daxfuse", "tmpfs", "c_libfuse", "control"):
+        assert all(isinstance(v, float) and v > 0 for k, v in result[section].items()
+                   if k != "daemon_RssShmem_MiB"), result[section]
+    assert "| sequential read 1M (cold) (GB/s) |" in r.stdout
