@@ -164,10 +164,11 @@ def test_daxctl_create_reconfigure_disable_enable_destroy(region):
 def test_daxctl_device_over_a_hole_and_the_tail(region):
     d = region
     for _ in range(2):
-        daxctl(d, "create-device", "-r", "0", "-s", "128M")
+        daxctl(d, "create-device", "-r", "0", "-s", "128M", "-a", "2M")
     daxctl(d, "disable-device", "dax0.0")
     d.control("destroy-device dax0.0")          # a hole at the start of the region
-    out = json.loads(daxctl(d, "create-device", "-r", "0", "-s", "256M").stdout)[0]
+    out = json.loads(daxctl(d, "create-device", "-r", "0", "-s", "256M", "-a", "4K").stdout)[0]
+    assert out["align"] == 4096
     listed = [dev for dev in json.loads(daxctl(d, "list", "-DM").stdout) if dev["chardev"] == out["chardev"]][0]
     assert sorted((m["start"], m["size"]) for m in listed["mappings"]) == [(0, 128 * MiB), (256 * MiB, 128 * MiB)]
     assert daxfuse_list(d, "-RDMi") == daxctl(d, "list", "-RDMi").stdout
