@@ -116,7 +116,11 @@ def test_synchronize_without_readers_returns():
     srcu.synchronize_blocking()
 
 
-def test_synchronize_waits_for_reader_across_await():
+@pytest.mark.parametrize("synchronize", [
+    lambda srcu: srcu.synchronize(),
+    lambda srcu: trio.to_thread.run_sync(srcu.synchronize_blocking),
+], ids=["async", "blocking-in-thread"])
+def test_synchronize_waits_for_reader_across_await(synchronize):
     srcu = Srcu()
     log = []
 
@@ -132,7 +136,7 @@ def test_synchronize_waits_for_reader_across_await():
             srcu.read_unlock(idx)
 
         async def syncer():
-            await srcu.synchronize()
+            await synchronize(srcu)
             log.append("synchronized")
 
         async with trio.open_nursery() as n:
@@ -210,38 +214,6 @@ def test_synchronize_waits_for_every_old_reader_trio_and_threads():
     snapshot = run(main)
     assert len(snapshot) == n_tasks + n_threads
     assert all(snapshot.values()), f"readers still running after synchronize: {snapshot}"
-
-
-def test_synchronize_blocking_waits_for_trio_reader():
-    """The thread-side synchronize waits for a reader holding across awaits."""
-    srcu = Srcu()
-    log = []
-
-    async def main():
-        holding = trio.Event()
-        release = trio.Event()
-
-        async def reader():
-            idx = srcu.read_lock()
-            holding.set()
-            await release.wait()
-            log.append("reader done")
-            srcu.read_unlock(idx)
-
-        async def syncer():
-            await trio.to_thread.run_sync(srcu.synchronize_blocking)
-            log.append("synchronized")
-
-        async with trio.open_nursery() as n:
-            n.start_soon(reader)
-            await holding.wait()
-            n.start_soon(syncer)
-            await trio.sleep(0.2)
-            assert log == []
-            release.set()
-
-    run(main)
-    assert log == ["reader done", "synchronized"]
 
 
 def test_concurrent_synchronizers_all_wait_for_old_reader():
