@@ -116,7 +116,8 @@ def _mount_detached(args) -> None:
             except socket.timeout:
                 pass
             if child.poll() is not None:
-                raise CliError(_last_line(log_path) or f"daemon exited with status {child.returncode}")
+                raise CliError(_last_line(log_path).removeprefix("daxfuse: ")
+                               or f"daemon exited with status {child.returncode}")
         child.kill()
         raise CliError(f"daemon did not become ready within {MOUNT_TIMEOUT:.0f}s (log: {log_path})")
 

@@ -40,6 +40,13 @@ class MemoryFile:
             self._mm = mmap.mmap(self._fd, size, mmap.MAP_SHARED)
             self._map = np.frombuffer(self._mm, dtype=np.uint8)
 
+    def room(self) -> int:
+        """Bytes the file can hold: what it holds now plus its filesystem's
+        free space. A sparse file past that would SIGBUS its mapper (this
+        daemon) on first touch, e.g. a container's 64 MiB /dev/shm."""
+        st, vfs = os.fstat(self._fd), os.fstatvfs(self._fd)
+        return st.st_blocks * 512 + vfs.f_bavail * vfs.f_frsize
+
     def ensure(self, size: int) -> None:
         """Grow the file (sparsely) so that [0, size) is backed."""
         if size > self.size:

@@ -311,3 +311,29 @@ def test_o_direct_handle_is_direct_io_and_cannot_be_mapped(dax):
         mmap.mmap(fd, 4096, mmap.MAP_SHARED)
     assert e.value.errno == errno.ENODEV
     os.close(fd)
+
+
+def test_memory_file_without_room_is_refused_not_a_sigbus(tmp_path):
+    """A sparse memory file bigger than its filesystem would SIGBUS the daemon
+    when clients fill it (a container's 64 MiB /dev/shm): refuse it up front."""
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("/dev/fuse is missing")
+    small, mnt = tmp_path / "small", tmp_path / "mnt"
+    small.mkdir()
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(small)], check=True)
+    try:
+        r = subprocess.run([*DAXFUSE, "mount", str(mnt), "--size", "64M", "--memory-file", str(small / "mem")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and r.stderr.startswith("daxfuse: ENOSPC: the memory file"), r.stderr
+        assert r.stderr.count("\n") == 1
+        assert str(mnt) not in mounted_paths()
+        r = subprocess.run([*DAXFUSE, "mount", str(mnt), "--size", "8M", "--memory-file", str(small / "mem")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        r = subprocess.run([*DAXFUSE, "create-region", "-m", str(mnt), "-s", "16M"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 1 and "ENOSPC" in r.stderr
+    finally:
+        subprocess.run([*DAXFUSE, "umount", str(mnt)], capture_output=True, timeout=60)
+        subprocess.run(["umount", str(small)], check=False)

@@ -140,6 +140,11 @@ class DaxBus:
         window = Range(0, max([0] + [r.end for r in busy]) + size + align)
         start = next(fit.start for hole in _holes(busy, window)
                      if (fit := _align_in(hole, align)) and fit.size >= size)
+        needed = size + sum(r.size for r in self.regions.values())
+        if needed > self.memory.room():
+            raise DaxError(errno.ENOSPC, f"the memory file {self.memory.path} has room for "
+                                         f"{self.memory.room():#x} bytes, regions would need {needed:#x}; "
+                                         f"use a smaller size or --memory-file on a larger filesystem")
         if id_ is None:
             id_ = next(i for i in itertools.count() if i not in self.regions)
         region = DaxRegion(id_, Range(start, start + size), align)
