@@ -4,6 +4,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,7 +31,7 @@ def daxfuse_mounts() -> list[str]:
             fields = line.split()
             sep = fields.index("-")
             if fields[sep + 1] == "fuse.daxfuse":
-                mounts.append(fields[4].encode().decode("unicode_escape"))
+                mounts.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4]))
     return mounts
 
 
