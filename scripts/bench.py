@@ -1,7 +1,10 @@
 """scripts/bench: daxfuse beside a tmpfs file holding the same bytes, medians of
-several runs, page caches dropped before each cold measurement. Prints a
-table (with the daxfuse/tmpfs ratio) and writes JSON."""
+several runs taken in turns, page caches dropped before each cold
+measurement, and a minimal C libfuse daemon serving the tmpfs file as a
+baseline for page-cache reads. Prints a table (with the daxfuse/tmpfs ratio)
+and writes JSON."""
 import argparse
+import contextlib
 import json
 import mmap
 import os
@@ -36,87 +39,81 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def median_of(runs: int, prepare, fn) -> float:
-    samples = []
-    for _ in range(runs):
-        prepare()
-        samples.append(timed(fn))
-    return statistics.median(samples)
-
-
 class Target:
-    """One file under test: a daxfuse device or the tmpfs reference."""
+    """One file under test: a daxfuse device, the tmpfs reference or the C
+    libfuse baseline. Each method measures one run, caches dropped first."""
 
-    def __init__(self, path: str, size: int, runs: int) -> None:
-        self.path, self.size, self.runs = path, size, runs
+    _dst: np.ndarray | None = None  # the warm copy's destination, shared and pre-touched
 
-    def cold(self):
-        return lambda: drop_caches(self.path)
-
-    def seq(self, write: bool, direct: bool) -> float:
-        flags = (os.O_RDWR if write else os.O_RDONLY) | (os.O_DIRECT if direct else 0)
-        buf = mmap.mmap(-1, MiB)  # page-aligned, as O_DIRECT wants
-        buf.write(os.urandom(MiB))
-
-        def run():
-            fd = os.open(self.path, flags)
-            op = os.pwritev if write else os.preadv
-            for off in range(0, self.size, MiB):
-                op(fd, [buf], off)
-            os.close(fd)
-        return self.size / median_of(self.runs, self.cold(), run) / 1e9
-
-    def rand_read_iops(self, count: int = 20000) -> float:
+    def __init__(self, path: str, size: int, writable: bool = True) -> None:
+        self.path, self.size, self.writable = path, size, writable
+        self.buf = mmap.mmap(-1, MiB)  # page-aligned, as O_DIRECT wants
+        self.buf.write(os.urandom(MiB))
         rng = random.Random(42)
-        offsets = [rng.randrange(self.size // 4096) * 4096 for _ in range(count)]
-        buf = bytearray(4096)
+        self.offsets = [rng.randrange(size // 4096) * 4096 for _ in range(20000)]
 
-        def run():
-            fd = os.open(self.path, os.O_RDONLY)
-            for off in offsets:
-                os.preadv(fd, [buf], off)
-            os.close(fd)
-        return count / median_of(self.runs, self.cold(), run)
-
-    def mmap_faults(self, with_writes: bool = True) -> dict:
-        """First touch of every page (reads, then writes) and a warm copy of
-        the whole mapping, each in a fresh mapping after dropping caches."""
-        fd = os.open(self.path, os.O_RDWR if with_writes else os.O_RDONLY)
-        dst = np.empty(self.size, dtype=np.uint8)
-        samples = {"mmap_first_touch_read_GBps": [], "mmap_warm_read_GBps": [],
-                   "mmap_first_touch_write_GBps": []}
-
-        def read_then_copy(m) -> None:
-            a = np.frombuffer(m, dtype=np.uint8)
-            samples["mmap_first_touch_read_GBps"].append(timed(lambda: int(a[::4096].sum())))
-            samples["mmap_warm_read_GBps"].append(timed(lambda: np.copyto(dst, a)))
-
-        def write(m) -> None:
-            a = np.frombuffer(m, dtype=np.uint8)
-            samples["mmap_first_touch_write_GBps"].append(timed(lambda: a[::4096].fill(7)))
-
-        for _ in range(self.runs):
-            drop_caches(self.path)
-            with mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
-                read_then_copy(m)
-            if with_writes:
-                drop_caches(self.path)
-                with mmap.mmap(fd, self.size, mmap.MAP_SHARED) as m:
-                    write(m)
-                    m.flush()
+    def seq(self, write: bool, direct: bool) -> dict:
+        flags = (os.O_RDWR if write else os.O_RDONLY) | (os.O_DIRECT if direct else 0)
+        op = os.pwritev if write else os.preadv
+        drop_caches(self.path)
+        fd = os.open(self.path, flags)
+        elapsed = timed(lambda: [op(fd, [self.buf], off) for off in range(0, self.size, MiB)])
         os.close(fd)
-        return {name: self.size / statistics.median(v) / 1e9 for name, v in samples.items() if v}
+        key = f"seq_{'write' if write else 'read'}{'_direct' if direct else ''}_GBps"
+        return {key: self.size / elapsed / 1e9}
 
-    def data_path(self) -> dict:
-        out = {
-            "seq_read_GBps": self.seq(write=False, direct=False),
-            "seq_read_direct_GBps": self.seq(write=False, direct=True),
-            "seq_write_GBps": self.seq(write=True, direct=False),
-            "seq_write_direct_GBps": self.seq(write=True, direct=True),
-            "rand_read_4k_qd1_iops": self.rand_read_iops(),
-        }
-        out.update(self.mmap_faults())
+    def rand_read(self) -> dict:
+        buf = bytearray(4096)
+        drop_caches(self.path)
+        fd = os.open(self.path, os.O_RDONLY)
+        elapsed = timed(lambda: [os.preadv(fd, [buf], off) for off in self.offsets])
+        os.close(fd)
+        return {"rand_read_4k_qd1_iops": len(self.offsets) / elapsed}
+
+    def mmap_faults(self) -> dict:
+        """First touch of every page (reads; writes in a second mapping) and
+        a warm copy of the whole mapping."""
+        if Target._dst is None or len(Target._dst) != self.size:
+            Target._dst = np.ones(self.size, dtype=np.uint8)
+        dst = Target._dst
+        out = {}
+        fd = os.open(self.path, os.O_RDWR if self.writable else os.O_RDONLY)
+        drop_caches(self.path)
+        with mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
+            a = np.frombuffer(m, dtype=np.uint8)
+            out["mmap_first_touch_read_GBps"] = self.size / timed(lambda: int(a[::4096].sum())) / 1e9
+            out["mmap_warm_read_GBps"] = self.size / timed(lambda: np.copyto(dst, a)) / 1e9
+            a = None
+        if self.writable:
+            drop_caches(self.path)
+            with mmap.mmap(fd, self.size, mmap.MAP_SHARED) as m:
+                a = np.frombuffer(m, dtype=np.uint8)
+                out["mmap_first_touch_write_GBps"] = self.size / timed(lambda: a[::4096].fill(7)) / 1e9
+                a = None
+                m.flush()
+        os.close(fd)
         return out
+
+    def measures(self) -> list:
+        if not self.writable:
+            return [lambda: self.seq(False, False), self.mmap_faults]
+        return [lambda: self.seq(False, False), lambda: self.seq(False, True),
+                lambda: self.seq(True, False), lambda: self.seq(True, True),
+                self.rand_read, self.mmap_faults]
+
+
+def interleaved(targets: dict[str, Target], runs: int) -> dict:
+    """Medians per target and measure, the targets taking turns run by run so
+    that the machine's drift hits them alike."""
+    samples = {name: {} for name in targets}
+    plans = {name: t.measures() for name, t in targets.items()}
+    for i in range(max(map(len, plans.values()))):
+        for _ in range(runs):
+            for name, plan in plans.items():
+                if i < len(plan):
+                    for key, value in plan[i]().items():
+                        samples[name].setdefault(key, []).append(value)
+    return {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
 
 
 class Control:
@@ -213,8 +210,9 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def c_libfuse(work: str, ref: str, size: int, runs: int) -> dict:
-    """The same page-cache reads through scripts/bench_cfuse.c, a minimal
+@contextlib.contextmanager
+def c_libfuse(work: str, ref: str):
+    """Serve ref as MOUNT/data through scripts/bench_cfuse.c, a minimal
     single-threaded C libfuse daemon with default settings."""
     exe, mnt = os.path.join(work, "bench_cfuse"), os.path.join(work, "cmnt")
     flags = subprocess.run(["pkg-config", "fuse3", "--cflags", "--libs"], check=True,
@@ -230,8 +228,7 @@ def c_libfuse(work: str, ref: str, size: int, runs: int) -> dict:
             if time.monotonic() > deadline or daemon.poll() is not None:
                 raise RuntimeError("the C libfuse baseline did not mount")
             time.sleep(0.05)
-        target = Target(data, size, runs)
-        return {"seq_read_GBps": target.seq(write=False, direct=False), **target.mmap_faults(with_writes=False)}
+        yield data
     finally:
         subprocess.run(["fusermount3", "-u", mnt], check=False)
         daemon.wait(10)
@@ -261,15 +258,14 @@ def main() -> None:
                     os.pwrite(fd, data[:size - off], off)
                 os.fsync(fd)
                 os.close(fd)
-            result = {
-                "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                            "python": platform.python_version(), "size": format_size(size),
-                            "runs": args.runs},
-                "daxfuse": Target(dev, size, args.runs).data_path(),
-                "tmpfs": Target(ref, size, args.runs).data_path(),
-                "c_libfuse": c_libfuse(work, ref, size, args.runs),
-                "control": control_plane(mnt, pid, size),
-            }
+            with c_libfuse(work, ref) as cdata:
+                targets = {"daxfuse": Target(dev, size), "tmpfs": Target(ref, size),
+                           "c_libfuse": Target(cdata, size, writable=False)}
+                result = interleaved(targets, args.runs)
+            result["machine"] = {"cpus": os.cpu_count(), "kernel": platform.release(),
+                                 "python": platform.python_version(), "size": format_size(size),
+                                 "runs": args.runs}
+            result["control"] = control_plane(mnt, pid, size)
         finally:
             if os.path.exists(ref):
                 os.unlink(ref)
