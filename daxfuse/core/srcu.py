@@ -17,13 +17,17 @@ _held = contextvars.ContextVar("srcu_held", default=0)
 
 class Srcu:
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # The read side takes only the plain lock (a C-level lock: a
+        # Condition's context manager costs microseconds per request).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._readers = [0, 0]
         self._idx = 0
+        self._draining = False
         self._sync_mutex = threading.Lock()
 
     def read_lock(self) -> int:
-        with self._cond:
+        with self._lock:
             idx = self._idx
             self._readers[idx] += 1
         _held.set(_held.get() + 1)
@@ -31,9 +35,9 @@ class Srcu:
 
     def read_unlock(self, idx: int) -> None:
         _held.set(_held.get() - 1)
-        with self._cond:
+        with self._lock:
             self._readers[idx] -= 1
-            if not self._readers[idx]:
+            if self._draining and not self._readers[idx]:
                 self._cond.notify_all()
 
     @staticmethod
@@ -42,15 +46,17 @@ class Srcu:
         return _held.get() > 0
 
     def _flip(self) -> tuple[int, bool]:
-        with self._cond:
+        with self._lock:
             old = self._idx
             self._idx = old ^ 1
             return old, self._readers[old] != 0
 
     def _drain(self, old: int) -> None:
-        with self._cond:
+        with self._lock:
+            self._draining = True
             while self._readers[old]:
                 self._cond.wait()
+            self._draining = False
 
     def synchronize_blocking(self) -> None:
         """Wait for every reader that started before this call (threads only)."""
