@@ -58,9 +58,12 @@ def sd_notify(message: str) -> None:
         return
     if address.startswith("@"):
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-        s.connect(address)
-        s.sendall(message.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(address)
+            s.sendall(message.encode())
+    except OSError as e:  # best effort, as sd_notify(3): `daxfuse mount` stops listening once ready
+        log.debug("sd_notify(%s): %s", message, e)
 
 
 def fuse_options(config: MountConfig) -> set[str]:
@@ -138,3 +141,14 @@ def run(config: MountConfig) -> None:
         stack.callback(memory.close)
         bus = DaxBus(DaxCore(config.nr_dax), memory)
         trio.run(_serve, bus, config, stack)
+    _remove_own_log(config.mountpoint)
+
+
+def _remove_own_log(mountpoint: str) -> None:
+    """A detached daemon logs to its run file; after a clean exit it is noise."""
+    path = run_file(mountpoint, "log")
+    try:
+        if os.path.samestat(os.fstat(2), os.stat(path)):
+            os.unlink(path)
+    except OSError:
+        pass

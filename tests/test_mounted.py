@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import DAXFUSE, mounted_paths, mounted_paths_of_type
+from daxfuse.daemon import run_file
 
 MiB = 1 << 20
 DEV = ("dax", "dax0.0")
@@ -275,6 +276,8 @@ def test_detached_mount_and_umount(tmp_path):
             subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
     assert u.returncode == 0, u.stderr
     assert str(mnt) not in mounted_paths()
+    # the daemon removes its log only when it exits cleanly
+    assert not os.path.exists(run_file(str(mnt), "log")), open(run_file(str(mnt), "log")).read()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
