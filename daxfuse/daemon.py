@@ -47,8 +47,10 @@ class MountConfig:
 
 
 def run_file(mountpoint: str, suffix: str) -> str:
-    """Where the daemon of mountpoint keeps its pid file or log."""
-    key = os.path.realpath(mountpoint).strip("/").replace("/", "-") or "-"
+    """Where the daemon of mountpoint keeps its pid file or log: the path
+    escaped as systemd-escape --path does, so that no two mount points share it."""
+    path = os.path.realpath(mountpoint).strip("/")
+    key = path.replace("\\", "\\x5c").replace("-", "\\x2d").replace("/", "-") or "-"
     return os.path.join(RUN_DIR, f"{key}.{suffix}")
 
 
@@ -74,11 +76,12 @@ def fuse_options(config: MountConfig) -> set[str]:
     return options
 
 
-async def _stop_on_signal() -> None:
+async def _stop_on_signal(bus: DaxBus) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log.info("%s: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
+            async with bus.quiesced():
+                pyfuse3.terminate()
             return
 
 
@@ -107,7 +110,7 @@ async def _serve(bus: DaxBus, config: MountConfig, stack: contextlib.ExitStack) 
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(main)
-        nursery.start_soon(_stop_on_signal)
+        nursery.start_soon(_stop_on_signal, bus)
         nursery.start_soon(_unmap_when_idle, bus.memory)
         st = await trio.to_thread.run_sync(os.stat, config.mountpoint)
         _raise_read_ahead(st.st_dev)
@@ -140,8 +143,19 @@ def run(config: MountConfig) -> None:
         memory = MemoryFile(config.memory_file)
         stack.callback(memory.close)
         bus = DaxBus(DaxCore(config.nr_dax), memory)
-        trio.run(_serve, bus, config, stack)
+        try:
+            trio.run(_serve, bus, config, stack)
+        except BaseExceptionGroup as group:
+            raise _sole(group) from None
     _remove_own_log(config.mountpoint)
+
+
+def _sole(group: BaseExceptionGroup) -> BaseException:
+    """The one error a nursery wrapped (so the CLI can print it in one line),
+    else the group itself."""
+    while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
+        group = group.exceptions[0]
+    return group
 
 
 def _remove_own_log(mountpoint: str) -> None:

@@ -149,10 +149,7 @@ class DaxOperations(pyfuse3.Operations):
         parent = self._path_of.get(parent_inode)
         if parent is None:
             raise FUSEError(errno.ENOENT)
-        try:
-            return self._entry(parent + (name.decode(),))
-        except UnicodeDecodeError:
-            raise FUSEError(errno.ENOENT) from None
+        return self._entry(parent + (os.fsdecode(name),))
 
     @_handler
     async def getattr(self, inode, ctx=None):
@@ -161,11 +158,14 @@ class DaxOperations(pyfuse3.Operations):
             return self._attr(DAX_DIR, Device(entry[0]))
         return self._attr(*self._node(inode))
 
-    @_handler
     async def forget(self, inode_list):
-        for ino, nlookup in inode_list:
-            if ino in self._devices:
-                self._forget(ino, nlookup)
+        # pyfuse3 does not expect forget to fail, not even with FUSEError
+        try:
+            for ino, nlookup in inode_list:
+                if ino in self._devices:
+                    self._forget(ino, nlookup)
+        except Exception:
+            log.exception("forget(%r) failed", inode_list)
 
     @_handler
     async def setattr(self, inode, attr, fields, fh, ctx):
@@ -195,12 +195,12 @@ class DaxOperations(pyfuse3.Operations):
     async def readdir(self, fh, start_id, token):
         path, node = self._node(fh)
         for i, name in enumerate(list(node.names())[start_id:], start_id + 1):
-            child = path + (name,)
+            raw = os.fsencode(name)  # before _entry: nothing may fail once it took a reference
             try:
-                attr = self._entry(child)
+                attr = self._entry(path + (name,))
             except FUSEError:  # gone since names() was taken
                 continue
-            if not pyfuse3.readdir_reply(token, name.encode(), attr, i):
+            if not pyfuse3.readdir_reply(token, raw, attr, i):
                 if attr.st_ino in self._devices:  # the kernel did not take this lookup
                     self._forget(attr.st_ino, 1)
                 break
@@ -276,6 +276,9 @@ class DaxOperations(pyfuse3.Operations):
             h.result = (await control.execute(self.bus, text) + "\n").encode()
         except DaxError as e:
             h.result = (control.error_line(e) + "\n").encode()
+            raise
+        except BaseException:
+            h.result = b"error EIO: internal error, see the daemon's log\n"
             raise
         return len(buf)
 

@@ -1,15 +1,20 @@
 """The memory file: the emulated physical memory behind every region.
 
 A sparse file mapped MAP_SHARED with numpy. Offsets in it play the role of
-physical addresses. By default it lives under /dev/shm and is removed on
-close; a user-given path is kept, so its contents persist across mounts
-(pmem semantics). The file only grows: resources are carved out of it.
+physical addresses. By default it is an unlinked file under /dev/shm, gone
+with the daemon; a user-given path is kept, so its contents persist across
+mounts (pmem semantics), and locked, so two daemons never share it. The file
+only grows: resources are carved out of it.
 """
+import errno
+import fcntl
 import mmap
 import os
 import tempfile
 
 import numpy as np
+
+from .errors import DaxError
 
 _PAGE = mmap.PAGESIZE
 
@@ -17,11 +22,17 @@ _PAGE = mmap.PAGESIZE
 class MemoryFile:
     def __init__(self, path: str | None = None) -> None:
         if path is None:
+            # Unlinked at once: nothing is left in /dev/shm however the daemon ends.
             fd, path = tempfile.mkstemp(prefix="daxfuse-mem-", dir="/dev/shm")
-            self.owned = True
+            os.unlink(path)
+            path += " (deleted)"
         else:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            self.owned = False
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise DaxError(errno.EBUSY, f"memory file {path} is in use by another daxfuse") from None
         self.path = path
         self._fd = fd
         self._mm: mmap.mmap | None = None
@@ -59,8 +70,17 @@ class MemoryFile:
         return self._map[start:start + length]
 
     def write(self, start: int, data) -> None:
+        """Through the file, not the mapping: a full filesystem (tmpfs holes
+        allocate on first write) then fails the write instead of killing this
+        daemon with SIGBUS."""
         self.accesses += 1
-        self._map[start:start + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.pwrite(self._fd, view, start)
+                view, start = view[n:], start + n
+        except OSError as e:
+            raise DaxError(e.errno, f"memory file: {e.strerror}") from None
 
     def zero(self, start: int, length: int) -> None:
         self._map[start:start + length] = 0
@@ -82,5 +102,3 @@ class MemoryFile:
     def close(self) -> None:
         self._map = self._mm = None
         os.close(self._fd)
-        if self.owned:
-            os.unlink(self.path)

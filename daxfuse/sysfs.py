@@ -7,6 +7,7 @@ the bus and the control file and this view are two faces of one model.
 """
 import errno
 import functools
+import re
 
 from .core import DaxError
 from .dax import DaxBus, DevDax
@@ -23,11 +24,22 @@ def _text(data: str) -> str:
     return data.replace("\0", "").strip()
 
 
+# kstrtoull(buf, 0): an optional '+', then 0x hex, 0 octal or decimal
+_KSTRTOULL = re.compile(r"\+?(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))", re.ASCII)
+
+
 def _number(data: str, err: int = errno.EINVAL) -> int:
-    try:
-        return int(_text(data), 0)
-    except ValueError:
-        raise DaxError(err, f"invalid number {_text(data)!r}") from None
+    m = _KSTRTOULL.fullmatch(_text(data))
+    if not m:
+        raise DaxError(err, f"invalid number {_text(data)!r}")
+    hexa, octal, decimal = m.groups()
+    return int(hexa, 16) if hexa else int(octal, 8) if octal else int(decimal)
+
+
+def _index(text: str) -> int | None:
+    """A decimal index in a name (dax0.1, daxfuse.0, mapping2): ASCII digits,
+    no leading zero, so that no two names mean one node."""
+    return int(text) if text.isascii() and text.isdigit() and str(int(text)) == text else None
 
 
 def _ro(show) -> Attr:
@@ -117,9 +129,9 @@ class SysfsView:
 
     def _region(self, dirname: str, rest: list[str]) -> Node | None:
         prefix, _, rid = dirname.rpartition(".")
-        if prefix != "daxfuse" or not rid.isdigit() or int(rid) not in self.bus.regions:
+        region = self.bus.regions.get(_index(rid)) if prefix == "daxfuse" else None
+        if region is None:
             return None
-        region = self.bus.regions[int(rid)]
         match rest:
             case []:
                 return Dir(lambda: ["dax_region"] + [d.name for d in sorted(
@@ -129,7 +141,7 @@ class SysfsView:
             case ["dax_region", leaf]:
                 return self._region_attr(region, leaf)
             case [name, *dev_rest] if name.startswith(f"dax{region.id}."):
-                dev = region.devices.get(int(name.partition(".")[2])) if name.partition(".")[2].isdigit() else None
+                dev = region.devices.get(_index(name.partition(".")[2]))
                 return dev and self._device(dev, dev_rest)
         return None
 
@@ -193,8 +205,8 @@ class SysfsView:
                 return Link("../../../../bus/dax")
             case ["driver"] if dev.enabled:
                 return Link("../../../../bus/dax/drivers/device_dax")
-            case [mapping, *leaf] if mapping.startswith("mapping") and mapping[7:].isdigit():
-                return self._mapping(dev, int(mapping[7:]), leaf)
+            case [mapping, *leaf] if mapping.startswith("mapping") and _index(mapping[7:]) is not None:
+                return self._mapping(dev, _index(mapping[7:]), leaf)
         return None
 
     def _mapping(self, dev: DevDax, i: int, leaf: list[str]) -> Node | None:

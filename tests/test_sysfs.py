@@ -183,3 +183,21 @@ def test_daxctl_system_ram_mode_fails_clearly(region):
     assert r.returncode != 0 and "reconfigured 0 devices" in r.stderr
     assert d.proc.poll() is None  # the daemon is unharmed
     assert daxctl(d, "list").returncode == 0
+
+
+def test_names_and_numbers_parse_as_the_kernel(region):
+    d = region
+    base = dev_dir(d, "dax0.0")
+    for name in ("dax0.²", "dax0.٠", "dax0.00", "daxfuse.٠"):
+        assert not os.path.exists(d.path("dax", name))
+        assert not os.path.exists(sys_path(d, "bus", "dax", "devices", name))
+    assert write_attr(os.path.join(base, "size"), "-0x200000") == errno.EINVAL
+    assert write_attr(os.path.join(base, "size"), "1_000") == errno.EINVAL
+    assert write_attr(os.path.join(base, "size"), "+0x200000") == 0     # kstrtoull takes '+'
+    assert write_attr(os.path.join(base, "size"), "010000000") == 0     # a leading 0 is octal
+    assert read_attr(os.path.join(base, "size")) == str(0o10000000)
+    d.control("enable-device dax0.0")
+    # the value is checked before the state, as the kernel does
+    assert write_attr(os.path.join(base, "size"), "0x1001") == errno.EINVAL
+    assert write_attr(os.path.join(base, "align"), "0x3000") == errno.EINVAL
+    assert write_attr(os.path.join(base, "size"), "0x400000") == errno.EBUSY

@@ -6,9 +6,11 @@ undo itself and which side effects (kill_dax, notifying front ends) to run.
 or, on the first error, none does; the side effects run only after the whole
 batch succeeded, in order.
 """
+import contextlib
 import errno
 import itertools
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -21,6 +23,8 @@ from .device import DaxRegion, DevDax, Range
 log = logging.getLogger(__name__)
 
 ALIGNS = (4 << 10, 2 << 20, 1 << 30)
+# ASCII digits (int() takes others too), no leading zeros: one name per device
+DEVICE_NAME = re.compile(r"dax(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 DEFAULT_ALIGN = 2 << 20
 
 # A listener hears (event, dev_dax) for: "added", "disabling" (still alive:
@@ -35,6 +39,8 @@ def _check_align(align: int) -> None:
 
 
 def _check_multiple(size: int, align: int, what: str) -> None:
+    if size < 0:
+        raise DaxError(errno.EINVAL, f"{what} {size} is negative")
     if size % align:
         raise DaxError(errno.EINVAL, f"{what} {size:#x} is not a multiple of align {align:#x}")
 
@@ -105,6 +111,13 @@ class DaxBus:
                     log.exception("listener failed on %s %s", event, dev.name)
         return effect
 
+    @contextlib.asynccontextmanager
+    async def quiesced(self):
+        """Hold off batches: a shutdown must not cut a running one's side
+        effects short (a disable waiting on writeback would hang its clients)."""
+        async with self._lock:
+            yield
+
     # --- lookups -----------------------------------------------------------------------
     def region(self, id_: int) -> DaxRegion:
         try:
@@ -113,13 +126,12 @@ class DaxBus:
             raise DaxError(errno.ENXIO, f"no region {id_}") from None
 
     def device(self, name: str) -> DevDax:
-        region_id, _, dev_id = name.removeprefix("dax").partition(".")
-        if name.startswith("dax") and region_id.isdigit() and dev_id.isdigit():
-            dev = self.regions.get(int(region_id))
-            dev = dev and dev.devices.get(int(dev_id))
-            if dev is not None:
-                return dev
-        raise DaxError(errno.ENXIO, f"no device {name!r}")
+        m = DEVICE_NAME.fullmatch(name)
+        region = m and self.regions.get(int(m[1]))
+        dev = region and region.devices.get(int(m[2]))
+        if not dev:
+            raise DaxError(errno.ENXIO, f"no device {name!r}")
+        return dev
 
     def devices(self):
         for region in self.regions.values():
@@ -250,9 +262,9 @@ class DaxBus:
 
     def resize_device(self, name: str, size: int) -> None:
         dev = self.device(name)
+        _check_multiple(size, dev.align, "size")  # the value first, then the state: as the kernel
         if dev.enabled:
             raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
-        _check_multiple(size, dev.align, "size")
         if size < dev.size:
             ranges = self._plan_shrink(dev.ranges, size)
         else:
@@ -263,9 +275,9 @@ class DaxBus:
 
     def set_align(self, name: str, align: int) -> None:
         dev = self.device(name)
+        _check_align(align)
         if dev.enabled:
             raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
-        _check_align(align)
         for r in dev.ranges:
             if r.start % align or r.size % align:
                 raise DaxError(errno.EINVAL, f"{name} range {r.start:#x}-{r.end - 1:#x} is not {align:#x}-aligned")

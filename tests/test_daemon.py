@@ -1,0 +1,14 @@
+"""Daemon helpers without a mount."""
+from daxfuse.daemon import _sole, run_file
+
+
+def test_run_files_of_different_mount_points_never_collide():
+    paths = ["/tmp/a-b", "/tmp/a/b", "/tmp/a\\x2db", "/tmp/a\\b"]
+    assert len({run_file(p, "pid") for p in paths}) == len(paths)
+
+
+def test_a_nursery_wrapped_error_reaches_the_cli_alone():
+    err = OSError(13, "Permission denied")
+    assert _sole(BaseExceptionGroup("", [ExceptionGroup("", [err])])) is err
+    two = ExceptionGroup("", [err, ValueError()])
+    assert _sole(two) is two

@@ -1,0 +1,49 @@
+"""The memory file: no trace left in /dev/shm, one daemon per persistent file,
+writes that fail instead of killing the daemon."""
+import errno
+import os
+import subprocess
+
+import pytest
+
+from daxfuse.errors import DaxError
+from daxfuse.memory import MemoryFile
+
+
+def test_default_file_is_unlinked_at_once():
+    before = set(os.listdir("/dev/shm"))
+    m = MemoryFile()
+    try:
+        m.ensure(1 << 20)
+        m.write(0, b"gone")
+        assert set(os.listdir("/dev/shm")) == before
+        assert bytes(m.view(0, 4)) == b"gone"
+    finally:
+        m.close()
+
+
+def test_a_persistent_file_serves_one_daemon(tmp_path):
+    path = str(tmp_path / "mem")
+    a = MemoryFile(path)
+    try:
+        with pytest.raises(DaxError) as e:
+            MemoryFile(path)
+        assert e.value.errno == errno.EBUSY and "in use" in e.value.message
+    finally:
+        a.close()
+    MemoryFile(path).close()  # free again once closed
+
+
+def test_write_to_a_full_filesystem_fails_with_enospc(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(small)], check=True)
+    try:
+        m = MemoryFile(str(small / "mem"))
+        m.ensure(4 << 20)  # sparse: bigger than its filesystem
+        with pytest.raises(DaxError) as e:
+            m.write(0, bytes(2 << 20))
+        assert e.value.errno == errno.ENOSPC
+        m.close()
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
