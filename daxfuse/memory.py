@@ -6,6 +6,7 @@ with the daemon; a user-given path is kept, so its contents persist across
 mounts (pmem semantics), and locked, so two daemons never share it. The file
 only grows: resources are carved out of it.
 """
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -17,6 +18,7 @@ import numpy as np
 from .errors import DaxError
 
 _PAGE = mmap.PAGESIZE
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class MemoryFile:
@@ -64,10 +66,26 @@ class MemoryFile:
             os.ftruncate(self._fd, size)
             self._remap(size)
 
-    def view(self, start: int, length: int) -> np.ndarray:
-        """A zero-copy window onto [start, start + length)."""
+    def read(self, start: int, length: int):
+        """The bytes of [start, start + length): a zero-copy view of the
+        mapping where the file has them; where it has holes, a copy read
+        through the file, which reads zeros without allocating (through the
+        mapping, a hole in a full tmpfs would fail the reply: a hung client)."""
         self.accesses += 1
-        return self._map[start:start + length]
+        if self._allocated(start, length):
+            return self._map[start:start + length]
+        return os.pread(self._fd, length, start)
+
+    def _allocated(self, start: int, length: int) -> bool:
+        """Whether every page of the range is in memory, by mincore(2): one
+        call for the range (lseek(SEEK_HOLE) scans tmpfs to the next hole,
+        the whole file when there is none)."""
+        lo = start - start % _PAGE
+        pages = (start + length - lo + _PAGE - 1) // _PAGE
+        vec = (ctypes.c_ubyte * pages)()
+        if _libc.mincore(ctypes.c_void_p(self._map.ctypes.data + lo), pages * _PAGE, vec):
+            return False
+        return b"\0" not in bytes(vec)
 
     def write(self, start: int, data) -> None:
         """Through the file, not the mapping: a full filesystem (tmpfs holes

@@ -17,7 +17,7 @@ def test_default_file_is_unlinked_at_once():
         m.ensure(1 << 20)
         m.write(0, b"gone")
         assert set(os.listdir("/dev/shm")) == before
-        assert bytes(m.view(0, 4)) == b"gone"
+        assert bytes(m.read(0, 4)) == b"gone"
     finally:
         m.close()
 
@@ -47,3 +47,17 @@ def test_write_to_a_full_filesystem_fails_with_enospc(tmp_path):
         m.close()
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_reading_holes_allocates_nothing(tmp_path):
+    path = tmp_path / "mem"
+    m = MemoryFile(str(path))
+    try:
+        m.ensure(8 << 20)
+        m.write(4 << 20, b"data")
+        assert bytes(m.read(0, 8 << 20)[4 << 20:(4 << 20) + 4]) == b"data"  # holes around data
+        assert bytes(m.read(0, 4096)) == bytes(4096)
+        assert os.stat(path).st_blocks * 512 <= 64 << 10  # the holes stayed holes
+        assert bytes(m.read(4 << 20, 4)) == b"data"       # allocated: served from the mapping
+    finally:
+        m.close()

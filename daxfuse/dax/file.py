@@ -31,13 +31,13 @@ class DaxFile:
 
     def read(self, offset: int, size: int):
         """Bytes at offset; empty at or past the end. A single range is served
-        as a zero-copy view of the memory file."""
+        as the memory file gives it (a zero-copy view where allocated)."""
         core = self.core
         idx = core.read_lock()
         try:
             if not core.dax_alive(self.dax_dev):
                 raise _dead(self.dax_dev)
-            pieces = [self.memory.view(p, n) for p, n in self.dax_dev.private.segments(offset, size)]
+            pieces = [self.memory.read(p, n) for p, n in self.dax_dev.private.segments(offset, size)]
         finally:
             core.read_unlock(idx)
         if len(pieces) == 1:
