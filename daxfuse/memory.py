@@ -6,7 +6,6 @@ with the daemon; a user-given path is kept, so its contents persist across
 mounts (pmem semantics), and locked, so two daemons never share it. The file
 only grows: resources are carved out of it.
 """
-import ctypes
 import errno
 import fcntl
 import mmap
@@ -18,7 +17,6 @@ import numpy as np
 from .errors import DaxError
 
 _PAGE = mmap.PAGESIZE
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class MemoryFile:
@@ -40,7 +38,12 @@ class MemoryFile:
         self._mm: mmap.mmap | None = None
         self._map: np.ndarray | None = None
         self.accesses = 0  # views and writes so far: lets the daemon see idleness
+        # Pages known to hold data: written through write(), or data already
+        # in the file. A page missing here is read through the file, which
+        # is right either way; only a page marked here is read in place.
+        self._present = bytearray()  # one byte per page: a C-level find() checks a range
         self._remap(os.fstat(fd).st_size)
+        self._mark_data()
 
     @property
     def size(self) -> int:
@@ -52,6 +55,18 @@ class MemoryFile:
         if size:
             self._mm = mmap.mmap(self._fd, size, mmap.MAP_SHARED)
             self._map = np.frombuffer(self._mm, dtype=np.uint8)
+            self._present.extend(bytes(-(-size // _PAGE) - len(self._present)))
+
+    def _mark_data(self) -> None:
+        """Mark the data a persistent file already holds (SEEK_DATA/SEEK_HOLE)."""
+        offset = 0
+        while offset < self.size:
+            try:
+                data = os.lseek(self._fd, offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: no data past offset
+                return
+            offset = os.lseek(self._fd, data, os.SEEK_HOLE)
+            self._mark(data, offset)
 
     def room(self) -> int:
         """Bytes the file can hold: what it holds now plus its filesystem's
@@ -66,26 +81,20 @@ class MemoryFile:
             os.ftruncate(self._fd, size)
             self._remap(size)
 
+    def _mark(self, start: int, end: int) -> None:
+        lo, hi = start // _PAGE, -(-end // _PAGE)
+        self._present[lo:hi] = b"\1" * (hi - lo)
+
     def read(self, start: int, length: int):
         """The bytes of [start, start + length): a zero-copy view of the
-        mapping where the file has them; where it has holes, a copy read
-        through the file, which reads zeros without allocating (through the
-        mapping, a hole in a full tmpfs would fail the reply: a hung client)."""
+        mapping where the file holds data; where it may have holes, a copy
+        read through the file, which reads zeros without allocating (through
+        the mapping a hole allocates memory, and in a full tmpfs fails the
+        reply, which would hang the client)."""
         self.accesses += 1
-        if self._allocated(start, length):
+        if self._present.find(0, start // _PAGE, -(-(start + length) // _PAGE)) < 0:
             return self._map[start:start + length]
         return os.pread(self._fd, length, start)
-
-    def _allocated(self, start: int, length: int) -> bool:
-        """Whether every page of the range is in memory, by mincore(2): one
-        call for the range (lseek(SEEK_HOLE) scans tmpfs to the next hole,
-        the whole file when there is none)."""
-        lo = start - start % _PAGE
-        pages = (start + length - lo + _PAGE - 1) // _PAGE
-        vec = (ctypes.c_ubyte * pages)()
-        if _libc.mincore(ctypes.c_void_p(self._map.ctypes.data + lo), pages * _PAGE, vec):
-            return False
-        return b"\0" not in bytes(vec)
 
     def write(self, start: int, data) -> None:
         """Through the file, not the mapping: a full filesystem (tmpfs holes
@@ -96,12 +105,10 @@ class MemoryFile:
         try:
             while view:
                 n = os.pwrite(self._fd, view, start)
+                self._mark(start, start + n)
                 view, start = view[n:], start + n
         except OSError as e:
             raise DaxError(e.errno, f"memory file: {e.strerror}") from None
-
-    def zero(self, start: int, length: int) -> None:
-        self._map[start:start + length] = 0
 
     def flush(self, start: int, length: int) -> None:
         """msync [start, start + length) to the file (page-aligned outward)."""

@@ -4,6 +4,7 @@ import errno
 import os
 import subprocess
 
+import numpy as np
 import pytest
 
 from daxfuse.errors import DaxError
@@ -59,5 +60,20 @@ def test_reading_holes_allocates_nothing(tmp_path):
         assert bytes(m.read(0, 4096)) == bytes(4096)
         assert os.stat(path).st_blocks * 512 <= 64 << 10  # the holes stayed holes
         assert bytes(m.read(4 << 20, 4)) == b"data"       # allocated: served from the mapping
+    finally:
+        m.close()
+
+
+def test_data_already_in_a_persistent_file_is_served_in_place(tmp_path):
+    path = tmp_path / "mem"
+    with open(path, "wb") as f:
+        f.truncate(8 << 20)
+        f.seek(2 << 20)
+        f.write(b"kept" * 1024)
+    m = MemoryFile(str(path))
+    try:
+        assert isinstance(m.read(2 << 20, 4096), np.ndarray)   # data: zero-copy from the mapping
+        assert isinstance(m.read(0, 4096), bytes)              # hole: read through the file
+        assert bytes(m.read(2 << 20, 8)) == b"keptkept" and m.read(0, 8) == bytes(8)
     finally:
         m.close()
