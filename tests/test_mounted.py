@@ -341,3 +341,29 @@ def test_memory_file_without_room_is_refused_not_a_sigbus(tmp_path):
     finally:
         subprocess.run([*DAXFUSE, "umount", str(mnt)], capture_output=True, timeout=60)
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_sigterm_during_a_disable_with_dirty_pages_shuts_down_cleanly(daemon_factory):
+    """The disable's writeback needs the daemon's answers: shutdown must let it
+    finish, not leave the client hung in D state."""
+    d = daemon_factory("--size", "1G")
+    proc = child("""
+        import mmap, os, sys
+        import numpy as np
+        fd = os.open(sys.argv[1], os.O_RDWR)
+        m = mmap.mmap(fd, 1 << 30, mmap.MAP_SHARED)
+        a = np.frombuffer(m, np.uint8)
+        a[::4096] = 1
+        print("dirty", flush=True)
+        while True:
+            a[::4096] += 1
+    """, d.path(*DEV))
+    assert proc.stdout.readline() == "dirty\n"
+    disable = subprocess.Popen([*DAXFUSE, "disable-device", "dax0.0", "-m", d.mountpoint],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    assert d.stop() == 0
+    assert d.mountpoint not in mounted_paths()
+    proc.wait(30)  # died of SIGBUS (disabled) or of the lost mount: not stuck in D state
+    assert proc.returncode == -signal.SIGBUS
+    disable.wait(30)
