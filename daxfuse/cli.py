@@ -93,14 +93,7 @@ def _mount_detached(args) -> None:
     from .daemon import RUN_DIR, run_file
     os.makedirs(RUN_DIR, exist_ok=True)
     log_path = run_file(args.mountpoint, "log")
-    argv = [sys.executable, "-m", "daxfuse", "mount", "--foreground", args.mountpoint,
-            "--size", str(args.size), "--align", str(args.align), "--nr-dax", str(args.nr_dax)]
-    if args.memory_file:
-        argv += ["--memory-file", args.memory_file]
-    if args.no_default_device:
-        argv.append("--no-default-device")
-    for opt in args.o:
-        argv += ["-o", opt]
+    argv = [sys.executable, "-m", "daxfuse", *args.raw_argv, "--foreground"]
     with tempfile.TemporaryDirectory() as tmp, \
             socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, \
             open(log_path, "ab") as log:
@@ -267,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.raw_argv = sys.argv[1:] if argv is None else argv  # the detached daemon's own command line
     if args.command == "exec" and args.argv[:1] == ["--"]:
         args.argv = args.argv[1:]
     if args.command == "list" and not (args.regions or args.devices):

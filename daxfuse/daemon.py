@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyfuse3
 import trio
@@ -38,12 +38,12 @@ READ_AHEAD_KB = 1024
 @dataclass
 class MountConfig:
     mountpoint: str
-    memory_file: str | None = None
-    size: int = 1 << 30
-    align: int = 2 << 20
-    default_device: bool = True
-    nr_dax: int = 256
-    options: list[str] = field(default_factory=list)
+    memory_file: str | None
+    size: int
+    align: int
+    default_device: bool
+    nr_dax: int
+    options: list[str]
 
 
 def run_file(mountpoint: str, suffix: str) -> str:

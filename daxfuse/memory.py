@@ -70,8 +70,8 @@ class MemoryFile:
 
     def room(self) -> int:
         """Bytes the file can hold: what it holds now plus its filesystem's
-        free space. A sparse file past that would SIGBUS its mapper (this
-        daemon) on first touch, e.g. a container's 64 MiB /dev/shm."""
+        free space. Regions past that could never be written in full (a
+        container's 64 MiB /dev/shm under a 1 GiB region)."""
         st, vfs = os.fstat(self._fd), os.fstatvfs(self._fd)
         return st.st_blocks * 512 + vfs.f_bavail * vfs.f_frsize
 

@@ -19,6 +19,10 @@ class Tree:
     def _device_names(self) -> list[str]:
         return [d.name for d in sorted(self.bus.devices(), key=lambda d: (d.region.id, d.id))]
 
+    def _dev_names(self) -> list[str]:
+        devices = self._device_names()
+        return [HOST_DEV] + devices + sorted(set(os.listdir("/dev")) - set(devices))
+
     def _device(self, name: str) -> Device | None:
         try:
             return Device(self.bus.device(name))
@@ -38,8 +42,7 @@ class Tree:
             case ("sys", *rest):
                 return self.sysfs.resolve(tuple(rest))
             case ("dev",):
-                return Dir(lambda: [HOST_DEV] + self._device_names()
-                           + sorted(set(os.listdir("/dev")) - set(self._device_names())))
+                return Dir(self._dev_names)
             case ("dev", ".host"):
                 return Dir(lambda: [])
             case ("dev", name):
