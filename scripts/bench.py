@@ -1,8 +1,8 @@
 """scripts/bench: daxfuse beside a tmpfs file holding the same bytes, medians of
 several runs taken in turns, page caches dropped before each cold
-measurement, and a minimal C libfuse daemon serving the tmpfs file as a
-baseline for page-cache reads. Prints a table (with the daxfuse/tmpfs ratio)
-and writes JSON."""
+measurement, and a minimal C libfuse daemon serving the tmpfs file: what
+FUSE itself costs, without Python. Prints a table (with the daxfuse/tmpfs
+ratio) and writes JSON."""
 import argparse
 import contextlib
 import json
@@ -45,8 +45,8 @@ class Target:
 
     _dst: np.ndarray | None = None  # the warm copy's destination, shared and pre-touched
 
-    def __init__(self, path: str, size: int, writable: bool = True) -> None:
-        self.path, self.size, self.writable = path, size, writable
+    def __init__(self, path: str, size: int) -> None:
+        self.path, self.size = path, size
         self.buf = mmap.mmap(-1, MiB)  # page-aligned, as O_DIRECT wants
         self.buf.write(os.urandom(MiB))
         rng = random.Random(42)
@@ -77,26 +77,23 @@ class Target:
             Target._dst = np.ones(self.size, dtype=np.uint8)
         dst = Target._dst
         out = {}
-        fd = os.open(self.path, os.O_RDWR if self.writable else os.O_RDONLY)
+        fd = os.open(self.path, os.O_RDWR)
         drop_caches(self.path)
         with mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
             a = np.frombuffer(m, dtype=np.uint8)
             out["mmap_first_touch_read_GBps"] = self.size / timed(lambda: int(a[::4096].sum())) / 1e9
             out["mmap_warm_read_GBps"] = self.size / timed(lambda: np.copyto(dst, a)) / 1e9
             a = None
-        if self.writable:
-            drop_caches(self.path)
-            with mmap.mmap(fd, self.size, mmap.MAP_SHARED) as m:
-                a = np.frombuffer(m, dtype=np.uint8)
-                out["mmap_first_touch_write_GBps"] = self.size / timed(lambda: a[::4096].fill(7)) / 1e9
-                a = None
-                m.flush()
+        drop_caches(self.path)
+        with mmap.mmap(fd, self.size, mmap.MAP_SHARED) as m:
+            a = np.frombuffer(m, dtype=np.uint8)
+            out["mmap_first_touch_write_GBps"] = self.size / timed(lambda: a[::4096].fill(7)) / 1e9
+            a = None
+            m.flush()
         os.close(fd)
         return out
 
     def measures(self) -> list:
-        if not self.writable:
-            return [lambda: self.seq(False, False), self.mmap_faults]
         return [lambda: self.seq(False, False), lambda: self.seq(False, True),
                 lambda: self.seq(True, False), lambda: self.seq(True, True),
                 self.rand_read, self.mmap_faults]
@@ -200,10 +197,9 @@ CONTROL_ROWS = [
 def table(result: dict) -> str:
     lines = ["| measure | daxfuse | tmpfs | ratio | C libfuse | target |", "|---|---|---|---|---|---|"]
     for key, label, unit, target in ROWS:
-        d, t, c = result["daxfuse"][key], result["tmpfs"][key], result["c_libfuse"].get(key)
+        d, t, c = (result[name][key] for name in ("daxfuse", "tmpfs", "c_libfuse"))
         fmt = "{:,.0f}" if unit == "IOPS" else "{:.2f}"
-        cell = "" if c is None else fmt.format(c)
-        lines.append(f"| {label} ({unit}) | {fmt.format(d)} | {fmt.format(t)} | {d / t:.2f}x | {cell} | {target} |")
+        lines.append(f"| {label} ({unit}) | {fmt.format(d)} | {fmt.format(t)} | {d / t:.2f}x | {fmt.format(c)} | {target} |")
     for key, label, unit, target in CONTROL_ROWS:
         if key in result["control"]:
             lines.append(f"| {label} ({unit}) | {result['control'][key]:.1f} | | | | {target} |")
@@ -260,7 +256,7 @@ def main() -> None:
                 os.close(fd)
             with c_libfuse(work, ref) as cdata:
                 targets = {"daxfuse": Target(dev, size), "tmpfs": Target(ref, size),
-                           "c_libfuse": Target(cdata, size, writable=False)}
+                           "c_libfuse": Target(cdata, size)}
                 result = interleaved(targets, args.runs)
             result["machine"] = {"cpus": os.cpu_count(), "kernel": platform.release(),
                                  "python": platform.python_version(), "size": format_size(size),

@@ -1,6 +1,7 @@
 /* The baseline scripts/bench compares daxfuse with: a minimal single-threaded
  * C libfuse (low-level API) daemon with default settings, serving one file,
- * MOUNT/data, from the file given (pread + fuse_reply_buf, page cache on).
+ * MOUNT/data, from the file given (pread + fuse_reply_buf, pwrite; page cache
+ * on, write-through as libfuse's default).
  *   bench_cfuse FILE MOUNTPOINT   (foreground; unmount to stop) */
 #define FUSE_USE_VERSION 34
 #include <fuse_lowlevel.h>
@@ -73,8 +74,23 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_buf(req, buf, n);
 }
 
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+		     off_t off, struct fuse_file_info *fi)
+{
+	ssize_t n;
+
+	(void)ino;
+	(void)fi;
+	n = pwrite(backing, buf, size, off);
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_write(req, n);
+}
+
 static const struct fuse_lowlevel_ops ops = {
 	.lookup = op_lookup, .getattr = op_getattr, .open = op_open, .read = op_read,
+	.write = op_write,
 };
 
 int main(int argc, char *argv[])
@@ -88,7 +104,7 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "usage: %s FILE MOUNTPOINT\n", argv[0]);
 		return 2;
 	}
-	backing = open(argv[1], O_RDONLY);
+	backing = open(argv[1], O_RDWR);
 	if (backing < 0 || fstat(backing, &st) < 0) {
 		perror(argv[1]);
 		return 1;

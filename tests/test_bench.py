@@ -21,7 +21,7 @@ def test_bench_runs_and_emits_json(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     result = json.loads(out.read_text())
     assert set(result) == {"machine", "daxfuse", "tmpfs", "c_libfuse", "control"}
-    assert set(result["daxfuse"]) == set(result["tmpfs"])
+    assert set(result["daxfuse"]) == set(result["tmpfs"]) == set(result["c_libfuse"])
     for section in ("daxfuse", "tmpfs", "c_libfuse", "control"):
         assert all(isinstance(v, float) and v > 0 for k, v in result[section].items()
                    if k != "daemon_RssShmem_MiB"), result[section]
