@@ -26,8 +26,10 @@ log = logging.getLogger("daxfuse")
 RUN_DIR = "/run/daxfuse"
 # After this long without data-path accesses, the daemon drops its mappings
 # of the emulated memory it touched, so that its RSS is its own again.
-# Not sooner: mapping pages again costs the data path up to half its speed.
-UNMAP_IDLE = 2.0
+# Not sooner: mapping pages again costs about 2 us a page, which halves the
+# first pass over the data after it (mmap first touch 2.5 -> 1.1 GB/s), so
+# workloads that pause between steps should not pay it every step.
+UNMAP_IDLE = 10.0
 # The mount's read-ahead: FUSE READs of page-cache misses (buffered reads and
 # mmap faults) come in read-ahead-sized requests; 128 KiB by default, FUSE
 # takes up to 1 MiB per request. Larger windows measured no faster (scripts/bench)
