@@ -134,7 +134,8 @@ def control_plane(mnt: str, pid: int, size: int) -> dict:
     ctl = Control(mnt)
     dev = os.path.join(mnt, "dax", "dax0.0")
     out = {"idle_unmap_s": wait_for_unmap(pid)}
-    out.update({f"daemon_{key}_after_run_MiB": rss(pid)[key] for key in ("VmRSS", "RssShmem")})
+    idle = rss(pid)
+    out.update({f"daemon_{key}_after_run_MiB": idle[key] for key in ("VmRSS", "RssShmem")})
     out["disable_ms"] = ctl.latency_ms("disable-device dax0.0", "enable-device dax0.0")
     dirty = min(256 * MiB, size)
     fd = os.open(dev, os.O_RDWR)
