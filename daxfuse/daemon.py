@@ -35,6 +35,12 @@ UNMAP_IDLE = 10.0
 # takes up to 1 MiB per request. Larger windows measured no faster (scripts/bench)
 # and cost more per random mmap fault.
 READ_AHEAD_KB = 1024
+# pyfuse3 answers each request in a task of its own, 99 at most by default.
+# A request that waits (a control write queued behind a disable) keeps its
+# task, so with 99 of them waiting nothing would be left to answer the
+# writeback WRITEs the disable waits for: a deadlock. Every request gets a
+# task instead; the kernel bounds them by the client threads waiting on them.
+MAX_TASKS = 1 << 30
 
 
 @dataclass
@@ -108,7 +114,7 @@ async def _serve(bus: DaxBus, config: MountConfig, stack: contextlib.ExitStack) 
     stack.callback(pyfuse3.close, unmount=True)
     async with trio.open_nursery() as nursery:
         async def main() -> None:
-            await pyfuse3.main()
+            await pyfuse3.main(max_tasks=MAX_TASKS)
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(main)
