@@ -1,4 +1,4 @@
-"""DaxCore: minors, references, liveness under SRCU, lookups."""
+"""DaxCore: minors, references, liveness under SRCU."""
 import errno
 
 import pytest
@@ -31,17 +31,18 @@ def test_nr_dax_must_be_positive(nr):
     assert ei.value.errno == errno.EINVAL
 
 
-def test_alloc_gives_lowest_free_minor_and_inode():
+def test_alloc_gives_lowest_free_minor_and_inode_born_dead():
     core = DaxCore(8)
     devs = [core.alloc_dax(f"p{i}") for i in range(4)]
     assert [d.minor for d in devs] == [0, 1, 2, 3]
     assert [d.ino for d in devs] == [DAX_INO_BASE + i for i in range(4)]
     assert [d.private for d in devs] == ["p0", "p1", "p2", "p3"]
-    assert all(d.alive and d.refs == 1 for d in devs)
+    with core.read_locked():
+        assert not any(core.dax_alive(d) for d in devs), "nothing may use a device before run_dax"
+    assert all(d.refs == 1 for d in devs)
     assert len(core) == 4
 
     for d in (devs[2], devs[0]):
-        trio.run(core.kill_dax, d)
         core.put_dax(d)
     assert len(core) == 2
     assert core.alloc_dax("x").minor == 0
@@ -63,14 +64,6 @@ def test_alloc_exhaustion_is_enospc_and_recovers():
     assert ei.value.errno == errno.ENOSPC
 
 
-def test_failed_alloc_with_host_does_not_register_host():
-    core = DaxCore(1)
-    core.alloc_dax(None)
-    with pytest.raises(DaxError):
-        core.alloc_dax(None, host="h")
-    assert core.dax_get_by_host("h") is None
-
-
 # --- references -------------------------------------------------------------------------
 
 
@@ -80,16 +73,14 @@ def test_put_releases_minor_only_at_last_reference():
     assert core.get_dax(dev) is dev
     core.get_dax(dev)
     assert dev.refs == 3
-    trio.run(core.kill_dax, dev)
 
     core.put_dax(dev)
     core.put_dax(dev)
-    assert core.by_minor(0) is dev and core.by_inode(DAX_INO_BASE) is dev
+    assert len(core) == 1
     assert core.alloc_dax("other").minor == 1, "minor 0 still referenced"
 
     core.put_dax(dev)
-    assert dev.refs == 0
-    assert core.by_minor(0) is None and core.by_inode(DAX_INO_BASE) is None
+    assert dev.refs == 0 and len(core) == 1
     again = core.alloc_dax("again")
     assert again.minor == 0 and again.ino == DAX_INO_BASE
 
@@ -97,6 +88,7 @@ def test_put_releases_minor_only_at_last_reference():
 def test_final_put_of_live_device_asserts():
     core = DaxCore()
     dev = core.alloc_dax(None)
+    core.run_dax(dev, None)
     with pytest.raises(AssertionError):
         core.put_dax(dev)
 
@@ -117,6 +109,7 @@ def test_get_or_put_after_release_asserts():
 def test_dax_alive_requires_read_lock():
     core = DaxCore()
     dev = core.alloc_dax(None)
+    core.run_dax(dev, None)
     with pytest.raises(AssertionError):
         core.dax_alive(dev)
     with core.read_locked():
@@ -148,7 +141,8 @@ def test_read_locked_releases_on_exception():
 
 def test_kill_dax_waits_for_reader_that_saw_alive():
     core = DaxCore()
-    dev = core.alloc_dax("private")
+    dev = core.alloc_dax(None)
+    core.run_dax(dev, "private")
     log = []
 
     async def main():
@@ -188,7 +182,8 @@ def test_kill_dax_waits_for_reader_that_saw_alive():
 
 def test_kill_dax_waits_for_thread_reader():
     core = DaxCore()
-    dev = core.alloc_dax("private")
+    dev = core.alloc_dax(None)
+    core.run_dax(dev, "private")
     log = []
 
     async def main():
@@ -221,7 +216,8 @@ def test_kill_dax_waits_for_thread_reader():
 
 def test_run_dax_revives():
     core = DaxCore()
-    dev = core.alloc_dax("one")
+    dev = core.alloc_dax(None)
+    core.run_dax(dev, "one")
     trio.run(core.kill_dax, dev)
     with core.read_locked():
         assert not core.dax_alive(dev)
@@ -229,61 +225,7 @@ def test_run_dax_revives():
     with core.read_locked():
         assert core.dax_alive(dev)
     assert dev.private == "two"
-    assert core.by_minor(dev.minor) is dev, "kill/run keep the minor"
-
-
-# --- lookups ------------------------------------------------------------------------------------
-
-
-def test_by_minor_and_by_inode():
-    core = DaxCore()
-    a, b = core.alloc_dax("a"), core.alloc_dax("b")
-    assert core.by_minor(0) is a and core.by_minor(1) is b
-    assert core.by_inode(DAX_INO_BASE) is a and core.by_inode(DAX_INO_BASE + 1) is b
-    assert core.by_minor(2) is None
-    assert core.by_inode(DAX_INO_BASE + 2) is None
-    assert core.by_inode(1) is None, "inode numbers below the base are not dax devices"
-    assert core.by_inode(DAX_INO_BASE - 1) is None
-
-
-def test_dax_get_by_host():
-    core = DaxCore()
-    dev = core.alloc_dax("p", host="pmem0")
-    got = core.dax_get_by_host("pmem0")
-    assert got is dev and dev.refs == 2, "a referenced device"
-    assert core.dax_get_by_host("pmem1") is None
-    assert dev.refs == 2
-    assert not core.srcu.held(), "the read lock is dropped on every path"
-
-    trio.run(core.kill_dax, dev)
-    assert core.dax_get_by_host("pmem0") is None, "dead devices are not handed out"
-    assert dev.refs == 2, "no reference taken on a dead device"
-    assert not core.srcu.held()
-
-    core.put_dax(dev)
-    core.put_dax(dev)
-    assert core.dax_get_by_host("pmem0") is None
-    # the host name is free again once the last reference is gone
-    new = core.alloc_dax("q", host="pmem0")
-    assert core.dax_get_by_host("pmem0") is new
-
-
-def test_duplicate_host_is_eexist():
-    core = DaxCore()
-    dev = core.alloc_dax(None, host="h")
-    with pytest.raises(DaxError) as ei:
-        core.alloc_dax(None, host="h")
-    assert ei.value.errno == errno.EEXIST
-    assert len(core) == 1
-    assert core.alloc_dax(None).minor == 1, "EEXIST consumed no minor"
-    # still registered while referenced, even when dead
-    trio.run(core.kill_dax, dev)
-    with pytest.raises(DaxError) as ei:
-        core.alloc_dax(None, host="h")
-    assert ei.value.errno == errno.EEXIST
-    # hostless devices never collide
-    core.alloc_dax(None)
-    core.alloc_dax(None)
+    assert core.alloc_dax(None).minor == dev.minor + 1, "kill/run keep the minor"
 
 
 def test_dax_error_formatting():
@@ -310,20 +252,16 @@ class CoreMachine(RuleBasedStateMachine):
     def _live(self):
         return [d for d in self.devs if self.refs[id(d)] > 0]
 
-    @rule(host=st.sampled_from([None, None, "a", "b"]))
-    def alloc(self, host):
+    @rule()
+    def alloc(self):
         used = {d.minor for d in self.devs}
-        hosts = {d.host for d in self.devs if d.host is not None}
         try:
-            dev = self.core.alloc_dax(object(), host=host)
+            dev = self.core.alloc_dax(object())
         except DaxError as e:
-            if host in hosts:
-                assert e.errno == errno.EEXIST
-            else:
-                assert e.errno == errno.ENOSPC
-                assert len(used) == NR
+            assert e.errno == errno.ENOSPC
+            assert len(used) == NR
             return
-        assert host not in hosts
+        assert not dev.alive, "born dead"
         assert dev.minor not in used, "minor reused while referenced"
         assert dev.minor == min(set(range(NR)) - used), "not the lowest free minor"
         assert dev.ino == DAX_INO_BASE + dev.minor
@@ -364,29 +302,14 @@ class CoreMachine(RuleBasedStateMachine):
         self.core.run_dax(dev, priv)
         assert dev.alive and dev.private is priv
 
-    @rule(host=st.sampled_from(["a", "b", "c"]))
-    def lookup_host(self, host):
-        owner = [d for d in self.devs if d.host == host]
-        got = self.core.dax_get_by_host(host)
-        if owner and owner[0].alive:
-            assert got is owner[0]
-            self.refs[id(got)] += 1
-        else:
-            assert got is None
-
     @invariant()
-    def lookups_match_model(self):
+    def counts_match_model(self):
         if not hasattr(self, "core"):
             return
         assert len(self.core) == len(self.devs)
         assert len({d.minor for d in self.devs}) == len(self.devs)
         for d in self.devs:
             assert d.refs == self.refs[id(d)]
-            assert self.core.by_minor(d.minor) is d
-            assert self.core.by_inode(d.ino) is d
-        used = {d.minor for d in self.devs}
-        for m in set(range(NR)) - used:
-            assert self.core.by_minor(m) is None
         assert not self.core.srcu.held()
 
 

@@ -19,6 +19,3 @@ class Ida:
 
     def remove(self, id_: int) -> None:
         heapq.heappush(self._freed, id_)
-
-    def __len__(self) -> int:
-        return self._next - len(self._freed)

@@ -186,13 +186,16 @@ class DaxBus:
         dev.dax_dev = self.core.alloc_dax(dev)  # may fail: nothing claimed yet
         dev.id = region.ida.get()
         dev.set_ranges(ranges)
-        # A dev_dax is dead while no driver is bound (the kernel kills it
-        # right after alloc_dax). It is unpublished, so no reader to wait for.
-        dev.dax_dev.alive = dev.enabled = size > 0
+        dev.enabled = size > 0
         region.devices[dev.id] = dev
         self._record(self._track_seed(region, seed=dev if region.seed is None and not dev.enabled
                                       else region.seed, youngest=dev))
         self._record(lambda: self._unpublish(dev), self._notify("added", dev))
+        if dev.enabled:
+            # Live only once the effects before it ran: a range an earlier
+            # op of the batch freed is then dead and revoked (unbind
+            # completes before delete, as in the kernel).
+            self._record(lambda: None, self._run(dev), self._notify("enabled", dev))
         return dev
 
     def _track_seed(self, region: DaxRegion, seed: DevDax | None, youngest: DevDax | None):
@@ -207,7 +210,6 @@ class DaxBus:
     def _unpublish(self, dev: DevDax) -> None:
         del dev.region.devices[dev.id]
         dev.region.ida.remove(dev.id)
-        dev.dax_dev.alive = False
         self.core.put_dax(dev.dax_dev)
 
     def destroy_device(self, name: str) -> None:
@@ -307,11 +309,12 @@ class DaxBus:
         region = dev.region
         if region.seed is dev:
             self._record(self._track_seed(region, None, region.youngest))
+        self._record(lambda: setattr(dev, "enabled", False), self._run(dev), self._notify("enabled", dev))
 
+    def _run(self, dev: DevDax) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             self.core.run_dax(dev.dax_dev, dev)
-
-        self._record(lambda: setattr(dev, "enabled", False), run, self._notify("enabled", dev))
+        return run
 
     # --- range planning (pure) ---------------------------------------------------------------
     @staticmethod

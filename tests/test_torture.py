@@ -1,0 +1,142 @@
+"""The torture tier: races lost on purpose, crashes, leaks and fuzzing, each
+against a real daemon driven by real processes. Bounded so that the suite
+stays within minutes; scripts/torture runs the same workloads for longer."""
+import mmap
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from conftest import DAXFUSE
+
+pytestmark = [pytest.mark.mounted, pytest.mark.torture, pytest.mark.timeout(240)]
+
+MiB = 1 << 20
+
+
+def child(code: str, *args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+DIRTIER = """
+    import mmap, os, sys
+    import numpy as np
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    size = os.fstat(fd).st_size
+    a = np.frombuffer(mmap.mmap(fd, size, mmap.MAP_SHARED), np.uint8)
+    a[::4096] = int(sys.argv[2])
+    print("dirty", flush=True)
+    while True:
+        a[::4096] = int(sys.argv[2])
+"""
+
+
+def test_waiting_control_writes_never_starve_the_data_path(daemon_factory):
+    """Defect 1: 200 sysfs writes queued behind a disable that waits for the
+    writeback of a mapping dirtied nonstop. With pyfuse3's 99 tasks all
+    parked on the bus, nobody answered the writeback WRITEs: a deadlock."""
+    n = 200
+    d = daemon_factory("--size", "1G", "--nr-dax", "512")
+    # one attribute per writer: the kernel serializes writes to one file
+    d.control("create-region size=8M align=4K id=1\n" + "\n".join(["create-device region=1 size=4K"] * n))
+    dirtier = child(DIRTIER, d.path("dax", "dax0.0"), "1")
+    assert dirtier.stdout.readline() == "dirty\n", dirtier.stderr.read()
+    disable = subprocess.Popen([*DAXFUSE, "disable-device", "dax0.0", "-m", d.mountpoint],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.1)
+    writers = child("""
+        import os, sys, threading, time
+        base, n = sys.argv[1], int(sys.argv[2])
+        end = time.monotonic() + 5
+        def write(i):
+            while time.monotonic() < end:
+                fd = os.open(f"{base}/dax1.{i}/uevent", os.O_WRONLY)
+                os.write(fd, b"add\\n")
+                os.close(fd)
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(n)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        print("done", flush=True)
+    """, d.path("sys", "bus", "dax", "devices"), str(n))
+    try:
+        assert disable.wait(60) == 0, disable.stderr.read()
+        out, err = writers.communicate(timeout=60)
+        assert out == "done\n", err
+        dirtier.wait(30)
+        assert dirtier.returncode == -signal.SIGBUS
+    finally:
+        for p in (dirtier, disable, writers):
+            if p.poll() is None:
+                d.kill()  # umount -f frees clients of a hung daemon
+                p.kill()
+
+
+PWRITER = """
+    import os, sys
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    size = os.fstat(fd).st_size
+    block = bytes([int(sys.argv[2])]) * (1 << 20)
+    print("dirty", flush=True)
+    while True:
+        for off in range(0, size, 1 << 20):
+            os.pwrite(fd, block, off)
+"""
+
+
+def read_direct(path: str, size: int) -> bytes:
+    """The device's bytes as the daemon has them, not the kernel's page cache."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, MiB)
+    try:
+        return b"".join(bytes(buf) for off in range(0, size, MiB) if os.preadv(fd, [buf], off) == MiB)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("writers", [["mmap"], ["mmap", "pwrite"]], ids=["mmap", "pwrite"])
+def test_a_destroyed_device_never_writes_over_its_successor(daemon_factory, writers):
+    """Defect 2: one batch disables and destroys dax0.0 and creates dax0.1
+    over the same range while clients write dax0.0 (the dirty mapping also
+    makes the disable long). dax0.1 must not be usable before dax0.0 is dead
+    and revoked, or dax0.0's writeback and in-flight writes land over what
+    dax0.1's client was told was written."""
+    size = 1 << 30
+    d = daemon_factory("--size", "1G")
+    old = [child(DIRTIER if w == "mmap" else PWRITER, d.path("dax", "dax0.0"), "170") for w in writers]
+    for p in old:
+        assert p.stdout.readline() == "dirty\n", p.stderr.read()
+    new = child("""
+        import os, sys
+        while True:
+            try:
+                fd = os.open(sys.argv[1], os.O_RDWR)
+                block = b"\\xbb" * (1 << 20)
+                for off in reversed(range(0, 1 << 30, 1 << 20)):  # against the writeback's order
+                    os.pwrite(fd, block, off)
+                os.fsync(fd)
+                break
+            except OSError:  # not there yet, or not live yet
+                pass
+        print("written", flush=True)
+    """, d.path("dax", "dax0.1"))
+    try:
+        assert d.control("disable-device dax0.0\ndestroy-device dax0.0\n"
+                         "create-device region=0 size=1G") == "ok dax0.0 dax0.0 dax0.1"
+        out, err = new.communicate(timeout=60)
+        assert out == "written\n", err
+        for p in old:
+            p.wait(30)  # SIGBUS, or ENXIO
+        data = read_direct(d.path("dax", "dax0.1"), size)
+        stale = len(data) - data.count(b"\xbb")
+        assert stale == 0, f"{stale} bytes of dax0.1 are not what its client wrote"
+        assert len(data) == size
+    finally:
+        for p in old + [new]:
+            if p.poll() is None:
+                p.kill()
