@@ -1,8 +1,10 @@
-"""The control-file grammar: line commands onto DaxBus operations.
+"""The control file: its line grammar onto DaxBus operations, and the
+protocol of an open handle.
 
 A write holds one or more lines; every line is parsed before anything runs,
 then the batch is applied all or nothing. Blank lines and '#' comments are
-ignored.
+ignored. A read returns the result of the last write on the same handle
+(`ok NAME...` or `error ERRNO: message`), else the layout as JSON.
 
   create-region size=SIZE [align=ALIGN] [id=N]
   destroy-region ID
@@ -15,110 +17,168 @@ ignored.
 import errno
 import functools
 import json
-import weakref
+from dataclasses import dataclass
+from typing import Callable
 
-from .core import DaxError
 from .dax import DaxBus
-from .units import parse_size
+from .errors import DaxError, shown
+from .units import parse_id, parse_size
+
+# The kernel cuts a write into requests of at most 1 MiB, and one of up to
+# 1 MiB - 4 KiB always arrives whole, however its buffer is aligned: larger
+# writes are refused whole rather than applied in pieces.
+MAX_WRITE = (1 << 20) - 4096
 
 
-def _int(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise DaxError(errno.EINVAL, f"invalid number {text!r}") from None
-    if value < 0:
-        raise DaxError(errno.EINVAL, f"invalid number {text!r}")
-    return value
+@dataclass(frozen=True)
+class _Command:
+    method: str                                   # the DaxBus operation
+    positional: Callable[[str], object] | None    # parser of the one positional argument
+    keys: dict[str, tuple[Callable[[str], object], str]]  # key -> (parser, keyword argument)
+    required: frozenset[str]
+    report: Callable[[object, tuple], str]        # (result, positional args) -> the name `ok` reports
 
 
-# command -> (bus method, positional parser or None, {key: (parser, bus kwarg)}, required keys)
+def _region_made(region, args) -> str:
+    return f"region{region.id}"
+
+
+def _region_named(_, args) -> str:
+    return f"region{args[0]}"
+
+
+def _device_made(dev, args) -> str:
+    return dev.name
+
+
+def _device_named(_, args) -> str:
+    return args[0]
+
+
+_SIZE_KEYS = {"size": (parse_size, "size"), "align": (parse_size, "align")}
 _COMMANDS = {
-    "create-region": ("create_region", None,
-                      {"size": (parse_size, "size"), "align": (parse_size, "align"), "id": (_int, "id_")},
-                      {"size"}),
-    "destroy-region": ("destroy_region", _int, {}, set()),
-    "create-device": ("create_device", None,
-                      {"region": (_int, "region_id"), "size": (parse_size, "size"),
-                       "align": (parse_size, "align")},
-                      {"region"}),
-    "resize-device": ("resize_device", str, {"size": (parse_size, "size")}, {"size"}),
-    "disable-device": ("disable_device", str, {}, set()),
-    "enable-device": ("enable_device", str, {}, set()),
-    "destroy-device": ("destroy_device", str, {}, set()),
+    "create-region": _Command("create_region", None, {**_SIZE_KEYS, "id": (parse_id, "id_")},
+                              frozenset({"size"}), _region_made),
+    "destroy-region": _Command("destroy_region", parse_id, {}, frozenset(), _region_named),
+    "create-device": _Command("create_device", None, {"region": (parse_id, "region_id"), **_SIZE_KEYS},
+                              frozenset({"region"}), _device_made),
+    "resize-device": _Command("resize_device", str, {"size": (parse_size, "size")},
+                              frozenset({"size"}), _device_named),
+    "disable-device": _Command("disable_device", str, {}, frozenset(), _device_named),
+    "enable-device": _Command("enable_device", str, {}, frozenset(), _device_named),
+    "destroy-device": _Command("destroy_device", str, {}, frozenset(), _device_named),
 }
 
 
-def parse_line(bus: DaxBus, line: str):
-    """One command line -> a bound bus operation."""
+def parse_line(bus: DaxBus, line: str) -> tuple[functools.partial, Callable[[object], str]]:
+    """One command line -> (a bound bus operation, what reports its result)."""
     words = line.split()
     name, args = words[0], words[1:]
-    try:
-        method, positional, keys, required = _COMMANDS[name]
-    except KeyError:
-        raise DaxError(errno.EINVAL, f"unknown command {name!r}") from None
+    command = _COMMANDS.get(name)
+    if command is None:
+        raise DaxError(errno.EINVAL, f"unknown command {shown(name)}")
     call_args, kwargs = [], {}
-    if positional is not None:
+    if command.positional is not None:
         if not args or "=" in args[0]:
             raise DaxError(errno.EINVAL, f"{name} needs an argument")
-        call_args.append(positional(args.pop(0)))
+        call_args.append(command.positional(args.pop(0)))
     for arg in args:
         key, eq, value = arg.partition("=")
-        if not eq or key not in keys:
-            raise DaxError(errno.EINVAL, f"{name}: unexpected argument {arg!r}")
-        parser, kwarg = keys[key]
+        if not eq or key not in command.keys:
+            raise DaxError(errno.EINVAL, f"{name}: unexpected argument {shown(arg)}")
+        parser, kwarg = command.keys[key]
         if kwarg in kwargs:
             raise DaxError(errno.EINVAL, f"{name}: {key} given twice")
         kwargs[kwarg] = parser(value)
-    missing = required - {k for k in keys if keys[k][1] in kwargs}
+    missing = command.required - {k for k in command.keys if command.keys[k][1] in kwargs}
     if missing:
         raise DaxError(errno.EINVAL, f"{name} needs {', '.join(sorted(k + '=' for k in missing))}")
-    return functools.partial(getattr(bus, method), *call_args, **kwargs)
+    op = functools.partial(getattr(bus, command.method), *call_args, **kwargs)
+    return op, functools.partial(command.report, args=tuple(call_args))
 
 
-def parse(bus: DaxBus, text: str) -> list:
+def parse(bus: DaxBus, text: str) -> list[tuple[functools.partial, Callable[[object], str]]]:
     lines = [(number, ln.split("#", 1)[0].strip()) for number, ln in enumerate(text.splitlines(), 1)]
     lines = [(number, ln) for number, ln in lines if ln]
     if not lines:
         raise DaxError(errno.EINVAL, "empty command")
-    ops = []
+    parsed = []
     for number, line in lines:
         try:
-            ops.append(parse_line(bus, line))
+            parsed.append(parse_line(bus, line))
         except DaxError as e:
             if len(lines) > 1:
                 e.message = f"line {number}: {e.message}"
             raise
-    return ops
-
-
-def _name(result, op) -> str:
-    if hasattr(result, "name"):
-        return result.name
-    if hasattr(result, "res"):
-        return f"region{result.id}"
-    arg = op.args[0]
-    return f"region{arg}" if isinstance(arg, int) else arg
+    return parsed
 
 
 async def execute(bus: DaxBus, text: str) -> str:
     """Parse and apply a write; the one-line result, or DaxError."""
-    ops = parse(bus, text)
-    results = await bus.apply(ops)
-    return "ok " + " ".join(_name(r, op) for r, op in zip(results, ops))
+    parsed = parse(bus, text)
+    results = await bus.apply([op for op, _ in parsed])
+    return "ok " + " ".join(report(result) for result, (_, report) in zip(results, parsed))
 
 
 def error_line(e: DaxError) -> str:
     return f"error {errno.errorcode.get(e.errno, e.errno)}: {e.message}"
 
 
-_layout_cache: "weakref.WeakKeyDictionary[DaxBus, tuple[int, bytes]]" = weakref.WeakKeyDictionary()
+class Control:
+    """The mount's control file: opens handles, and renders the layout once
+    per change of the bus rather than once per read."""
+
+    def __init__(self, bus: DaxBus) -> None:
+        self.bus = bus
+        self._layout = (-1, b"")
+
+    def layout_text(self) -> bytes:
+        generation, text = self._layout
+        if generation != self.bus.generation:
+            text = json.dumps(self.bus.layout(), separators=(",", ":")).encode() + b"\n"
+            self._layout = (self.bus.generation, text)
+        return text
+
+    def open(self) -> "ControlFile":
+        return ControlFile(self)
 
 
-def layout_text(bus: DaxBus) -> bytes:
-    """The layout as JSON, rendered again only after the bus changed."""
-    cached = _layout_cache.get(bus)
-    if cached is None or cached[0] != bus.generation:
-        cached = _layout_cache[bus] = (bus.generation,
-                                       json.dumps(bus.layout(), separators=(",", ":")).encode() + b"\n")
-    return cached[1]
+class ControlFile:
+    """An open control file."""
+    __slots__ = ("control", "result", "text")
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+        self.result: bytes | None = None  # of the last write on this handle
+        self.text = b""                   # what a read from offset 0 rendered
+
+    def read(self, off: int, size: int) -> bytes:
+        if self.result is not None:
+            return self.result[off:off + size]
+        if off == 0:
+            self.text = self.control.layout_text()
+        return self.text[off:off + size]
+
+    async def write(self, off: int, buf: bytes) -> int:
+        try:
+            if len(buf) > MAX_WRITE:
+                raise DaxError(errno.E2BIG, f"a control write holds at most {MAX_WRITE} bytes, not "
+                                            f"{len(buf)} or more: split the batch into several writes")
+            try:
+                text = bytes(buf).decode()
+            except UnicodeDecodeError:
+                raise DaxError(errno.EINVAL, "not UTF-8 text") from None
+            self.result = (await execute(self.control.bus, text) + "\n").encode()
+        except DaxError as e:
+            self.result = (error_line(e) + "\n").encode()
+            raise
+        except BaseException:
+            self.result = b"error EIO: internal error, see the daemon's log\n"
+            raise
+        return len(buf)
+
+    async def fsync(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass

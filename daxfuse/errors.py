@@ -17,3 +17,8 @@ class DaxError(Exception):
     @property
     def strerror(self) -> str:
         return os.strerror(self.errno)
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """User input quoted in a one-line message, cut short if it is long."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"

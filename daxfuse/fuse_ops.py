@@ -4,8 +4,10 @@ Device DAX calls.
 Inode numbers: a device's comes from its dax_device (the kernel may hold it
 across destroy, so a reference is held per kernel lookup and the number is not
 reused until the last forget); every other node gets a number per path, never
-reused. DaxError becomes FUSEError; any other exception is logged and answered
-EIO, since pyfuse3 dies on anything but FUSEError.
+reused, dropped when the kernel forgets it. Handles (DaxFile, the control
+file's, an attribute's) share one protocol, so requests on them only
+dispatch. DaxError becomes FUSEError; any other exception is logged and
+answered EIO, since pyfuse3 dies on anything but FUSEError.
 """
 import errno
 import functools
@@ -18,10 +20,9 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from . import control
-from .core import DaxError
 from .dax import DaxBus, DaxFile, DevDax
-from .nodes import Attr, Control, Device, Dir, Link
+from .errors import DaxError
+from .nodes import Attr, Device, Dir, Link
 from .tree import Tree
 
 log = logging.getLogger(__name__)
@@ -50,18 +51,6 @@ def _handler(fn):
     return wrapper
 
 
-class _Text:
-    """An open control file or attribute: what a read returns. For the
-    control file, the result of the last write, else the layout; rendered
-    afresh whenever a read starts at offset 0."""
-    __slots__ = ("node", "result", "text")
-
-    def __init__(self, node) -> None:
-        self.node = node
-        self.result: bytes | None = None
-        self.text = b""
-
-
 class DaxOperations(pyfuse3.Operations):
     def __init__(self, bus: DaxBus) -> None:
         super().__init__()
@@ -69,9 +58,11 @@ class DaxOperations(pyfuse3.Operations):
         self.core = bus.core
         self.tree = Tree(bus)
         self._paths: dict[tuple, int] = {(): pyfuse3.ROOT_INODE}
-        self._path_of: dict[int, tuple] = {pyfuse3.ROOT_INODE: ()}
+        self._path_of: dict[int, list] = {pyfuse3.ROOT_INODE: [(), 1]}  # ino -> [path, kernel lookups]
         self._next_ino = itertools.count(pyfuse3.ROOT_INODE + 1)
-        self._devices: dict[int, list] = {}  # ino -> [DevDax, kernel lookup count]
+        self._devices: dict[int, list] = {}  # ino -> [DevDax, kernel lookups]
+        self._dir_order: dict[tuple, dict[str, int]] = {}  # readdir offsets: dir -> name -> key
+        self._next_key = itertools.count(1)
         self._handles: dict[int, object] = {}
         self._fh = itertools.count(1)
         self._uid, self._gid = os.getuid(), os.getgid()
@@ -82,12 +73,13 @@ class DaxOperations(pyfuse3.Operations):
         ino = self._paths.get(path)
         if ino is None:
             ino = self._paths[path] = next(self._next_ino)
-            self._path_of[ino] = path
+            self._path_of[ino] = [path, 0]
         return ino
 
     def _node(self, ino: int):
         """(path, node) of a non-device inode, ENOENT when it is gone."""
-        path = self._path_of.get(ino)
+        entry = self._path_of.get(ino)
+        path = None if entry is None else entry[0]
         node = None if path is None else self.tree.resolve(path)
         if node is None:
             raise FUSEError(errno.ENOENT)
@@ -128,11 +120,19 @@ class DaxOperations(pyfuse3.Operations):
         entry[1] += 1
 
     def _forget(self, ino: int, nlookup: int) -> None:
-        entry = self._devices[ino]
-        entry[1] -= nlookup
-        if entry[1] <= 0:
-            del self._devices[ino]
-            self.core.put_dax(entry[0].dax_dev)
+        """The kernel dropped nlookup references to ino."""
+        entry = self._devices.get(ino)
+        if entry is not None:
+            entry[1] -= nlookup
+            if entry[1] <= 0:
+                del self._devices[ino]
+                self.core.put_dax(entry[0].dax_dev)
+            return
+        entry = self._path_of.get(ino)
+        if entry is not None and ino != pyfuse3.ROOT_INODE:
+            entry[1] -= nlookup
+            if entry[1] <= 0:
+                del self._path_of[ino], self._paths[entry[0]]
 
     def _entry(self, path: tuple) -> pyfuse3.EntryAttributes:
         """Attributes for a new kernel reference to path (lookup, readdirplus)."""
@@ -141,6 +141,8 @@ class DaxOperations(pyfuse3.Operations):
             raise FUSEError(errno.ENOENT)
         if type(node) is Device:
             self._remember(node.dev)
+        else:
+            self._path_of[self._path_ino(path)][1] += 1
         return self._attr(path, node)
 
     # --- namespace ------------------------------------------------------------------
@@ -149,7 +151,7 @@ class DaxOperations(pyfuse3.Operations):
         parent = self._path_of.get(parent_inode)
         if parent is None:
             raise FUSEError(errno.ENOENT)
-        return self._entry(parent + (os.fsdecode(name),))
+        return self._entry(parent[0] + (os.fsdecode(name),))
 
     @_handler
     async def getattr(self, inode, ctx=None):
@@ -162,8 +164,7 @@ class DaxOperations(pyfuse3.Operations):
         # pyfuse3 does not expect forget to fail, not even with FUSEError
         try:
             for ino, nlookup in inode_list:
-                if ino in self._devices:
-                    self._forget(ino, nlookup)
+                self._forget(ino, nlookup)
         except Exception:
             log.exception("forget(%r) failed", inode_list)
 
@@ -191,18 +192,32 @@ class DaxOperations(pyfuse3.Operations):
             raise FUSEError(errno.ENOTDIR)
         return inode
 
+    def _ordered(self, path: tuple, names: list[str], after: int) -> list[tuple[int, str]]:
+        """(offset, name) of the entries past offset `after`, in a stable
+        order: a name keeps its offset while it exists, so entries made or
+        removed during a listing shift no others. A listing from the start
+        forgets the names that are gone."""
+        keys = self._dir_order.setdefault(path, {})
+        if not after:
+            present = set(names)
+            for gone in [n for n in keys if n not in present]:
+                del keys[gone]
+        for name in names:
+            if name not in keys:
+                keys[name] = next(self._next_key)
+        return sorted((keys[n], n) for n in names if keys[n] > after)
+
     @_handler
     async def readdir(self, fh, start_id, token):
         path, node = self._node(fh)
-        for i, name in enumerate(list(node.names())[start_id:], start_id + 1):
+        for key, name in self._ordered(path, list(node.names()), start_id):
             raw = os.fsencode(name)  # before _entry: nothing may fail once it took a reference
             try:
                 attr = self._entry(path + (name,))
             except FUSEError:  # gone since names() was taken
                 continue
-            if not pyfuse3.readdir_reply(token, raw, attr, i):
-                if attr.st_ino in self._devices:  # the kernel did not take this lookup
-                    self._forget(attr.st_ino, 1)
+            if not pyfuse3.readdir_reply(token, raw, attr, key):
+                self._forget(attr.st_ino, 1)  # the kernel did not take this lookup
                 break
 
     async def _refuse(self, *args):
@@ -237,56 +252,23 @@ class DaxOperations(pyfuse3.Operations):
             # path is as fast (scripts/bench) and, unlike it, allows MAP_SHARED.
             return pyfuse3.FileInfo(fh=fh)
         _, node = self._node(inode)
-        if type(node) not in (Control, Attr):
+        handle = self.tree.open(node)
+        if handle is None:
             raise FUSEError(errno.EISDIR if type(node) is Dir else errno.EINVAL)
-        self._handles[fh] = _Text(node)
+        self._handles[fh] = handle
         return pyfuse3.FileInfo(fh=fh, direct_io=True)
 
     @_handler
     async def read(self, fh, off, size):
-        h = self._handles[fh]
-        if type(h) is DaxFile:
-            return h.read(off, size)
-        if h.result is not None:
-            return h.result[off:off + size]
-        if off == 0:
-            if type(h.node) is Control:
-                h.text = control.layout_text(self.bus)
-            elif h.node.show is None:
-                raise FUSEError(errno.EACCES)
-            else:
-                h.text = h.node.show().encode()
-        return h.text[off:off + size]
+        return self._handles[fh].read(off, size)
 
     @_handler
     async def write(self, fh, off, buf):
-        h = self._handles[fh]
-        if type(h) is DaxFile:
-            return h.write(off, buf)
-        try:
-            text = buf.decode()
-        except UnicodeDecodeError:
-            raise DaxError(errno.EINVAL, "not UTF-8 text") from None
-        if type(h.node) is Attr:
-            if h.node.store is None:
-                raise FUSEError(errno.EACCES)
-            await self.bus.apply(h.node.store(text))
-            return len(buf)
-        try:
-            h.result = (await control.execute(self.bus, text) + "\n").encode()
-        except DaxError as e:
-            h.result = (control.error_line(e) + "\n").encode()
-            raise
-        except BaseException:
-            h.result = b"error EIO: internal error, see the daemon's log\n"
-            raise
-        return len(buf)
+        return await self._handles[fh].write(off, buf)
 
     @_handler
     async def fsync(self, fh, datasync):
-        h = self._handles[fh]
-        if type(h) is DaxFile:
-            await h.fsync()
+        await self._handles[fh].fsync()
 
     @_handler
     async def flush(self, fh):
@@ -294,9 +276,7 @@ class DaxOperations(pyfuse3.Operations):
 
     @_handler
     async def release(self, fh):
-        h = self._handles.pop(fh)
-        if type(h) is DaxFile:
-            h.release()
+        self._handles.pop(fh).release()
 
     # --- lifecycle: keep the kernel's caches true ----------------------------------------
     async def _on_change(self, event: str, dev: DevDax) -> None:

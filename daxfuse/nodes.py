@@ -1,9 +1,13 @@
 """What a path in the mount resolves to. Front ends describe their trees with
 these; the FUSE adapter serves any tree made of them."""
+import errno
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from .dax import DevDax
+from .dax import DaxBus, DevDax
+from .errors import DaxError
+
+PAGE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,41 @@ class Attr:
     store: Callable[[str], list] | None = None
 
 
+class AttrFile:
+    """An open attribute, as kernfs serves one: a read from offset 0 renders
+    it afresh; a write stores at most a page, and returns what it took."""
+    __slots__ = ("attr", "bus", "text")
+
+    def __init__(self, attr: Attr, bus: DaxBus) -> None:
+        self.attr, self.bus, self.text = attr, bus, b""
+
+    def read(self, off: int, size: int) -> bytes:
+        if self.attr.show is None:
+            raise DaxError(errno.EACCES, "write-only attribute")
+        if off == 0:
+            self.text = self.attr.show().encode()
+        return self.text[off:off + size]
+
+    async def write(self, off: int, buf: bytes) -> int:
+        if self.attr.store is None:
+            raise DaxError(errno.EACCES, "read-only attribute")
+        data = bytes(buf[:PAGE_SIZE])
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            raise DaxError(errno.EINVAL, "not UTF-8 text") from None
+        ops = self.attr.store(text)
+        if ops:  # uevent stores nothing, and must not queue behind a batch
+            await self.bus.apply(ops)
+        return len(data)
+
+    async def fsync(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Link:
     target: str
@@ -29,9 +68,4 @@ class Device:
     dev: DevDax
 
 
-@dataclass(frozen=True)
-class Control:
-    pass
-
-
-Node = Dir | Attr | Link | Device | Control
+Node = Dir | Attr | Link | Device

@@ -8,10 +8,12 @@ the bus and the control file and this view are two faces of one model.
 import errno
 import functools
 import re
+import string
 
-from .core import DaxError
+from .errors import DaxError, shown
 from .dax import DaxBus, DevDax
 from .nodes import Attr, Dir, Link, Node
+from .units import U64_MAX, bounded_int, parse_index
 
 DAX_MAJOR = 252
 REGION_DIR = "daxfuse.{}"
@@ -28,18 +30,17 @@ def _text(data: str) -> str:
 _KSTRTOULL = re.compile(r"\+?(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))", re.ASCII)
 
 
-def _number(data: str, err: int = errno.EINVAL) -> int:
+def _number(data: str, err: int | None = None) -> int:
+    """kstrtoull: EINVAL when malformed, ERANGE past u64; or err for both,
+    where the kernel's store maps every failure to one errno."""
     m = _KSTRTOULL.fullmatch(_text(data))
     if not m:
-        raise DaxError(err, f"invalid number {_text(data)!r}")
+        raise DaxError(err or errno.EINVAL, f"invalid number {shown(_text(data))}")
     hexa, octal, decimal = m.groups()
-    return int(hexa, 16) if hexa else int(octal, 8) if octal else int(decimal)
-
-
-def _index(text: str) -> int | None:
-    """A decimal index in a name (dax0.1, daxfuse.0, mapping2): ASCII digits,
-    no leading zero, so that no two names mean one node."""
-    return int(text) if text.isascii() and text.isdigit() and str(int(text)) == text else None
+    value = bounded_int(*((hexa, 16) if hexa else (octal, 8) if octal else (decimal, 10)), U64_MAX)
+    if value is None:
+        raise DaxError(err or errno.ERANGE, f"number {shown(_text(data))} is past 2^64 - 1")
+    return value
 
 
 def _ro(show) -> Attr:
@@ -67,7 +68,7 @@ class SysfsView:
             case ("bus", "dax", "devices"):
                 return Dir(lambda: [d.name for d in self._devices()])
             case ("bus", "dax", "devices", name):
-                dev = self._find(name)
+                dev = self.bus.find_device(name)
                 return dev and Link(f"{self._region_path(dev.region.id, 3)}/{name}")
             case ("bus", "dax", "drivers"):
                 return Dir(lambda: ["device_dax"])
@@ -102,12 +103,6 @@ class SysfsView:
                 return _ro(lambda: "live\n")
         return None
 
-    def _find(self, name: str) -> DevDax | None:
-        try:
-            return self.bus.device(name)
-        except DaxError:
-            return None
-
     def _devt(self, devt: str) -> Node | None:
         if devt == RDEV_ZERO:
             return Link("../../devices/virtual/daxfuse")
@@ -122,14 +117,14 @@ class SysfsView:
         if leaf in ops:
             op = ops[leaf]
             return Attr(0o200, store=lambda data: [functools.partial(op, _text(data))])
-        dev = self._find(leaf)
+        dev = self.bus.find_device(leaf)
         if dev is not None and dev.enabled:
             return Link(f"{self._region_path(dev.region.id, 4)}/{leaf}")
         return None
 
     def _region(self, dirname: str, rest: list[str]) -> Node | None:
         prefix, _, rid = dirname.rpartition(".")
-        region = self.bus.regions.get(_index(rid)) if prefix == "daxfuse" else None
+        region = self.bus.regions.get(parse_index(rid)) if prefix == "daxfuse" else None
         if region is None:
             return None
         match rest:
@@ -141,7 +136,7 @@ class SysfsView:
             case ["dax_region", leaf]:
                 return self._region_attr(region, leaf)
             case [name, *dev_rest] if name.startswith(f"dax{region.id}."):
-                dev = region.devices.get(_index(name.partition(".")[2]))
+                dev = region.devices.get(parse_index(name.partition(".")[2]))
                 return dev and self._device(dev, dev_rest)
         return None
 
@@ -205,8 +200,8 @@ class SysfsView:
                 return Link("../../../../bus/dax")
             case ["driver"] if dev.enabled:
                 return Link("../../../../bus/dax/drivers/device_dax")
-            case [mapping, *leaf] if mapping.startswith("mapping") and _index(mapping[7:]) is not None:
-                return self._mapping(dev, _index(mapping[7:]), leaf)
+            case [mapping, *leaf] if mapping.startswith("mapping") and parse_index(mapping[7:]) is not None:
+                return self._mapping(dev, parse_index(mapping[7:]), leaf)
         return None
 
     def _mapping(self, dev: DevDax, i: int, leaf: list[str]) -> Node | None:
@@ -225,7 +220,8 @@ class SysfsView:
     @staticmethod
     def _range(data: str) -> tuple[int, int]:
         start, sep, end = _text(data).partition("-")
-        try:
-            return int(start, 16), int(end, 16)
-        except ValueError:
-            raise DaxError(errno.EINVAL, f"mapping must be START-END in hex, not {_text(data)!r}") from None
+        bounds = [bounded_int(x, 16, U64_MAX) if x and all(c in string.hexdigits for c in x) else None
+                  for x in (start, end)]
+        if None in bounds:
+            raise DaxError(errno.EINVAL, f"mapping must be START-END in hex, not {shown(_text(data))}")
+        return bounds[0], bounds[1]

@@ -3,9 +3,9 @@ dev/ (a /dev for `daxfuse exec`: the devices, plus every other name of the
 host's /dev as a link into .host/, where exec mounts the host's /dev)."""
 import os
 
-from .core import DaxError
+from .control import Control
 from .dax import DaxBus
-from .nodes import Control, Device, Dir, Link, Node
+from .nodes import Attr, AttrFile, Device, Dir, Link
 from .sysfs import SysfsView
 
 HOST_DEV = ".host"
@@ -14,6 +14,7 @@ HOST_DEV = ".host"
 class Tree:
     def __init__(self, bus: DaxBus) -> None:
         self.bus = bus
+        self.control = Control(bus)
         self.sysfs = SysfsView(bus)
 
     def _device_names(self) -> list[str]:
@@ -24,17 +25,15 @@ class Tree:
         return [HOST_DEV] + devices + sorted(set(os.listdir("/dev")) - set(devices))
 
     def _device(self, name: str) -> Device | None:
-        try:
-            return Device(self.bus.device(name))
-        except DaxError:
-            return None
+        dev = self.bus.find_device(name)
+        return dev and Device(dev)
 
-    def resolve(self, path: tuple[str, ...]) -> Node | None:
+    def resolve(self, path: tuple[str, ...]):
         match path:
             case ():
                 return Dir(lambda: ["control", "dax", "dev", "sys"])
             case ("control",):
-                return Control()
+                return self.control
             case ("dax",):
                 return Dir(self._device_names)
             case ("dax", name):
@@ -49,4 +48,12 @@ class Tree:
                 if name.startswith("dax") and (node := self._device(name)):
                     return node
                 return Link(f"{HOST_DEV}/{name}") if os.path.lexists(f"/dev/{name}") else None
+        return None
+
+    def open(self, node):
+        """A handle on a control file or an attribute; None for other nodes."""
+        if node is self.control:
+            return self.control.open()
+        if type(node) is Attr:
+            return AttrFile(node, self.bus)
         return None

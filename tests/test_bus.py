@@ -496,7 +496,7 @@ def test_daxfile_two_ranges(bus, memory):
     size = dev.size
     data = bytes(np.random.default_rng(1).integers(0, 256, 300, dtype=np.uint8))
     # device [2M-100, 2M+200) = phys [4M-100, 4M) + phys [0, 200)
-    assert f.write(M2 - 100, data) == 300
+    assert trio.run(f.write, M2 - 100, data) == 300
     assert bytes(memory.read(2 * M2 - 100, 100)) == data[:100]
     assert bytes(memory.read(0, 200)) == data[100:]
     assert bytes(f.read(M2 - 100, 300)) == data
@@ -509,14 +509,14 @@ def test_daxfile_two_ranges(bus, memory):
 
     # the end of the device is phys 2M (end of the second range)
     with pytest.raises(DaxError) as ei:
-        f.write(size, b"x")
+        trio.run(f.write, size, b"x")
     assert ei.value.errno == errno.ENOSPC
     with pytest.raises(DaxError) as ei:
-        f.write(size + 4096, b"x")
+        trio.run(f.write, size + 4096, b"x")
     assert ei.value.errno == errno.ENOSPC
-    assert f.write(size, b"") == 0
+    assert trio.run(f.write, size, b"") == 0
     before_next = bytes(memory.read(M2, 90))
-    assert f.write(size - 10, b"E" * 100) == 10, "short write at the end"
+    assert trio.run(f.write, size - 10, b"E" * 100) == 10, "short write at the end"
     assert bytes(memory.read(M2 - 10, 10)) == b"E" * 10
     assert bytes(memory.read(M2, 90)) == before_next, "nothing past the end"
     assert bytes(f.read(size - 10, 100)) == b"E" * 10
@@ -526,7 +526,7 @@ def test_daxfile_two_ranges(bus, memory):
 
     # disabled: every operation is ENXIO; enabled again: back, data kept
     apply(bus, P(bus.disable_device, "dax0.2"))
-    for op in (lambda: f.read(0, 1), lambda: f.write(0, b"z"), lambda: trio.run(f.fsync),
+    for op in (lambda: f.read(0, 1), lambda: trio.run(f.write, 0, b"z"), lambda: trio.run(f.fsync),
                lambda: DaxFile(bus.core, memory, dev.dax_dev)):
         with pytest.raises(DaxError) as ei:
             op()
@@ -534,7 +534,7 @@ def test_daxfile_two_ranges(bus, memory):
     assert not bus.core.srcu.held(), "failed operations drop the read lock"
     apply(bus, P(bus.enable_device, "dax0.2"))
     assert bytes(f.read(M2 - 100, 300)) == data
-    assert f.write(0, b"again") == 5
+    assert trio.run(f.write, 0, b"again") == 5
     assert bytes(memory.read(M2, 5)) == b"again"
     f.release()
     assert dev.dax_dev.refs == 1
@@ -546,10 +546,10 @@ def test_daxfile_sees_resize(bus, memory):
     f = DaxFile(bus.core, memory, dev.dax_dev)
     assert bytes(f.read(M2, 1)) == b""
     with pytest.raises(DaxError):
-        f.write(M2, b"x")
+        trio.run(f.write, M2, b"x")
     apply(bus, P(bus.disable_device, "dax0.2"), P(bus.resize_device, "dax0.2", 2 * M2),
           P(bus.enable_device, "dax0.2"))
-    assert f.write(M2, b"y") == 1
+    assert trio.run(f.write, M2, b"y") == 1
     assert bytes(memory.read(0, 1)) == b"y"
     f.release()
 

@@ -1,6 +1,7 @@
 """The torture tier: races lost on purpose, crashes, leaks and fuzzing, each
 against a real daemon driven by real processes. Bounded so that the suite
 stays within minutes; scripts/torture runs the same workloads for longer."""
+import errno
 import mmap
 import os
 import signal
@@ -140,3 +141,80 @@ def test_a_destroyed_device_never_writes_over_its_successor(daemon_factory, writ
         for p in old + [new]:
             if p.poll() is None:
                 p.kill()
+
+
+# --- input that once broke the daemon -------------------------------------------------------------
+
+
+def write_errno(path: str, data: bytes) -> int:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        assert os.write(fd, data) == len(data)
+        return 0
+    except OSError as e:
+        return e.errno
+    finally:
+        os.close(fd)
+
+
+def daemon_log(d) -> str:
+    assert d.stop() == 0
+    return d.proc.stdout.read().decode()
+
+
+def test_a_control_write_too_large_for_one_request_is_refused_whole(daemon_factory):
+    """Defect 3: the kernel cuts writes into requests of at most 1 MiB; each
+    was applied alone, and a line cut at the boundary ran as two."""
+    d = daemon_factory("--size", "64M", "--nr-dax", "4096")
+    d.control("create-region size=16M align=4K id=1")
+    before = d.layout()
+    line = b"create-device region=1 size=4K\n"
+    batch = line * (2 * MiB // len(line)) + b"bogus\n"
+    assert write_errno(d.path("control"), batch) == errno.E2BIG
+    assert d.layout() == before
+    cut = b"#" * (MiB - len(b"create-region size=2M id=1")) + b"create-region size=2M id=1" + b"0\n"
+    assert write_errno(d.path("control"), cut) == errno.E2BIG
+    assert d.layout() == before
+    # the largest write that always arrives as one request applies whole
+    fits = line * 3000
+    fits = b"#" * (1044480 - len(fits) - 1) + b"\n" + fits
+    assert len(fits) == 1044480 and write_errno(d.path("control"), fits) == 0
+    assert len(d.layout()[1]["devices"]) == 3000
+
+
+@pytest.mark.parametrize("line", [
+    "create-region size=2M id=0x" + "f" * 3600,        # defect 4: created, then EIO everywhere
+    "create-region size=2M id=" + "9" * 4299,          # defect 6: names past 4095 bytes
+    "create-region size=" + "9" * 5000,                # defect 5: past Python's 4300 digits
+    "destroy-region " + "1" * 5000,
+    "create-device region=0 size=0x" + "f" * 5000,
+])
+def test_huge_numbers_are_einval_and_change_nothing(daemon_factory, line):
+    d = daemon_factory("--size", "64M")
+    before = d.layout()
+    fd = os.open(d.path("control"), os.O_RDWR)
+    with pytest.raises(OSError) as e:
+        os.write(fd, line.encode())
+    assert e.value.errno == errno.EINVAL
+    result = os.pread(fd, 4096, 0).decode()
+    os.close(fd)
+    assert result.startswith("error EINVAL: ") and len(result) < 200, result
+    assert d.layout() == before
+    assert os.listdir(d.path("sys", "devices", "platform")) == ["daxfuse.0"]
+    r = subprocess.run([*DAXFUSE, "list", "-m", d.mountpoint], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in daemon_log(d)
+
+
+def test_huge_sysfs_values_get_the_kernels_errnos(daemon_factory):
+    d = daemon_factory("--size", "64M", "--no-default-device")
+    d.control("create-device region=0 size=0")
+    base = os.path.realpath(d.path("sys", "bus", "dax", "devices", "dax0.0"))
+    assert write_errno(f"{base}/size", b"9" * 5000) == errno.ERANGE     # kstrtoull overflow
+    assert write_errno(f"{base}/size", b"0x1" + b"0" * 16) == errno.ERANGE
+    assert write_errno(f"{base}/align", b"9" * 5000) == errno.ENXIO    # align_store: any failure
+    assert write_errno(f"{base}/mapping", b"0x" + b"f" * 5000 + b"-0x1") == errno.EINVAL
+    for name in ("dax0." + "1" * 5000, "dax" + "9" * 5000 + ".0"):
+        assert not os.path.exists(d.path("dax", name[:255]))
+    assert d.layout()[0]["devices"][0]["size"] == 0
+    assert "Traceback" not in daemon_log(d)

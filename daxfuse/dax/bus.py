@@ -10,21 +10,20 @@ import contextlib
 import errno
 import itertools
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 import trio
 
-from ..core import DaxCore, DaxError
+from ..core import DaxCore
+from ..errors import DaxError, shown
 from ..memory import MemoryFile
+from ..units import INT_MAX, parse_index
 from .device import DaxRegion, DevDax, Range
 
 log = logging.getLogger(__name__)
 
 ALIGNS = (4 << 10, 2 << 20, 1 << 30)
-# ASCII digits (int() takes others too), no leading zeros: one name per device
-DEVICE_NAME = re.compile(r"dax(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 DEFAULT_ALIGN = 2 << 20
 
 # A listener hears (event, dev_dax) for: "added", "disabling" (still alive:
@@ -126,12 +125,16 @@ class DaxBus:
             raise DaxError(errno.ENXIO, f"no region {id_}") from None
 
     def device(self, name: str) -> DevDax:
-        m = DEVICE_NAME.fullmatch(name)
-        region = m and self.regions.get(int(m[1]))
-        dev = region and region.devices.get(int(m[2]))
-        if not dev:
-            raise DaxError(errno.ENXIO, f"no device {name!r}")
+        dev = self.find_device(name)
+        if dev is None:
+            raise DaxError(errno.ENXIO, f"no device {shown(name)}")
         return dev
+
+    def find_device(self, name: str) -> DevDax | None:
+        """The device named daxR.I, or None: the one parser of device names."""
+        region_id, dot, dev_id = name.removeprefix("dax").partition(".")
+        region = self.regions.get(parse_index(region_id)) if name.startswith("dax") and dot else None
+        return region and region.devices.get(parse_index(dev_id))
 
     def devices(self):
         for region in self.regions.values():
@@ -145,7 +148,7 @@ class DaxBus:
         _check_multiple(size, align, "region size")
         if id_ is not None and id_ in self.regions:
             raise DaxError(errno.EEXIST, f"region {id_} exists")
-        if id_ is not None and id_ < 0:
+        if id_ is not None and not 0 <= id_ <= INT_MAX:
             raise DaxError(errno.EINVAL, f"invalid region id {id_}")
         busy = sorted((r.res for r in self.regions.values()), key=lambda r: r.start)
         # the window ends far enough past every region for the last hole to fit
