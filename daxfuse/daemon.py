@@ -84,13 +84,25 @@ def fuse_options(config: MountConfig) -> set[str]:
     return options
 
 
-async def _stop_on_signal(bus: DaxBus) -> None:
+async def _stop_on_signal(ops: DaxOperations, nursery: trio.Nursery) -> None:
+    """The first SIGTERM or SIGINT shuts down; later ones are only logged
+    (left to their default, a second one would kill the daemon mid-way)."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            log.info("%s: unmounting", signal.Signals(signum).name)
-            async with bus.quiesced():
-                pyfuse3.terminate()
-            return
+            name = signal.Signals(signum).name
+            if ops.bus.closing:
+                log.info("%s: already shutting down", name)
+                continue
+            log.info("%s: writing mapped pages back, then unmounting", name)
+            nursery.start_soon(_shut_down, ops)
+
+
+async def _shut_down(ops: DaxOperations) -> None:
+    """Let the running batch finish, write clients' dirty mapped pages back
+    (as a disable does), then end the FUSE loop."""
+    async with ops.bus.closed():
+        await ops.write_back()
+        pyfuse3.terminate()
 
 
 async def _unmap_when_idle(memory: MemoryFile) -> None:
@@ -110,7 +122,8 @@ async def _serve(bus: DaxBus, config: MountConfig, stack: contextlib.ExitStack) 
         ops.append(lambda: bus.create_device(0))
     await bus.apply(ops)
 
-    pyfuse3.init(DaxOperations(bus), config.mountpoint, fuse_options(config))
+    ops = DaxOperations(bus)
+    pyfuse3.init(ops, config.mountpoint, fuse_options(config))
     stack.callback(pyfuse3.close, unmount=True)
     async with trio.open_nursery() as nursery:
         async def main() -> None:
@@ -118,7 +131,7 @@ async def _serve(bus: DaxBus, config: MountConfig, stack: contextlib.ExitStack) 
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(main)
-        nursery.start_soon(_stop_on_signal, bus)
+        nursery.start_soon(_stop_on_signal, ops, nursery)
         nursery.start_soon(_unmap_when_idle, bus.memory)
         st = await trio.to_thread.run_sync(os.stat, config.mountpoint)
         _raise_read_ahead(st.st_dev)

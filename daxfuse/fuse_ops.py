@@ -288,6 +288,11 @@ class DaxOperations(pyfuse3.Operations):
             # back through WRITE requests that only the trio thread answers.
             await trio.to_thread.run_sync(self._invalidate_inode, ino)
 
+    async def write_back(self) -> None:
+        """Write every device's dirty pages back (a clean shutdown)."""
+        for ino in list(self._devices):
+            await trio.to_thread.run_sync(self._invalidate_inode, ino)
+
     @staticmethod
     def _invalidate_inode(ino: int) -> None:
         try:

@@ -219,9 +219,12 @@ class SysfsView:
 
     @staticmethod
     def _range(data: str) -> tuple[int, int]:
-        start, sep, end = _text(data).partition("-")
-        bounds = [bounded_int(x, 16, U64_MAX) if x and all(c in string.hexdigits for c in x) else None
-                  for x in (start, end)]
+        """sscanf("%llx-%llx"): hex, each with an optional 0x."""
+        def hexa(x: str) -> int | None:
+            x = x[2:] if x[:2] in ("0x", "0X") else x
+            return bounded_int(x, 16, U64_MAX) if x and all(c in string.hexdigits for c in x) else None
+        start, _, end = _text(data).partition("-")
+        bounds = hexa(start), hexa(end)
         if None in bounds:
             raise DaxError(errno.EINVAL, f"mapping must be START-END in hex, not {shown(_text(data))}")
-        return bounds[0], bounds[1]
+        return bounds

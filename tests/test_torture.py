@@ -281,3 +281,57 @@ def test_create_destroy_and_open_close_cycles_leak_nothing(daemon_factory):
     after = rss_kib(d.proc.pid), fds(d.proc.pid)
     assert after[1] == before[1], f"fds {before[1]} -> {after[1]}"
     assert after[0] - before[0] < 1024, f"RSS {before[0]} -> {after[0]} KiB"
+
+
+# --- crashes and shutdown ----------------------------------------------------------------------------
+
+
+STORER = """
+    import mmap, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    m = mmap.mmap(fd, 64 << 20, mmap.MAP_SHARED)
+    block = bytes(range(256)) * 16
+    for off in range(0, 64 << 20, 4096):
+        m[off:off + 4096] = block          # stored, never msynced
+    print("stored", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_clean_shutdown_keeps_mapped_stores(daemon_factory, tmp_path, signum):
+    """Defect 8: on SIGTERM the daemon unmounted without writing clients'
+    dirty mapped pages back (29 of 64 MiB missing after a remount)."""
+    memory = tmp_path / "memory"
+    d = daemon_factory("--size", "64M", "--memory-file", str(memory))
+    client = child(STORER, d.path("dax", "dax0.0"))
+    try:
+        assert client.stdout.readline() == "stored\n", client.stderr.read()
+        d.proc.send_signal(signum)
+        assert d.proc.wait(60) == 0
+    finally:
+        client.kill()
+    with open(memory, "rb") as f:
+        data = f.read(64 * MiB)
+    assert data == bytes(range(256)) * (64 * MiB // 256), \
+        f"{sum(data[i:i + 4096] != bytes(range(256)) * 16 for i in range(0, 64 * MiB, 4096))} pages lost"
+
+
+def test_a_disable_running_at_sigterm_finishes_and_is_answered(daemon_factory, tmp_path):
+    """Defect 8: a disable running when the signal came answered its writer
+    ENOTCONN."""
+    d = daemon_factory("--size", "1G", "--memory-file", str(tmp_path / "memory"))
+    dirtier = child(DIRTIER, d.path("dax", "dax0.0"), "1")
+    try:
+        assert dirtier.stdout.readline() == "dirty\n", dirtier.stderr.read()
+        disable = subprocess.Popen([*DAXFUSE, "disable-device", "dax0.0", "-m", d.mountpoint],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.2)
+        d.proc.send_signal(signal.SIGTERM)
+        out, err = disable.communicate(timeout=60)
+        assert (disable.returncode, out, err) == (0, "dax0.0\n", "")
+        assert d.proc.wait(60) == 0
+        dirtier.wait(30)
+        assert dirtier.returncode == -signal.SIGBUS
+    finally:
+        dirtier.kill()

@@ -75,13 +75,16 @@ class DaxBus:
         self.regions: dict[int, DaxRegion] = {}
         self.listeners: list[Listener] = []
         self._lock = trio.Lock()
+        self._closing = False
         self._txn: _Txn | None = None
         self.generation = 0  # changes whenever the layout may have changed
 
     # --- transactions ------------------------------------------------------------
     async def apply(self, ops: list[Callable[[], object]]) -> list[object]:
         """Run ops (bound calls of the methods below) all or nothing."""
+        self._check_open()
         async with self._lock:
+            self._check_open()  # queued behind the batch a shutdown waited for
             txn = self._txn = _Txn()
             try:
                 results = [op() for op in ops]
@@ -110,10 +113,21 @@ class DaxBus:
                     log.exception("listener failed on %s %s", event, dev.name)
         return effect
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise DaxError(errno.ESHUTDOWN, "daxfuse is shutting down: the layout is final")
+
     @contextlib.asynccontextmanager
-    async def quiesced(self):
-        """Hold off batches: a shutdown must not cut a running one's side
-        effects short (a disable waiting on writeback would hang its clients)."""
+    async def closed(self):
+        """Refuse new batches, wait for the running one, and hold the bus
+        for the shutdown: a running batch's side effects are never cut
+        short (a disable waiting on writeback would hang its clients), and
+        batches queued behind it fail at once instead of delaying it."""
+        self._closing = True
         async with self._lock:
             yield
 
