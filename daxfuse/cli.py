@@ -4,7 +4,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -12,7 +11,7 @@ import sys
 import tempfile
 import time
 
-from . import listing
+from . import listing, mountinfo, runfiles
 from .errors import DaxError
 from .units import parse_size
 
@@ -24,27 +23,36 @@ class CliError(Exception):
 
 
 # --- finding mounts and talking to them ---------------------------------------------------
-def daxfuse_mounts() -> list[str]:
-    mounts = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            if fields[sep + 1] == "fuse.daxfuse":
-                mounts.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4]))
-    return mounts
+def _canonical(path: str) -> str:
+    """path as the mount table spells it, without touching the mount itself
+    (a hung daemon would hang a stat of it)."""
+    path = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
 
 def find_mount(mountpoint: str | None) -> str:
+    """A daxfuse mount point, decided by the mount table: -m MOUNTPOINT, or
+    the only one mounted here."""
+    mounts = mountinfo.daxfuse_mounts()
     if mountpoint:
-        if not os.path.exists(os.path.join(mountpoint, "control")):
+        if _canonical(mountpoint) not in mounts:
             raise CliError(f"{mountpoint} is not a daxfuse mount")
-        return mountpoint
-    mounts = daxfuse_mounts()
+        return _canonical(mountpoint)
     if len(mounts) != 1:
         found = ", ".join(mounts) if mounts else "none"
         raise CliError(f"cannot choose a daxfuse mount (found: {found}); pass -m MOUNTPOINT")
     return mounts[0]
+
+
+def usable_mount(mountpoint: str | None) -> str:
+    """find_mount, and one this user may use."""
+    mountpoint = find_mount(mountpoint)
+    try:
+        os.stat(os.path.join(mountpoint, "control"))
+    except PermissionError:
+        raise CliError(f"{mountpoint}: permission denied (a daxfuse mount of another user, "
+                       f"not shared with -o allow_other)") from None
+    return mountpoint
 
 
 def control(mountpoint: str, command: str) -> str:
@@ -62,8 +70,8 @@ def control(mountpoint: str, command: str) -> str:
 
 
 def read_layout(mountpoint: str) -> list[dict]:
-    with open(os.path.join(mountpoint, "control")) as f:
-        return json.load(f)
+    with open(os.path.join(mountpoint, "control"), "rb") as f:
+        return json.loads(f.read())
 
 
 # --- mount / umount ------------------------------------------------------------------------------
@@ -75,9 +83,11 @@ def _mount_config(args):
 
 
 def cmd_mount(args) -> None:
+    if not os.path.exists(args.mountpoint):
+        raise CliError(f"mount point {args.mountpoint} does not exist")
     if not os.path.isdir(args.mountpoint):
         raise CliError(f"mount point {args.mountpoint} is not a directory")
-    if os.path.realpath(args.mountpoint) in map(os.path.realpath, daxfuse_mounts()):
+    if _canonical(args.mountpoint) in mountinfo.daxfuse_mounts():
         raise CliError(f"{args.mountpoint} is already a daxfuse mount")
     if args.foreground:
         from .daemon import run
@@ -89,14 +99,14 @@ def cmd_mount(args) -> None:
 
 
 def _mount_detached(args) -> None:
-    """Start the daemon in its own session and wait for its READY=1."""
-    from .daemon import RUN_DIR, run_file
-    os.makedirs(RUN_DIR, exist_ok=True)
-    log_path = run_file(args.mountpoint, "log")
+    """Start the daemon in its own session and wait for its READY=1; a
+    daemon that failed leaves no log behind (its last line is the error)."""
+    runfiles.make_run_dir()
+    log_path = runfiles.run_file(args.mountpoint, "log")
     argv = [sys.executable, "-m", "daxfuse", *args.raw_argv, "--foreground"]
     with tempfile.TemporaryDirectory() as tmp, \
             socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, \
-            open(log_path, "ab") as log:
+            open(log_path, "wb") as log:
         sock_path = os.path.join(tmp, "notify")
         sock.bind(sock_path)
         sock.settimeout(0.2)
@@ -110,8 +120,9 @@ def _mount_detached(args) -> None:
             except socket.timeout:
                 pass
             if child.poll() is not None:
-                raise CliError(_last_line(log_path).removeprefix("daxfuse: ")
-                               or f"daemon exited with status {child.returncode}")
+                error = _last_line(log_path).removeprefix("daxfuse: ")
+                os.unlink(log_path)
+                raise CliError(error or f"daemon exited with status {child.returncode}")
         child.kill()
         raise CliError(f"daemon did not become ready within {MOUNT_TIMEOUT:.0f}s (log: {log_path})")
 
@@ -123,30 +134,19 @@ def _last_line(path: str) -> str:
 
 
 def cmd_umount(args) -> None:
-    from .daemon import run_file
     mountpoint = find_mount(args.mountpoint)
-    try:
-        with open(run_file(mountpoint, "pid")) as f:
-            pid = int(f.read())
-        os.kill(pid, signal.SIGTERM)
-    except (FileNotFoundError, ProcessLookupError, ValueError):
-        # No daemon we know of: remove the mount itself.
-        subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False)
+    pid = runfiles.daemon_pid(mountpoint)
+    if pid is None:  # no daemon we know of (another user's, or gone): remove the mount itself
+        r = subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True, text=True)
+        if r.returncode:
+            raise CliError(r.stderr.strip() or f"fusermount3 failed with status {r.returncode}")
         return
+    os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
-    while _running(pid):
+    while runfiles.running(pid):
         if time.monotonic() > deadline:
             raise CliError(f"daemon {pid} did not exit within 30s")
         time.sleep(0.05)
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (an exited daemon its parent has not reaped yet)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 # --- exec in a namespace with the emulated /sys and /dev -----------------------------------
@@ -159,20 +159,20 @@ _EXEC = ('mount --bind "$1/sys" /sys && mount --rbind /dev "$1/dev/.host" && '
 def cmd_exec(args) -> None:
     if not args.argv:
         raise CliError("exec needs a command: daxfuse exec [-m MOUNTPOINT] -- COMMAND...")
-    mountpoint = os.path.realpath(find_mount(args.mount))
+    mountpoint = usable_mount(args.mount)
     os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "sh", "-c", _EXEC,
                           "daxfuse-exec", mountpoint, *args.argv])
 
 
 # --- management ------------------------------------------------------------------------------
 def cmd_list(args) -> None:
-    layout = read_layout(find_mount(args.mount))
+    layout = read_layout(usable_mount(args.mount))
     print(listing.dumps(listing.daxctl_list(layout, regions=args.regions, devices=args.devices,
                                             mappings=args.mappings, idle=args.idle)))
 
 
 def _run(args, command: str) -> None:
-    print(control(find_mount(args.mount), command).removeprefix("ok ").strip())
+    print(control(usable_mount(args.mount), command).removeprefix("ok ").strip())
 
 
 def _line(command: str, *names: str, **keys) -> str:
@@ -270,7 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         print(f"daxfuse: {e}", file=sys.stderr)
         return 1
-    except (DaxError, OSError, RuntimeError) as e:
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"daxfuse: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except (DaxError, RuntimeError) as e:
         print(f"daxfuse: {e}", file=sys.stderr)
         return 1
     return 0

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pyfuse3
 import trio
 
+from . import runfiles
 from .core import DaxCore
 from .dax import DaxBus
 from .fuse_ops import DaxOperations
@@ -23,7 +24,6 @@ from .memory import MemoryFile
 
 log = logging.getLogger("daxfuse")
 
-RUN_DIR = "/run/daxfuse"
 # After this long without data-path accesses, the daemon drops its mappings
 # of the emulated memory it touched, so that its RSS is its own again.
 # Not sooner: mapping pages again costs about 2 us a page, which halves the
@@ -52,14 +52,6 @@ class MountConfig:
     default_device: bool
     nr_dax: int
     options: list[str]
-
-
-def run_file(mountpoint: str, suffix: str) -> str:
-    """Where the daemon of mountpoint keeps its pid file or log: the path
-    escaped as systemd-escape --path does, so that no two mount points share it."""
-    path = os.path.realpath(mountpoint).strip("/")
-    key = path.replace("\\", "\\x5c").replace("-", "\\x2d").replace("/", "-") or "-"
-    return os.path.join(RUN_DIR, f"{key}.{suffix}")
 
 
 def sd_notify(message: str) -> None:
@@ -135,7 +127,7 @@ async def _serve(bus: DaxBus, config: MountConfig, stack: contextlib.ExitStack) 
         nursery.start_soon(_unmap_when_idle, bus.memory)
         st = await trio.to_thread.run_sync(os.stat, config.mountpoint)
         _raise_read_ahead(st.st_dev)
-        _write_pid_file(config.mountpoint, stack)
+        stack.callback(os.unlink, runfiles.write_pid_file(config.mountpoint))
         log.info("serving %s", config.mountpoint)
         sd_notify("READY=1")
     sd_notify("STOPPING=1")
@@ -148,14 +140,6 @@ def _raise_read_ahead(st_dev: int) -> None:
             f.write(f"{READ_AHEAD_KB}\n")
     except OSError as e:  # not root: the kernel's 128 KiB stays
         log.warning("cannot raise read-ahead (%s): %s", path, e.strerror)
-
-
-def _write_pid_file(mountpoint: str, stack: contextlib.ExitStack) -> None:
-    path = run_file(mountpoint, "pid")
-    os.makedirs(RUN_DIR, exist_ok=True)
-    with open(path, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    stack.callback(os.unlink, path)
 
 
 def run(config: MountConfig) -> None:
@@ -181,7 +165,7 @@ def _sole(group: BaseExceptionGroup) -> BaseException:
 
 def _remove_own_log(mountpoint: str) -> None:
     """A detached daemon logs to its run file; after a clean exit it is noise."""
-    path = run_file(mountpoint, "log")
+    path = runfiles.run_file(mountpoint, "log")
     try:
         if os.path.samestat(os.fstat(2), os.stat(path)):
             os.unlink(path)

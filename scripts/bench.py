@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from daxfuse.daemon import UNMAP_IDLE, run_file
+from daxfuse.daemon import UNMAP_IDLE
+from daxfuse.runfiles import daemon_pid
 from daxfuse.units import format_size, parse_size
 
 MiB = 1 << 20
@@ -255,8 +256,7 @@ def main() -> None:
         subprocess.run([*DAXFUSE, "mount", mnt, "--size", str(size), "--nr-dax", "2048"], check=True,
                        capture_output=True)
         try:
-            with open(run_file(mnt, "pid")) as f:
-                pid = int(f.read())
+            pid = daemon_pid(mnt)
             dev = os.path.join(mnt, "dax", "dax0.0")
             data = os.urandom(64 * MiB)
             for path in (dev, ref):

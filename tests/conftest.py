@@ -9,18 +9,18 @@ import time
 
 import pytest
 
+from daxfuse import mountinfo
+
 HAVE_FUSE = os.path.exists("/dev/fuse")
 DAXFUSE = [sys.executable, "-m", "daxfuse"]
 
 
 def mounted_paths() -> set[str]:
-    with open("/proc/self/mountinfo") as f:
-        return {line.split()[4] for line in f}
+    return {m.point for m in mountinfo.mounts()}
 
 
 def mounted_paths_of_type(fstype: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [fields[4] for fields in map(str.split, f) if fields[fields.index("-") + 1] == fstype]
+    return [m.point for m in mountinfo.mounts() if m.fstype == fstype]
 
 
 class Daemon:

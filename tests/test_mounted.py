@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from conftest import DAXFUSE, mounted_paths, mounted_paths_of_type
-from daxfuse.daemon import run_file
+from conftest import DAXFUSE, Daemon, mounted_paths, mounted_paths_of_type
+from daxfuse.runfiles import run_file
 
 MiB = 1 << 20
 DEV = ("dax", "dax0.0")
@@ -367,3 +367,50 @@ def test_sigterm_during_a_disable_with_dirty_pages_shuts_down_cleanly(daemon_fac
     proc.wait(30)  # died of SIGBUS (disabled) or of the lost mount: not stuck in D state
     assert proc.returncode == -signal.SIGBUS
     disable.wait(30)
+
+
+def test_the_mount_table_decides_what_is_a_mount(tmp_path):
+    """A plain directory holding a file named control is not a mount."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "control").write_text("[]")
+    for args in (["umount", str(fake)], ["list", "-m", str(fake)], ["disable-device", "dax0.0", "-m", str(fake)]):
+        r = subprocess.run([*DAXFUSE, *args], capture_output=True, text=True, timeout=60)
+        assert (r.returncode, r.stderr) == (1, f"daxfuse: {fake} is not a daxfuse mount\n"), args
+
+
+def test_another_users_mount_is_permission_denied(dax):
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        *DAXFUSE, "list", "-m", dax.mountpoint], capture_output=True, text=True,
+                       timeout=60, cwd="/", env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})
+    assert r.returncode == 1 and "permission denied" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_stale_pid_files_are_removed_when_a_daemon_starts(daemon_factory, tmp_path):
+    (tmp_path / "a").mkdir()
+    a = Daemon(str(tmp_path / "a"), "--size", "16M")
+    pid_file = run_file(a.mountpoint, "pid")
+    try:
+        assert os.path.exists(pid_file)
+        a.proc.kill()  # SIGKILL: no chance to remove it
+        a.proc.wait(30)
+    finally:
+        a.kill()
+    assert os.path.exists(pid_file)
+    daemon_factory("--size", "16M", name="b")
+    assert not os.path.exists(pid_file)
+
+
+def test_setup_errors_are_one_line_and_leave_nothing(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    cases = [
+        ([str(tmp_path / "missing")], f"daxfuse: mount point {tmp_path / 'missing'} does not exist\n"),
+        ([str(mnt), "--memory-file", "/nonexistent/dir/mem.img"],
+         "daxfuse: ENOENT: cannot open memory file /nonexistent/dir/mem.img: No such file or directory\n"),
+    ]
+    for args, expected in cases:
+        r = subprocess.run([*DAXFUSE, "mount", *args], capture_output=True, text=True, timeout=60)
+        assert (r.returncode, r.stderr) == (1, expected)
+        assert not os.path.exists(run_file(args[0], "log")), "a failed mount leaves its log behind"
+    assert str(mnt) not in mounted_paths()

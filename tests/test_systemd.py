@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from daxfuse import mountinfo
+
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "daxfuse@.service"
 INSTALLED_DAXFUSE = "/usr/local/bin/daxfuse"
@@ -117,13 +119,7 @@ def test_systemd_analyze_verify(tmp_path):
 
 
 # --- (c) readiness over a real mount -------------------------------------------------------------
-def _mounted(path: str) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].encode().decode("unicode_escape")
-            if point == path:
-                return True
-    return False
+_mounted = mountinfo.mounted
 
 
 def _receive(sock: socket.socket, want: bytes, proc: subprocess.Popen, timeout: float) -> list[bytes]:

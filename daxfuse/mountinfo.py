@@ -1,0 +1,37 @@
+"""The mount table, read once, in one place: /proc/self/mountinfo."""
+import re
+from dataclasses import dataclass
+
+FSTYPE = "fuse.daxfuse"
+
+
+@dataclass(frozen=True)
+class Mount:
+    point: str
+    fstype: str
+    source: str
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo octal."""
+    raw = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), field.encode("utf-8", "surrogateescape"))
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def mounts() -> list[Mount]:
+    out = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            out.append(Mount(_unescape(fields[4]), fields[sep + 1], _unescape(fields[sep + 2])))
+    return out
+
+
+def daxfuse_mounts() -> list[str]:
+    """Mount points of daxfuse daemons visible here, in mount order."""
+    return [m.point for m in mounts() if m.fstype == FSTYPE]
+
+
+def mounted(point: str) -> bool:
+    return any(m.point == point for m in mounts())

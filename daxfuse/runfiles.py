@@ -1,0 +1,75 @@
+"""Where a daemon keeps its pid file and (detached) its log, and how the CLI
+finds the daemon of a mount point again.
+
+A pid file holds the daemon's pid and its start time, so that a pid reused
+by another process after a SIGKILL is never taken for the daemon; stale pid
+files are removed whenever a daemon starts.
+"""
+import glob
+import os
+
+
+def run_dir() -> str:
+    """/run/daxfuse where /run is writable (root), else a directory of the
+    user's own: $XDG_RUNTIME_DIR/daxfuse, or /tmp/daxfuse-UID."""
+    if os.access("/run", os.W_OK):
+        return "/run/daxfuse"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return os.path.join(runtime, "daxfuse") if runtime else f"/tmp/daxfuse-{os.getuid()}"
+
+
+def run_file(mountpoint: str, suffix: str) -> str:
+    """The pid file or log of mountpoint's daemon: the path escaped as
+    systemd-escape --path does, so that no two mount points share it."""
+    path = os.path.realpath(mountpoint).strip("/")
+    key = path.replace("\\", "\\x5c").replace("-", "\\x2d").replace("/", "-") or "-"
+    return os.path.join(run_dir(), f"{key}.{suffix}")
+
+
+def make_run_dir() -> None:
+    os.makedirs(run_dir(), mode=0o700, exist_ok=True)
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def write_pid_file(mountpoint: str) -> str:
+    """Record this process as mountpoint's daemon, after removing the pid
+    files of daemons that are gone (SIGKILL leaves them)."""
+    make_run_dir()
+    for path in glob.glob(os.path.join(glob.escape(run_dir()), "*.pid")):
+        if _read(path) is None:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    path = run_file(mountpoint, "pid")
+    with open(path, "w") as f:
+        f.write(f"{os.getpid()} {_start_time(os.getpid())}\n")
+    return path
+
+
+def _read(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            pid, start = f.read().split()
+        pid = int(pid)
+    except (OSError, ValueError):
+        return None
+    return pid if _start_time(pid) == start else None
+
+
+def daemon_pid(mountpoint: str) -> int | None:
+    """The pid of mountpoint's running daemon, or None."""
+    return _read(run_file(mountpoint, "pid"))
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an exited daemon its parent has not reaped yet)."""
+    return _start_time(pid) is not None
