@@ -11,7 +11,6 @@ import pytest
 
 from daxfuse import mountinfo
 
-HAVE_FUSE = os.path.exists("/dev/fuse")
 DAXFUSE = [sys.executable, "-m", "daxfuse"]
 
 
@@ -85,10 +84,17 @@ class Daemon:
         self.sock.close()
 
 
+@pytest.fixture(scope="session")
+def fuse():
+    """Skip, saying why, where /dev/fuse cannot be opened: mounted tests need it."""
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR))
+    except OSError as e:
+        pytest.skip(f"/dev/fuse cannot be opened ({e.strerror}): mounted tests need FUSE")
+
+
 @pytest.fixture
-def daemon_factory(tmp_path):
-    if not HAVE_FUSE:
-        pytest.skip("/dev/fuse is missing: mounted tests need FUSE")
+def daemon_factory(fuse, tmp_path):
     daemons = []
 
     def start(*args: str, name: str = "mnt") -> Daemon:
@@ -109,9 +115,3 @@ def daemon_factory(tmp_path):
 def dax(daemon_factory, tmp_path):
     """A daemon with a 64 MiB region 0, dax0.0 spanning it, memory file in tmp."""
     return daemon_factory("--size", "64M", "--memory-file", str(tmp_path / "memory"))
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "daemon_factory" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.mounted)

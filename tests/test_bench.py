@@ -7,14 +7,12 @@ import sys
 
 import pytest
 
+pytestmark = [pytest.mark.mounted, pytest.mark.timeout(300)]
+
 BENCH = os.path.join(os.path.dirname(__file__), "..", "scripts", "bench.py")
 
 
-@pytest.mark.mounted
-@pytest.mark.timeout(300)
-def test_bench_runs_and_emits_json(tmp_path):
-    if not os.path.exists("/dev/fuse"):
-        pytest.skip("/dev/fuse is missing: the benchmark mounts daxfuse")
+def test_bench_runs_and_emits_json(fuse, tmp_path):
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, BENCH, "--size", "64M", "--runs", "1", "--json", str(out)],
                        capture_output=True, text=True, timeout=280)

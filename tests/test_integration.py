@@ -4,16 +4,13 @@ import subprocess
 
 import pytest
 
+pytestmark = [pytest.mark.integration, pytest.mark.mounted, pytest.mark.timeout(600)]
+
 SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "scripts", "integration")
 
 
-@pytest.mark.integration
-@pytest.mark.mounted
-@pytest.mark.timeout(600)
 @pytest.mark.parametrize("script", ["fio", "pmdk", "mmap", "hotunplug"])
-def test_script(script):
-    if not os.path.exists("/dev/fuse"):
-        pytest.skip("/dev/fuse is missing: integration scripts mount daxfuse")
+def test_script(fuse, script):
     r = subprocess.run([os.path.join(SCRIPTS, script)], capture_output=True, text=True, timeout=580)
     print(r.stdout)
     assert r.returncode == 0, r.stdout + r.stderr

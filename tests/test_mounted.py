@@ -16,6 +16,8 @@ from daxfuse.runfiles import run_file
 MiB = 1 << 20
 DEV = ("dax", "dax0.0")
 
+pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]
+
 
 def pattern(n: int, seed: int = 1) -> bytes:
     return (bytes(range(seed, 256)) + bytes(range(seed))) * (n // 256) + bytes(n % 256)
@@ -257,9 +259,7 @@ def test_cli_finds_the_only_mount_and_refuses_to_guess(daemon_factory):
     assert [d["chardev"] for d in __import__("json").loads(r.stdout)] == ["dax0.0"]
 
 
-def test_detached_mount_and_umount(tmp_path):
-    if not os.path.exists("/dev/fuse"):
-        pytest.skip("/dev/fuse is missing")
+def test_detached_mount_and_umount(fuse, tmp_path):
     mnt = tmp_path / "detached"
     mnt.mkdir()
     r = subprocess.run([*DAXFUSE, "mount", str(mnt), "--size", "16M"], capture_output=True,
@@ -315,58 +315,6 @@ def test_o_direct_handle_bypasses_the_cache_and_can_be_mapped(dax):
         m[0:4] = b"mmap"
     assert os.preadv(fd, [out], 0) == 4096 and out[:4] == b"mmap"  # coherent with the mapping
     os.close(fd)
-
-
-def test_memory_file_without_room_is_refused_not_a_sigbus(tmp_path):
-    """A sparse memory file bigger than its filesystem would SIGBUS the daemon
-    when clients fill it (a container's 64 MiB /dev/shm): refuse it up front."""
-    if not os.path.exists("/dev/fuse"):
-        pytest.skip("/dev/fuse is missing")
-    small, mnt = tmp_path / "small", tmp_path / "mnt"
-    small.mkdir()
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(small)], check=True)
-    try:
-        r = subprocess.run([*DAXFUSE, "mount", str(mnt), "--size", "64M", "--memory-file", str(small / "mem")],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 1 and r.stderr.startswith("daxfuse: ENOSPC: the memory file"), r.stderr
-        assert r.stderr.count("\n") == 1
-        assert str(mnt) not in mounted_paths()
-        r = subprocess.run([*DAXFUSE, "mount", str(mnt), "--size", "8M", "--memory-file", str(small / "mem")],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-        r = subprocess.run([*DAXFUSE, "create-region", "-m", str(mnt), "-s", "16M"], capture_output=True,
-                           text=True, timeout=60)
-        assert r.returncode == 1 and "ENOSPC" in r.stderr
-    finally:
-        subprocess.run([*DAXFUSE, "umount", str(mnt)], capture_output=True, timeout=60)
-        subprocess.run(["umount", str(small)], check=False)
-
-
-def test_sigterm_during_a_disable_with_dirty_pages_shuts_down_cleanly(daemon_factory):
-    """The disable's writeback needs the daemon's answers: shutdown must let it
-    finish, not leave the client hung in D state."""
-    d = daemon_factory("--size", "1G")
-    proc = child("""
-        import mmap, os, sys
-        import numpy as np
-        fd = os.open(sys.argv[1], os.O_RDWR)
-        m = mmap.mmap(fd, 1 << 30, mmap.MAP_SHARED)
-        a = np.frombuffer(m, np.uint8)
-        a[::4096] = 1
-        print("dirty", flush=True)
-        while True:
-            a[::4096] += 1
-    """, d.path(*DEV))
-    assert proc.stdout.readline() == "dirty\n"
-    disable = subprocess.Popen([*DAXFUSE, "disable-device", "dax0.0", "-m", d.mountpoint],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.3)
-    assert d.stop() == 0
-    assert d.mountpoint not in mounted_paths()
-    proc.wait(30)  # died of SIGBUS (disabled) or of the lost mount: not stuck in D state
-    assert proc.returncode == -signal.SIGBUS
-    disable.wait(30)
 
 
 def test_the_mount_table_decides_what_is_a_mount(tmp_path):

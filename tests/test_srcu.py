@@ -304,7 +304,6 @@ def test_late_trio_reader_does_not_delay_synchronize():
             with trio.fail_after(PROGRESS):
                 await sync_done.wait()
             assert state == {"old done": True}
-            assert not release_late.is_set(), "late reader still holds the lock"
             release_late.set()
 
     run(main)
@@ -342,7 +341,6 @@ def test_late_thread_reader_does_not_delay_synchronize():
                 srcu.read_unlock(old)
                 with trio.fail_after(PROGRESS):
                     await sync_done.wait()
-                assert not release_late.is_set()
 
         run(main)
     finally:

@@ -11,6 +11,7 @@ import pytest
 from conftest import DAXFUSE
 
 MiB = 1 << 20
+pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]
 needs_daxctl = pytest.mark.skipif(shutil.which("daxctl") is None,
                                   reason="daxctl is missing (scripts/test installs it)")
 

@@ -14,6 +14,8 @@ import pytest
 
 from daxfuse import mountinfo
 
+pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]
+
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "daxfuse@.service"
 INSTALLED_DAXFUSE = "/usr/local/bin/daxfuse"
@@ -73,9 +75,7 @@ def test_unit_settings():
 
     [start] = values(unit, "Service", "ExecStart")
     assert start.split() == [INSTALLED_DAXFUSE, "mount", "--foreground", "%f"]
-    assert "mount --foreground" in start
     [stop] = values(unit, "Service", "ExecStop")
-    assert "umount" in stop
     assert stop.lstrip("-").split() == [INSTALLED_DAXFUSE, "umount", "%f"]
     assert values(unit, "Service", "ExecStartPre") == ["/bin/mkdir -p %f"]
 
@@ -149,12 +149,8 @@ def _receive(sock: socket.socket, want: bytes, proc: subprocess.Popen, timeout: 
     return got
 
 
-@pytest.mark.mounted
-@pytest.mark.timeout(120)
 @pytest.mark.parametrize("address", ["path", "abstract"])
-def test_ready_then_clean_stop(tmp_path, address):
-    if not os.path.exists("/dev/fuse"):
-        pytest.skip("/dev/fuse is missing")
+def test_ready_then_clean_stop(fuse, tmp_path, address):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     mnt = os.path.realpath(mnt)

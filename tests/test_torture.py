@@ -20,6 +20,14 @@ pytestmark = [pytest.mark.mounted, pytest.mark.torture, pytest.mark.timeout(240)
 MiB = 1 << 20
 
 
+def wait_for(condition, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
 def child(code: str, *args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
@@ -326,7 +334,8 @@ def test_a_disable_running_at_sigterm_finishes_and_is_answered(daemon_factory, t
         assert dirtier.stdout.readline() == "dirty\n", dirtier.stderr.read()
         disable = subprocess.Popen([*DAXFUSE, "disable-device", "dax0.0", "-m", d.mountpoint],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.2)
+        wait_for(lambda: not os.path.lexists(d.path("sys", "bus", "dax", "drivers", "device_dax", "dax0.0")),
+                 "the disable to be applied")  # and its writeback under way
         d.proc.send_signal(signal.SIGTERM)
         out, err = disable.communicate(timeout=60)
         assert (disable.returncode, out, err) == (0, "dax0.0\n", "")
