@@ -110,7 +110,7 @@ async def _unmap_when_idle(memory: MemoryFile) -> None:
 
 async def _serve(bus: DaxBus, config: MountConfig, stack: contextlib.ExitStack) -> None:
     ops = [lambda: bus.create_region(config.size, config.align, 0)]
-    if config.default_device:
+    if config.default_device:  # the seed dax0.0, over the whole region
         ops.append(lambda: bus.create_device(0))
     await bus.apply(ops)
 

@@ -65,6 +65,15 @@ def parse_index(text: str) -> int | None:
     return bounded_int(text, 10, INT_MAX)
 
 
+def size_text(n: int) -> str:
+    """A size for a message, in the user's units and in hex: 256 MiB (0x10000000)."""
+    for suffix in "TGMK":
+        unit = _SUFFIX[suffix]
+        if n >= unit and n % unit == 0:
+            return f"{n // unit} {suffix}iB ({n:#x})"
+    return f"{n} bytes ({n:#x})" if n != 1 else "1 byte (0x1)"
+
+
 def format_size(n: int) -> str:
     for suffix in "TGMK":
         unit = _SUFFIX[suffix]

@@ -297,7 +297,7 @@ def test_execute_every_command(bus):
     assert execute(bus, "destroy-region 7") == "ok region7"
     layout = bus.layout()
     assert [r["id"] for r in layout] == [0]
-    (dev,) = layout[0]["devices"]
+    (dev,) = layout[0]["devices"]  # region 7's seed went with it
     assert (dev["name"], dev["size"], dev["state"]) == ("dax0.0", 4 * M, "enabled")
     text = control.Control(bus).layout_text()
     assert json.loads(text) == layout and text.endswith(b"\n")
@@ -308,13 +308,13 @@ def test_execute_batch_with_comments(bus):
         # build region 0 and two devices
         create-region size=8M align=2M id=0   # region 0
 
-        create-device region=0 size=2M
-        create-device region=0 size=0x0
-        create-device region=0
+        create-device region=0 size=2M        # configures the seed dax0.0
+        create-device region=0 size=0x0       # no seed left: a new one, dax0.1
+        create-device region=0                # configures it: all that is left
     """
-    assert execute(bus, text) == "ok region0 dax0.0 dax0.1 dax0.2"
+    assert execute(bus, text) == "ok region0 dax0.0 dax0.1 dax0.1"
     sizes = [d["size"] for d in bus.layout()[0]["devices"]]
-    assert sizes == [2 * M, 0, 6 * M]
+    assert sizes == [2 * M, 6 * M]
 
 
 def test_execute_batch_is_atomic(bus):
@@ -330,7 +330,7 @@ def test_error_line(bus):
     execute(bus, "create-region size=8M\ncreate-device region=0 size=2M")
     with pytest.raises(DaxError) as ei:
         execute(bus, "destroy-region 0")
-    assert control.error_line(ei.value) == "error EBUSY: region 0 still has devices: dax0.0"
+    assert control.error_line(ei.value) == "error EBUSY: region 0 still has devices: dax0.0 (2 MiB (0x200000))"
     with pytest.raises(DaxError) as ei:
         execute(bus, "resize-device dax0.0 size=4M")
     assert control.error_line(ei.value) == "error EBUSY: dax0.0 is enabled; disable it first"
@@ -351,13 +351,15 @@ def test_error_line(bus):
 def listing_bus(bus):
     execute(bus, """
         create-region size=8M
+        create-device region=0 size=2M      # the region's seed, dax0.0
         create-device region=0 size=2M
-        create-device region=0 size=0
         create-device region=0 size=2M
+        disable-device dax0.1
+        resize-device dax0.1 size=0
         disable-device dax0.2
         create-region size=2M align=4K
         create-device region=1
-        create-region size=2M
+        create-region size=2M               # with an unconfigured seed, dax2.0
     """)
     return bus
 
@@ -395,7 +397,7 @@ def test_daxctl_list_idle_shows_size_zero(listing_bus):
 
 
 def test_daxctl_list_idle_only_region(bus):
-    execute(bus, "create-region size=2M\ncreate-device region=0 size=0")
+    execute(bus, "create-region size=2M")  # with its seed dax0.0
     assert "devices" not in daxctl_list(bus.layout(), True, True, False, idle=False)[0]
     assert daxctl_list(bus.layout(), True, True, False, idle=True)[0]["devices"] == [
         dev("dax0.0", 0, 2 * M, disabled=True)]
@@ -409,7 +411,7 @@ def test_daxctl_list_devices_only(listing_bus):
     assert out == [dev("dax1.0", 2 * M, 4 * K), dev("dax0.2", 2 * M, 2 * M, disabled=True),
                    dev("dax0.0", 2 * M, 2 * M)]
     idle = daxctl_list(listing_bus.layout(), regions=False, devices=True, mappings=False, idle=True)
-    assert [d["chardev"] for d in idle] == ["dax1.0", "dax0.2", "dax0.1", "dax0.0"]
+    assert [d["chardev"] for d in idle] == ["dax2.0", "dax1.0", "dax0.2", "dax0.1", "dax0.0"]
 
 
 def test_daxctl_list_regions_without_devices(listing_bus):

@@ -18,10 +18,8 @@ needs_daxctl = pytest.mark.skipif(shutil.which("daxctl") is None,
 
 @pytest.fixture
 def region(daemon_factory):
-    """A kernel-style dynamic region: 1 GiB, 2M align, a size-0 seed dax0.0."""
-    d = daemon_factory("--size", "1G", "--no-default-device")
-    d.control("create-device region=0 size=0")
-    return d
+    """A kernel-style dynamic region: 1 GiB, 2M align, born with its size-0 seed dax0.0."""
+    return daemon_factory("--size", "1G", "--no-default-device")
 
 
 def sys_path(d, *parts):

@@ -18,7 +18,7 @@ import trio
 from ..core import DaxCore
 from ..errors import DaxError, shown
 from ..memory import MemoryFile
-from ..units import INT_MAX, parse_index
+from ..units import INT_MAX, parse_index, size_text
 from .device import DaxRegion, DevDax, Range
 
 log = logging.getLogger(__name__)
@@ -180,49 +180,60 @@ class DaxBus:
         self.memory.ensure(region.res.end)
         self.regions[region.id] = region
         self._record(lambda: self.regions.pop(region.id))
+        self._new_device(region, align)  # born with its seed daxR.0, as a kernel region
         return region
 
     def destroy_region(self, id_: int) -> None:
+        """Only a region whose devices are all unconfigured (size 0): they go with it."""
         region = self.region(id_)
-        if region.devices:
-            names = ", ".join(d.name for d in region.devices.values())
+        busy = [d for d in region.devices.values() if d.size]
+        if busy:
+            names = ", ".join(f"{d.name} ({size_text(d.size)})" for d in busy)
             raise DaxError(errno.EBUSY, f"region {id_} still has devices: {names}")
+        for dev in list(region.devices.values()):
+            self.destroy_device(dev.name)
         del self.regions[id_]
         self._record(lambda: self.regions.__setitem__(id_, region))
 
     # --- devices --------------------------------------------------------------------------
     def create_device(self, region_id: int, size: int | None = None, align: int | None = None) -> DevDax:
+        """The control file's create-device, as daxctl create-device: the
+        region's seed is configured when it has one (daxR.0 of a new region),
+        else a new device is made; enabled when its size is > 0. The default
+        size is all that is available."""
         region = self.region(region_id)
         align = region.align if align is None else align
         _check_align(align)
         if size is None:
             size = region.available_size - region.available_size % align
         _check_multiple(size, align, "size")
-        ranges = self._plan_grow(region, [], None, size, align)
+        dev = region.seed or self._new_device(region, align)
+        if dev.align != align:
+            self.set_align(dev.name, align)
+        if size:
+            self.resize_device(dev.name, size)
+            self.enable_device(dev.name)
+        return dev
+
+    def _new_device(self, region: DaxRegion, align: int) -> DevDax:
+        """A size-0, disabled device at the lowest free id: the region's seed
+        unless it has one (the kernel tracks one unconfigured seed)."""
         dev = DevDax(region, -1, align)
         dev.dax_dev = self.core.alloc_dax(dev)  # may fail: nothing claimed yet
         dev.id = region.ida.get()
-        dev.set_ranges(ranges)
-        dev.enabled = size > 0
         region.devices[dev.id] = dev
-        self._record(self._track_seed(region, seed=dev if region.seed is None and not dev.enabled
-                                      else region.seed, youngest=dev))
+        self._set_seeds(region, region.seed or dev, dev)
         self._record(lambda: self._unpublish(dev), self._notify("added", dev))
-        if dev.enabled:
-            # Live only once the effects before it ran: a range an earlier
-            # op of the batch freed is then dead and revoked (unbind
-            # completes before delete, as in the kernel).
-            self._record(lambda: None, self._run(dev), self._notify("enabled", dev))
         return dev
 
-    def _track_seed(self, region: DaxRegion, seed: DevDax | None, youngest: DevDax | None):
-        """Set the region's seed and youngest; return the undo."""
+    def _set_seeds(self, region: DaxRegion, seed: DevDax | None, youngest: DevDax | None) -> None:
+        """Set the region's seed and youngest (sysfs `seed` and `create`), undone with the batch."""
         old = region.seed, region.youngest
         region.seed, region.youngest = seed, youngest
 
         def undo() -> None:
             region.seed, region.youngest = old
-        return undo
+        self._record(undo)
 
     def _unpublish(self, dev: DevDax) -> None:
         del dev.region.devices[dev.id]
@@ -235,8 +246,8 @@ class DaxBus:
             raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
         region = dev.region
         del region.devices[dev.id]
-        self._record(self._track_seed(region, None if region.seed is dev else region.seed,
-                                      None if region.youngest is dev else region.youngest))
+        self._set_seeds(region, None if region.seed is dev else region.seed,
+                        None if region.youngest is dev else region.youngest)
 
         def undo() -> None:
             region.devices[dev.id] = dev
@@ -249,9 +260,10 @@ class DaxBus:
 
     def create_seed(self, region_id: int) -> DevDax:
         """sysfs `create`: a new size-0 disabled device; ENOSPC on a full region."""
-        if not self.region(region_id).available_size:
+        region = self.region(region_id)
+        if not region.available_size:
             raise DaxError(errno.ENOSPC, f"region {region_id} has no space left for a new device")
-        return self.create_device(region_id, size=0)
+        return self._new_device(region, region.align)
 
     def delete_device(self, region_id: int, name: str) -> None:
         """sysfs `delete`: only a disabled, size-0 device other than id 0."""
@@ -325,7 +337,7 @@ class DaxBus:
         dev.enabled = True
         region = dev.region
         if region.seed is dev:
-            self._record(self._track_seed(region, None, region.youngest))
+            self._set_seeds(region, None, region.youngest)
         self._record(lambda: setattr(dev, "enabled", False), self._run(dev), self._notify("enabled", dev))
 
     def _run(self, dev: DevDax) -> Callable[[], Awaitable[None]]:
