@@ -167,8 +167,10 @@ def cmd_exec(args) -> None:
 # --- management ------------------------------------------------------------------------------
 def cmd_list(args) -> None:
     layout = read_layout(usable_mount(args.mount))
-    print(listing.dumps(listing.daxctl_list(layout, regions=args.regions, devices=args.devices,
-                                            mappings=args.mappings, idle=args.idle)))
+    found = listing.daxctl_list(layout, regions=args.regions, devices=args.devices,
+                                mappings=args.mappings, idle=args.idle)
+    if found:  # daxctl prints nothing at all when nothing matches
+        print(listing.dumps(found))
 
 
 def _run(args, command: str) -> None:
@@ -264,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "exec" and args.argv[:1] == ["--"]:
         args.argv = args.argv[1:]
     if args.command == "list" and not (args.regions or args.devices):
-        args.regions = args.devices = True
+        args.devices = True  # as daxctl list: devices, unless regions are asked for
     try:
         args.func(args)
     except CliError as e:

@@ -1,6 +1,7 @@
 """The sysfs view, written and read as the kernel's, and the real daxctl driving it
 through `daxfuse exec`."""
 import errno
+import itertools
 import json
 import os
 import shutil
@@ -200,3 +201,20 @@ def test_names_and_numbers_parse_as_the_kernel(region):
     assert write_attr(os.path.join(base, "size"), "0x1001") == errno.EINVAL
     assert write_attr(os.path.join(base, "align"), "0x3000") == errno.EINVAL
     assert write_attr(os.path.join(base, "size"), "0x400000") == errno.EBUSY
+
+
+LIST_FLAGS = ["".join(f) for f in itertools.product(["", "R"], ["", "D"], ["", "M"], ["", "i"])]
+
+
+@needs_daxctl
+@pytest.mark.parametrize("layout", [
+    "",  # a fresh --no-default-device mount: only the seed dax0.0, of size 0
+    "create-device region=0 size=16M\ncreate-device region=0 size=8M\ndisable-device dax0.1\n"
+    "create-region size=8M align=4K\ncreate-device region=1 size=4M\ncreate-region size=2M",
+], ids=["seed-only", "two-regions"])
+def test_daxfuse_list_is_daxctl_list_for_every_flag_combination(region, layout):
+    if layout:
+        region.control(layout)
+    for flags in LIST_FLAGS:
+        args = [f"-{flags}"] if flags else []
+        assert daxfuse_list(region, *args) == daxctl(region, "list", *args).stdout, f"list {' '.join(args)}"
