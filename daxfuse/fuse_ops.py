@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import stat
+import time
 
 import pyfuse3
 import trio
@@ -66,6 +67,7 @@ class DaxOperations(pyfuse3.Operations):
         self._handles: dict[int, object] = {}
         self._fh = itertools.count(1)
         self._uid, self._gid = os.getuid(), os.getgid()
+        self._mounted = time.time_ns()
         bus.listeners.append(self._on_change)
 
     # --- nodes and attributes ---------------------------------------------------------
@@ -103,6 +105,8 @@ class DaxOperations(pyfuse3.Operations):
                 a.st_mode = stat.S_IFREG | 0o644
             a.attr_timeout = 0 if path[:1] and path[0] in _VOLATILE else _TIMEOUT
         a.entry_timeout = 0 if path[:1] and path[0] in _VOLATILE else _TIMEOUT
+        changed = self.tree.changed(path) if type(node) is not Device else node.dev.changed
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = changed or self._mounted
         a.st_nlink = 2 if stat.S_ISDIR(a.st_mode) else 1
         a.st_uid, a.st_gid = self._uid, self._gid
         a.st_size = size
@@ -281,12 +285,17 @@ class DaxOperations(pyfuse3.Operations):
     # --- lifecycle: keep the kernel's caches true ----------------------------------------
     async def _on_change(self, event: str, dev: DevDax) -> None:
         ino = dev.dax_dev.ino
-        if event == "removed" and DAX_DIR in self._paths:
-            await trio.to_thread.run_sync(self._invalidate_entry, self._paths[DAX_DIR], dev.name.encode())
-        if event in ("disabling", "disabled", "resized", "removed") and ino in self._devices:
+        listing = self._paths.get(DAX_DIR)
+        if event in ("added", "removed") and listing is not None:
+            await trio.to_thread.run_sync(self._invalidate_inode, listing, True)  # its times
+        if event == "removed" and listing is not None:
+            await trio.to_thread.run_sync(self._invalidate_entry, listing, dev.name.encode())
+        if ino in self._devices:
             # Inline this deadlocks: the kernel writes dirty mapped pages
             # back through WRITE requests that only the trio thread answers.
-            await trio.to_thread.run_sync(self._invalidate_inode, ino)
+            # Other changes need only the attributes (size, times) dropped.
+            data = event in ("disabling", "disabled", "resized", "removed")
+            await trio.to_thread.run_sync(self._invalidate_inode, ino, not data)
 
     async def write_back(self) -> None:
         """Write every device's dirty pages back (a clean shutdown)."""
@@ -294,9 +303,9 @@ class DaxOperations(pyfuse3.Operations):
             await trio.to_thread.run_sync(self._invalidate_inode, ino)
 
     @staticmethod
-    def _invalidate_inode(ino: int) -> None:
+    def _invalidate_inode(ino: int, attr_only: bool = False) -> None:
         try:
-            pyfuse3.invalidate_inode(ino)
+            pyfuse3.invalidate_inode(ino, attr_only)
         except OSError as e:  # not cached by the kernel: nothing to drop
             log.debug("invalidate_inode(%d): %s", ino, e)
 

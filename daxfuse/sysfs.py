@@ -103,6 +103,20 @@ class SysfsView:
                 return _ro(lambda: "live\n")
         return None
 
+    def changed(self, path: tuple[str, ...]) -> int | None:
+        """Last change of the device or region path belongs to; of the
+        device set for the bus's listings; None for static nodes."""
+        match path:
+            case ("devices", "platform", region, "dax_region", *_):
+                found = self.bus.regions.get(parse_index(region.removeprefix("daxfuse.")))
+                return found and found.changed
+            case ("devices", "platform", _, name, *_) | ("bus", "dax", "devices", name) \
+                    | ("bus", "dax", "drivers", "device_dax", name) if (dev := self.bus.find_device(name)):
+                return dev.changed
+            case ("bus", "dax", *_) | ("devices", "platform", *_) | ("dev", "char", *_):
+                return self.bus.changed
+        return None
+
     def _devt(self, devt: str) -> Node | None:
         if devt == RDEV_ZERO:
             return Link("../../devices/virtual/daxfuse")

@@ -50,6 +50,19 @@ class Tree:
                 return Link(f"{HOST_DEV}/{name}") if os.path.lexists(f"/dev/{name}") else None
         return None
 
+    def changed(self, path: tuple[str, ...]) -> int | None:
+        """When what path shows last changed: its device's or region's time,
+        the last batch for listings of devices; None for what never changes
+        (the mount's time)."""
+        match path:
+            case ("dax", name) | ("dev", name) if (dev := self.bus.find_device(name)):
+                return dev.changed
+            case ("control",) | ("dax",) | ("dev",):
+                return self.bus.changed
+            case ("sys", *rest):
+                return self.sysfs.changed(tuple(rest))
+        return None
+
     def open(self, node):
         """A handle on a control file or an attribute; None for other nodes."""
         if node is self.control:

@@ -237,7 +237,7 @@ def test_cli_manages_a_mount(dax):
     for args in (("disable-device", "dax1.0"), ("reconfigure-device", "dax1.0", "-s", "4M"),
                  ("enable-device", "dax1.0")):
         assert cli(*args).returncode == 0
-    listing = __import__("json").loads(cli("list", "-M").stdout)
+    listing = __import__("json").loads(cli("list", "-RDM").stdout)
     region1 = [r for r in listing if r["id"] == 1][0]
     assert region1["available_size"] == 12 * MiB
     assert region1["devices"][0]["mappings"][0]["size"] == 4 * MiB
@@ -362,3 +362,23 @@ def test_setup_errors_are_one_line_and_leave_nothing(tmp_path):
         assert (r.returncode, r.stderr) == (1, expected)
         assert not os.path.exists(run_file(args[0], "log")), "a failed mount leaves its log behind"
     assert str(mnt) not in mounted_paths()
+
+
+def test_times_are_the_mount_and_the_last_change(daemon_factory):
+    before = time.time_ns()
+    d = daemon_factory("--size", "64M")
+    mounted = os.stat(d.path("sys", "module", "device_dax", "initstate")).st_mtime_ns
+    after = time.time_ns()
+    assert before <= mounted <= after, (before, mounted, after)
+    dev = os.stat(d.path(*DEV)).st_mtime_ns
+    size_attr = d.path("sys", "bus", "dax", "devices", "dax0.0", "size")
+    available = d.path("sys", "devices", "platform", "daxfuse.0", "dax_region", "available_size")
+    assert before <= dev == os.stat(size_attr).st_mtime_ns  # made just before the mount
+    d.control("disable-device dax0.0\nresize-device dax0.0 size=32M\nenable-device dax0.0")
+    changed = os.stat(d.path(*DEV)).st_mtime_ns
+    assert dev < changed <= time.time_ns()
+    assert os.stat(size_attr).st_mtime_ns == changed
+    assert os.stat(available).st_mtime_ns == changed
+    assert os.stat(d.path("sys", "module", "device_dax", "initstate")).st_mtime_ns == mounted
+    d.control("create-device region=0")
+    assert os.stat(d.path("dax")).st_mtime_ns >= os.stat(d.path("dax", "dax0.1")).st_mtime_ns > changed

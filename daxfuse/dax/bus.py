@@ -10,6 +10,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -28,7 +29,7 @@ DEFAULT_ALIGN = 2 << 20
 
 # A listener hears (event, dev_dax) for: "added", "disabling" (still alive:
 # write dirty pages back), "disabled" (dead: revoke mappings), "enabled",
-# "resized", "removed".
+# "resized", "realigned", "removed".
 Listener = Callable[[str, DevDax], Awaitable[None]]
 
 
@@ -78,6 +79,7 @@ class DaxBus:
         self._closing = False
         self._txn: _Txn | None = None
         self.generation = 0  # changes whenever the layout may have changed
+        self.changed = time.time_ns()  # of the last batch applied
 
     # --- transactions ------------------------------------------------------------
     async def apply(self, ops: list[Callable[[], object]]) -> list[object]:
@@ -97,6 +99,7 @@ class DaxBus:
                 self.generation += 1
             for effect in txn.effects:
                 await effect()
+            self.changed = time.time_ns()
             return results
 
     def _record(self, undo: Callable[[], None], *effects: Callable[[], Awaitable[None]]) -> None:
@@ -106,6 +109,7 @@ class DaxBus:
 
     def _notify(self, event: str, dev: DevDax) -> Callable[[], Awaitable[None]]:
         async def effect() -> None:
+            dev.changed = dev.region.changed = time.time_ns()
             for listener in self.listeners:
                 try:
                     await listener(event, dev)
@@ -314,7 +318,7 @@ class DaxBus:
                 raise DaxError(errno.EINVAL, f"{name} range {r.start:#x}-{r.end - 1:#x} is not {align:#x}-aligned")
         old = dev.align
         dev.align = align
-        self._record(lambda: setattr(dev, "align", old))
+        self._record(lambda: setattr(dev, "align", old), self._notify("realigned", dev))
 
     def disable_device(self, name: str) -> None:
         dev = self.device(name)

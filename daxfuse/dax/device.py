@@ -3,6 +3,7 @@
 Ranges are half-open [start, end) in memory-file offsets ("physical
 addresses"). The lifecycle rules that change them live in bus.py.
 """
+import time
 from bisect import bisect_right
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ class DaxRegion:
         # until it is bound; "youngest": the last device created.
         self.seed: DevDax | None = None
         self.youngest: DevDax | None = None
+        self.changed = time.time_ns()  # of its devices or available size: what stat reports
 
     @property
     def size(self) -> int:
@@ -57,6 +59,7 @@ class DevDax:
         self.enabled = False
         self.dax_dev: DaxDevice | None = None
         self._starts: list[int] = [0]  # device offset of each range, plus the size
+        self.changed = time.time_ns()  # created, resized, realigned, enabled or disabled
 
     @property
     def name(self) -> str:
