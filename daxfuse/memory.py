@@ -21,11 +21,12 @@ _PAGE = mmap.PAGESIZE
 
 class MemoryFile:
     def __init__(self, path: str | None = None) -> None:
+        self.path = path  # None: an unlinked file in /dev/shm, gone with the daemon
+        self.name = path or "in /dev/shm (unlinked)"  # for messages
         if path is None:
             # Unlinked at once: nothing is left in /dev/shm however the daemon ends.
-            fd, path = tempfile.mkstemp(prefix="daxfuse-mem-", dir="/dev/shm")
-            os.unlink(path)
-            path += " (deleted)"
+            fd, tmp = tempfile.mkstemp(prefix="daxfuse-mem-", dir="/dev/shm")
+            os.unlink(tmp)
         else:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -36,7 +37,6 @@ class MemoryFile:
             except BlockingIOError:
                 os.close(fd)
                 raise DaxError(errno.EBUSY, f"memory file {path} is in use by another daxfuse") from None
-        self.path = path
         self._fd = fd
         self._mm: mmap.mmap | None = None
         self._map: np.ndarray | None = None

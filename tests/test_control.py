@@ -8,7 +8,8 @@ import trio
 from hypothesis import example, given, settings, strategies as st
 
 from daxfuse import control
-from daxfuse.core import DaxCore, DaxError
+from daxfuse.core import DaxCore
+from daxfuse.errors import DaxError
 from daxfuse.dax import DaxBus
 from daxfuse.listing import REGION_PATH, daxctl_list
 from daxfuse.memory import MemoryFile

@@ -8,7 +8,8 @@ from hypothesis import settings, strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)
 
-from daxfuse.core import DaxCore, DaxError
+from daxfuse.core import DaxCore
+from daxfuse.errors import DaxError
 from daxfuse.core.super import DAX_INO_BASE
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,6 +1,5 @@
 """The generic dax_device core (the kernel's drivers/dax/super.c)."""
-from ..errors import DaxError
 from .srcu import Srcu
 from .super import DaxCore, DaxDevice
 
-__all__ = ["DaxCore", "DaxDevice", "DaxError", "Srcu"]
+__all__ = ["DaxCore", "DaxDevice", "Srcu"]

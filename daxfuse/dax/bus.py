@@ -1,4 +1,5 @@
-"""The dax bus: regions and devices, and every rule about their lifecycle.
+"""The dax bus: regions and devices, and every rule about their lifecycle
+(the kernel's drivers/dax/bus.c).
 
 Each operation validates completely before it mutates, and records how to
 undo itself and which side effects (kill_dax, notifying front ends) to run.
@@ -35,14 +36,14 @@ Listener = Callable[[str, DevDax], Awaitable[None]]
 
 def _check_align(align: int) -> None:
     if align not in ALIGNS:
-        raise DaxError(errno.EINVAL, f"align {align:#x} is not one of 4K, 2M, 1G")
+        raise DaxError(errno.EINVAL, f"align {size_text(align)} is not one of 4K, 2M, 1G")
 
 
 def _check_multiple(size: int, align: int, what: str) -> None:
     if size < 0:
         raise DaxError(errno.EINVAL, f"{what} {size} is negative")
     if size % align:
-        raise DaxError(errno.EINVAL, f"{what} {size:#x} is not a multiple of align {align:#x}")
+        raise DaxError(errno.EINVAL, f"{what} {size_text(size)} is not a multiple of align {size_text(align)}")
 
 
 def _holes(busy: list[Range], within: Range) -> list[Range]:
@@ -175,8 +176,8 @@ class DaxBus:
                      if (fit := _align_in(hole, align)) and fit.size >= size)
         needed = size + sum(r.size for r in self.regions.values())
         if needed > self.memory.room():
-            raise DaxError(errno.ENOSPC, f"the memory file {self.memory.path} has room for "
-                                         f"{self.memory.room():#x} bytes, regions would need {needed:#x}; "
+            raise DaxError(errno.ENOSPC, f"the memory file {self.memory.name} has room for "
+                                         f"{size_text(self.memory.room())}, regions would need {size_text(needed)}; "
                                          f"use a smaller size or --memory-file on a larger filesystem")
         if id_ is None:
             id_ = next(i for i in itertools.count() if i not in self.regions)
@@ -287,7 +288,7 @@ class DaxBus:
             raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
         r = Range(start, end + 1)
         if r.size <= 0 or r.start % dev.align or r.size % dev.align:
-            raise DaxError(errno.EINVAL, f"mapping {start:#x}-{end:#x} is not {dev.align:#x}-aligned")
+            raise DaxError(errno.EINVAL, f"mapping {start:#x}-{end:#x} is not aligned to {size_text(dev.align)}")
         if not any(h.start <= r.start and r.end <= h.end
                    for h in _holes([x for x, _ in dev.region.allocated()], dev.region.res)):
             raise DaxError(errno.ENOSPC, f"{start:#x}-{end:#x} is not free in region {dev.region.id}")
@@ -315,7 +316,7 @@ class DaxBus:
             raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
         for r in dev.ranges:
             if r.start % align or r.size % align:
-                raise DaxError(errno.EINVAL, f"{name} range {r.start:#x}-{r.end - 1:#x} is not {align:#x}-aligned")
+                raise DaxError(errno.EINVAL, f"{name} range {r.start:#x}-{r.end - 1:#x} is not aligned to {size_text(align)}")
         old = dev.align
         dev.align = align
         self._record(lambda: setattr(dev, "align", old), self._notify("realigned", dev))
@@ -368,8 +369,8 @@ class DaxBus:
         """First fit over the region's holes in address order; a hole right
         after the device's last range extends it (dev_dax_resize)."""
         if to_alloc > region.available_size:
-            raise DaxError(errno.ENOSPC, f"region {region.id} has {region.available_size:#x} "
-                                         f"available, {to_alloc:#x} asked")
+            raise DaxError(errno.ENOSPC, f"region {region.id} has {size_text(region.available_size)} "
+                                         f"available, {size_text(to_alloc)} asked")
         ranges = list(ranges)
         busy = [r for r, owner in region.allocated() if owner is not dev] + ranges
         busy.sort(key=lambda r: r.start)
@@ -386,7 +387,7 @@ class DaxBus:
                 ranges.append(Range(fit.start, fit.start + n))
             to_alloc -= n
         if to_alloc:
-            raise DaxError(errno.ENOSPC, f"region {region.id} has no {align:#x}-aligned room left")
+            raise DaxError(errno.ENOSPC, f"region {region.id} has no room aligned to {size_text(align)} left")
         return ranges
 
     # --- description ---------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Regions, dev_dax devices and their ranges: state and address translation.
+"""Regions, dev_dax devices and their ranges: state and address translation
+(the kernel's drivers/dax/dax-private.h: struct dax_region, struct dev_dax,
+struct dev_dax_range).
 
 Ranges are half-open [start, end) in memory-file offsets ("physical
 addresses"). The lifecycle rules that change them live in bus.py.

@@ -1,4 +1,5 @@
-"""An open dev_dax: the kernel's dax_fops for a front end that has no mmap hook.
+"""An open dev_dax (the kernel's drivers/dax/device.c: dax_fops, for a front
+end that has no mmap hook).
 
 Every operation runs under the dax read lock and checks liveness first, so a
 kill_dax that returned means no operation is still touching the device and
@@ -9,7 +10,8 @@ import errno
 
 import trio
 
-from ..core import DaxCore, DaxDevice, DaxError
+from ..core import DaxCore, DaxDevice
+from ..errors import DaxError
 from ..memory import MemoryFile
 
 
