@@ -138,16 +138,20 @@ class DaxOperations(pyfuse3.Operations):
             if entry[1] <= 0:
                 del self._path_of[ino], self._paths[entry[0]]
 
-    def _entry(self, path: tuple) -> pyfuse3.EntryAttributes:
-        """Attributes for a new kernel reference to path (lookup, readdirplus)."""
+    def _entry(self, path: tuple):
+        """(node, attributes) of path, ENOENT when it does not resolve. No
+        kernel reference yet: _hold takes it once the kernel has the entry."""
         node = self.tree.resolve(path)
         if node is None:
             raise FUSEError(errno.ENOENT)
+        return node, self._attr(path, node)
+
+    def _hold(self, path: tuple, node) -> None:
+        """The kernel now holds one more lookup of path's inode."""
         if type(node) is Device:
             self._remember(node.dev)
         else:
-            self._path_of[self._path_ino(path)][1] += 1
-        return self._attr(path, node)
+            self._path_of[self._paths[path]][1] += 1
 
     # --- namespace ------------------------------------------------------------------
     @_handler
@@ -155,7 +159,10 @@ class DaxOperations(pyfuse3.Operations):
         parent = self._path_of.get(parent_inode)
         if parent is None:
             raise FUSEError(errno.ENOENT)
-        return self._entry(parent[0] + (os.fsdecode(name),))
+        path = parent[0] + (os.fsdecode(name),)
+        node, attr = self._entry(path)
+        self._hold(path, node)
+        return attr
 
     @_handler
     async def getattr(self, inode, ctx=None):
@@ -215,14 +222,14 @@ class DaxOperations(pyfuse3.Operations):
     async def readdir(self, fh, start_id, token):
         path, node = self._node(fh)
         for key, name in self._ordered(path, list(node.names()), start_id):
-            raw = os.fsencode(name)  # before _entry: nothing may fail once it took a reference
             try:
-                attr = self._entry(path + (name,))
+                node, attr = self._entry(path + (name,))
             except FUSEError:  # gone since names() was taken
                 continue
-            if not pyfuse3.readdir_reply(token, raw, attr, key):
-                self._forget(attr.st_ino, 1)  # the kernel did not take this lookup
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, key):
+                self._forget(attr.st_ino, 0)  # a number made for an entry the kernel did not take
                 break
+            self._hold(path + (name,), node)  # the kernel counts a lookup per entry it took
 
     async def _refuse(self, *args):
         raise FUSEError(errno.EPERM)
