@@ -12,7 +12,16 @@ PAGE_SIZE = 4096
 
 @dataclass(frozen=True)
 class Dir:
+    """A directory: its names, and the node of each (None once gone)."""
     names: Callable[[], Iterable[str]]
+    child: Callable[[str], "Node | None"]
+
+
+def table(entries: dict[str, Callable[[], "Node | None"]]) -> Dir:
+    """A directory of named entries, listed and looked up through the one
+    table (a maker may answer None: the entry is absent just now)."""
+    return Dir(lambda: [name for name, make in entries.items() if make() is not None],
+               lambda name: entries[name]() if name in entries else None)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import os
 
 from .control import Control
 from .dax import DaxBus
-from .nodes import Attr, AttrFile, Device, Dir, Link
+from .nodes import Attr, AttrFile, Device, Dir, Link, table
 from .sysfs import SysfsView
 
 HOST_DEV = ".host"
@@ -16,39 +16,38 @@ class Tree:
         self.bus = bus
         self.control = Control(bus)
         self.sysfs = SysfsView(bus)
+        self.root = table({
+            "control": lambda: self.control,
+            "dax": lambda: Dir(self._device_names, self._device),
+            "dev": lambda: Dir(self._dev_names, self._dev),
+            "sys": lambda: self.sysfs.root,
+        })
 
     def _device_names(self) -> list[str]:
         return [d.name for d in sorted(self.bus.devices(), key=lambda d: (d.region.id, d.id))]
-
-    def _dev_names(self) -> list[str]:
-        devices = self._device_names()
-        return [HOST_DEV] + devices + sorted(set(os.listdir("/dev")) - set(devices))
 
     def _device(self, name: str) -> Device | None:
         dev = self.bus.find_device(name)
         return dev and Device(dev)
 
+    def _dev_names(self) -> list[str]:
+        devices = self._device_names()
+        return [HOST_DEV] + devices + sorted(set(os.listdir("/dev")) - set(devices))
+
+    def _dev(self, name: str):
+        if name == HOST_DEV:
+            return Dir(lambda: [], lambda _: None)
+        if name.startswith("dax") and (node := self._device(name)):
+            return node
+        return Link(f"{HOST_DEV}/{name}") if os.path.lexists(f"/dev/{name}") else None
+
     def resolve(self, path: tuple[str, ...]):
-        match path:
-            case ():
-                return Dir(lambda: ["control", "dax", "dev", "sys"])
-            case ("control",):
-                return self.control
-            case ("dax",):
-                return Dir(self._device_names)
-            case ("dax", name):
-                return self._device(name)
-            case ("sys", *rest):
-                return self.sysfs.resolve(tuple(rest))
-            case ("dev",):
-                return Dir(self._dev_names)
-            case ("dev", ".host"):
-                return Dir(lambda: [])
-            case ("dev", name):
-                if name.startswith("dax") and (node := self._device(name)):
-                    return node
-                return Link(f"{HOST_DEV}/{name}") if os.path.lexists(f"/dev/{name}") else None
-        return None
+        node = self.root
+        for name in path:
+            node = node.child(name) if type(node) is Dir else None
+            if node is None:
+                return None
+        return node
 
     def changed(self, path: tuple[str, ...]) -> int | None:
         """When what path shows last changed: its device's or region's time,
