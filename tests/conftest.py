@@ -104,11 +104,13 @@ def daemon_factory(fuse, tmp_path):
         return daemons[-1]
 
     yield start
-    for d in daemons:
+    failed = []
+    for d in daemons:  # every one, even after a failure: no daemon or mount outlives its test
         rc = d.stop()
         d.kill()
-        assert rc == 0, d.proc.stdout.read().decode()
-        assert d.mountpoint not in mounted_paths()
+        if rc != 0 or d.mountpoint in mounted_paths():
+            failed.append(f"{d.mountpoint}: exit {rc}\n{d.proc.stdout.read().decode()}")
+    assert not failed, "\n".join(failed)
 
 
 @pytest.fixture

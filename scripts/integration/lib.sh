@@ -1,6 +1,8 @@
 # Shared by the integration scripts: sourced, not run.
 # Each script takes [-m MOUNTPOINT] (default: mount a fresh emulator in a temp dir, removed at exit),
-# installs the Debian packages it needs, prints what it checks, and exits non-zero on any mismatch.
+# installs the Debian packages it needs, works on a region and devices of its own (created here,
+# destroyed at exit, so the devices of a mount given with -m are left as they were), prints what it
+# checks, and exits non-zero on any mismatch.
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 daxfuse="$top/.venv/bin/daxfuse"
@@ -23,15 +25,17 @@ need_pkgs() {  # need_pkgs PKG...: apt-get install those not installed
   fi
 }
 
-# mount_or_use "daxfuse mount options" "$@": sets MNT; unmounts at exit what it mounted.
+ctl() { "$daxfuse" "$@" -m "$MNT"; }
+
+# mount_or_use "$@": sets MNT (-m MOUNTPOINT, or a fresh emulator unmounted at exit).
 mount_or_use() {
-  local opts=$1 opt OPTIND=1
-  shift
+  local opt OPTIND=1
   [ -x "$daxfuse" ] || "$top/scripts/setup"
-  MNT=""
+  MNT="" WORK="" REGION="" DEVICES=()
   while getopts "m:" opt; do
     case $opt in m) MNT=$OPTARG ;; *) fail "usage: $name [-m MOUNTPOINT]" ;; esac
   done
+  trap 'cleanup' EXIT
   if [ -n "$MNT" ]; then
     say "using $MNT"
     return
@@ -39,15 +43,38 @@ mount_or_use() {
   WORK=$(mktemp -d /tmp/daxfuse-it.XXXXXX)
   MNT=$WORK/mnt
   mkdir "$MNT"
-  trap 'cleanup' EXIT
-  # shellcheck disable=SC2086
-  "$daxfuse" mount "$MNT" $opts >/dev/null
-  say "mounted a fresh emulator at $MNT ($opts)"
+  "$daxfuse" mount "$MNT" --size 2M >/dev/null
+  say "mounted a fresh emulator at $MNT"
+}
+
+# own_region SIZE [ALIGN]: a region of the script's own (destroyed at exit); sets REGION.
+own_region() {
+  REGION=$(ctl create-region -s "$1" ${2:+-a "$2"})
+  REGION=${REGION#region}
+  say "made region $REGION ($1) for this run"
+}
+
+# own_device SIZE: configure a device of SIZE in the script's region; sets DEV to its path.
+own_device() {
+  local made
+  made=$(ctl create-device -r "$REGION" -s "$1")
+  DEVICES+=("$made")
+  DEV=$MNT/dax/$made
 }
 
 cleanup() {
-  "$daxfuse" umount "$MNT" || umount -f "$MNT" || true
-  rm -rf "$WORK"
+  if [ -n "$REGION" ]; then
+    local d
+    for d in "${DEVICES[@]}"; do
+      ctl disable-device "$d" >/dev/null 2>&1 || true
+      ctl reconfigure-device "$d" -s 0 >/dev/null 2>&1 || true
+    done
+    ctl destroy-region "$REGION" >/dev/null || say "could not destroy region $REGION"
+  fi
+  if [ -n "$WORK" ]; then
+    "$daxfuse" umount "$MNT" || umount -f "$MNT" || true
+    rm -rf "$WORK"
+  fi
 }
 
 dev_size() { stat -c %s "$1"; }
