@@ -20,6 +20,8 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
+import trio
+
 from .dax import DaxBus
 from .errors import DaxError, shown
 from .units import parse_id, parse_size
@@ -131,6 +133,7 @@ class Control:
     def __init__(self, bus: DaxBus) -> None:
         self.bus = bus
         self._layout = (-1, b"")
+        self.handles = 0  # open now: a shutdown lets their results be read
 
     def layout_text(self) -> bytes:
         generation, text = self._layout
@@ -140,7 +143,15 @@ class Control:
         return text
 
     def open(self) -> "ControlFile":
+        self.handles += 1
         return ControlFile(self)
+
+    async def drained(self, timeout: float) -> None:
+        """Wait, at most timeout seconds, until every open handle is closed:
+        a client that wrote a batch reads its result on the same handle."""
+        with trio.move_on_after(timeout):
+            while self.handles:
+                await trio.sleep(0.01)
 
 
 class ControlFile:
@@ -181,4 +192,4 @@ class ControlFile:
         pass
 
     def release(self) -> None:
-        pass
+        self.control.handles -= 1

@@ -41,6 +41,9 @@ READ_AHEAD_KB = 1024
 # writeback WRITEs the disable waits for: a deadlock. Every request gets a
 # task instead; the kernel bounds them by the client threads waiting on them.
 MAX_TASKS = 1 << 30
+# How long a shutdown waits for clients to read the result of a batch they
+# wrote on a control handle that is still open.
+CONTROL_DRAIN = 5.0
 
 
 @dataclass
@@ -91,9 +94,11 @@ async def _stop_on_signal(ops: DaxOperations, nursery: trio.Nursery) -> None:
 
 async def _shut_down(ops: DaxOperations) -> None:
     """Let the running batch finish, write clients' dirty mapped pages back
-    (as a disable does), then end the FUSE loop."""
+    (as a disable does), let clients read their batches' results, then end
+    the FUSE loop."""
     async with ops.bus.closed():
         await ops.write_back()
+        await ops.tree.control.drained(CONTROL_DRAIN)
         pyfuse3.terminate()
 
 
