@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 
-from . import listing, mountinfo, runfiles
+from . import listing, mountinfo, personality, runfiles
 from .errors import DaxError
 from .units import parse_size
 
@@ -151,17 +151,23 @@ def cmd_umount(args) -> None:
 
 # --- exec in a namespace with the emulated /sys and /dev -----------------------------------
 # host /dev goes to dev/.host first (recursively: pts, shm), so that the rbind of
-# dev/ over /dev carries it along and dev/'s links into .host/ resolve.
+# dev/ over /dev carries it along and dev/'s links into .host/ resolve; the
+# personality's library is preloaded into COMMAND alone.
 _EXEC = ('mount --bind "$1/sys" /sys && mount --rbind /dev "$1/dev/.host" && '
-         'mount --rbind "$1/dev" /dev && shift && exec "$@"')
+         'mount --rbind "$1/dev" /dev && preload=$2 && shift 2 && '
+         'if [ -n "$preload" ]; then LD_PRELOAD="$preload${LD_PRELOAD:+:$LD_PRELOAD}" exec "$@"; fi && exec "$@"')
 
 
 def cmd_exec(args) -> None:
     if not args.argv:
         raise CliError("exec needs a command: daxfuse exec [-m MOUNTPOINT] -- COMMAND...")
     mountpoint = usable_mount(args.mount)
+    preload = ""
+    if args.personality:
+        preload = personality.library()
+        os.environ["DAXFUSE_PERSONALITY"] = personality.settings(mountpoint, args.read_write)
     os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "sh", "-c", _EXEC,
-                          "daxfuse-exec", mountpoint, *args.argv])
+                          "daxfuse-exec", mountpoint, preload, *args.argv])
 
 
 # --- management ------------------------------------------------------------------------------
@@ -222,8 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
         return s
 
-    ex = managed("exec", "run a command where /sys and /dev show the emulated devices (daxctl works)",
-                 cmd_exec)
+    ex = managed("exec", "run a command where /sys and /dev show the emulated devices, which are "
+                         "character devices with device-dax's mmap rules (daxctl, fio, PMDK work)", cmd_exec)
+    ex.add_argument("--no-personality", dest="personality", action="store_false",
+                    help="no preload library: devices stay regular files, read/write work")
+    ex.add_argument("--read-write", action="store_true",
+                    help="let read/write/pread/pwrite reach devices (the kernel's device-dax refuses them)")
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
 
     ls = managed("list", "list regions and devices as daxctl list JSON", cmd_list)

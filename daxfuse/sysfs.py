@@ -13,13 +13,11 @@ import re
 import string
 
 from .dax import DaxBus, DaxRegion, DevDax
+from .devt import DAX_MAJOR
 from .errors import DaxError, shown
 from .nodes import Attr, Dir, Link, Node, table
 from .units import U64_MAX, bounded_int, parse_index
 
-# A major no host driver uses: 120-127 are LANANA's "local/experimental"
-# char majors, which the kernel never hands out dynamically.
-DAX_MAJOR = 120
 REGION_DIR = "daxfuse.{}"
 # Without the personality, device files are regular files (st_rdev 0:0 to
 # stat), so daxctl's check of /sys/dev/char/0:0/subsystem must lead to the

@@ -10,7 +10,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
 
 from daxfuse.core import DaxCore
 from daxfuse.errors import DaxError
-from daxfuse.core.super import DAX_INO_BASE
+from daxfuse.devt import DAX_INO_BASE
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -146,7 +146,7 @@ def test_daxctl_create_reconfigure_disable_enable_destroy(region):
     r = daxctl(d, "reconfigure-device", "dax0.0", "-s", "64M", check=False)  # enabled: refused
     assert r.returncode != 0 and "reconfigured 0 devices" in r.stderr
     # an application inside the namespace reaches the device through /dev
-    r = subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, "--", "head", "-c", "10", "/dev/dax0.0"],
+    r = subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, "--read-write", "--", "head", "-c", "10", "/dev/dax0.0"],
                        capture_output=True, timeout=60)
     assert r.stdout == b"via daxctl"
     name = json.loads(daxctl(d, "create-device", "-r", "0", "-s", "64M").stdout)[0]["chardev"]

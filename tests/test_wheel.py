@@ -40,6 +40,9 @@ def test_a_wheel_installed_daxfuse_mounts_and_serves(fuse, tmp_path):
             f.seek(0)
             assert f.read(12) == b"from a wheel"
         assert '"chardev":"dax0.0"' in run(daxfuse, "list", "-m", str(mnt), cwd=str(tmp_path), env=env)
+        # the personality's preload library came with the wheel
+        assert run(daxfuse, "exec", "-m", str(mnt), "--", "stat", "-c", "%F", "/dev/dax0.0",
+                   cwd=str(tmp_path), env=env) == "character special file\n"
     finally:
         run(daxfuse, "umount", str(mnt), cwd=str(tmp_path), env=env)
     assert str(mnt) not in mounted_paths()

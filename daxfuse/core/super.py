@@ -10,13 +10,11 @@ inode number reused under it.
 import errno
 from contextlib import contextmanager
 
+from ..devt import DAX_INO_BASE
 from ..errors import DaxError
 from .minors import Ida
 from .srcu import Srcu
 
-# Inode numbers of dax devices start here; front ends number their own
-# nodes below it.
-DAX_INO_BASE = 1 << 20
 
 
 class DaxDevice:

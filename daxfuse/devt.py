@@ -1,0 +1,10 @@
+"""Device numbers, shared by the core, the sysfs view and the personality:
+the char major the emulated devices report, and how a device's inode number
+in the mount gives its minor (ino = DAX_INO_BASE + minor)."""
+
+# A major no host driver uses: 120-127 are LANANA's "local/experimental"
+# char majors, which the kernel never hands out dynamically.
+DAX_MAJOR = 120
+# Front ends number their other nodes below it, which 2^32 leaves room for
+# however long a mount lives.
+DAX_INO_BASE = 1 << 32

@@ -1,0 +1,59 @@
+"""The device-dax personality inside `daxfuse exec`: C programs see character
+devices with the kernel's mmap rules (tests/c, after ndctl's test/device-dax.c
+and dax-pmd.c); everything else passes through."""
+import os
+import subprocess
+
+import pytest
+
+from conftest import DAXFUSE
+
+pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]
+
+C_DIR = os.path.join(os.path.dirname(__file__), "c")
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    """The test programs, compiled once."""
+    out = tmp_path_factory.mktemp("c")
+    for name in ("device_dax", "stat_family"):
+        subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(out / name),
+                        os.path.join(C_DIR, f"{name}.c"), "-ldl"], check=True)
+    return out
+
+
+def inside(d, *argv, options=(), cwd=None):
+    return subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, *options, "--", *argv],
+                          capture_output=True, text=True, timeout=100, cwd=cwd)
+
+
+def devt(d, name):
+    with open(d.path("sys", "bus", "dax", "devices", name, "dev")) as f:
+        return f.read().strip().split(":")
+
+
+def test_the_stat_family_sees_a_character_device(daemon_factory, programs):
+    d = daemon_factory("--size", "64M")
+    r = inside(d, str(programs / "stat_family"), "/dev/dax0.0", *devt(d, "dax0.0"))
+    assert r.returncode == 0 and r.stdout.endswith("all checks passed\n"), r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("align", ["4K", "2M"])
+def test_device_dax_mmap_rules(daemon_factory, programs, tmp_path, align):
+    d = daemon_factory("--size", "64M", "--align", align)
+    r = inside(d, str(programs / "device_dax"), "/dev/dax0.0", d.path("control"), "dax0.0", cwd=str(tmp_path))
+    assert r.returncode == 0 and r.stdout.endswith("all checks passed\n"), r.stdout + r.stderr
+
+
+def test_opt_outs(daemon_factory):
+    d = daemon_factory("--size", "64M")
+    fd = os.open(d.path("dax", "dax0.0"), os.O_RDWR)
+    os.pwrite(fd, b"plain bytes", 0)
+    os.close(fd)
+    show = ["python3", "-c", "import os, stat, sys; s = os.stat(sys.argv[1]); "
+            "print(stat.S_ISCHR(s.st_mode), open(sys.argv[1], 'rb').read(11))", "/dev/dax0.0"]
+    r = inside(d, *show)
+    assert r.returncode == 1 and "Invalid argument" in r.stderr, "read() of a device refused by default"
+    assert inside(d, *show, options=["--read-write"]).stdout == "True b'plain bytes'\n"
+    assert inside(d, *show, options=["--no-personality"]).stdout == "False b'plain bytes'\n"
