@@ -29,12 +29,14 @@ from .tree import Tree
 log = logging.getLogger(__name__)
 
 DAX_DIR = ("dax",)
+DEVICE_DIRS = (DAX_DIR, ("dev",))  # where devices have entries: kept true on every change
 DEVICE_MODE = stat.S_IFREG | 0o600
-# Lifecycle changes invalidate the kernel's caches of dax/ explicitly; sys/
-# and dev/ change under writes (a driver link appears as bind returns), so
-# the kernel must ask every time.
+# Lifecycle changes invalidate the kernel's caches of dax/ and dev/
+# explicitly (a stat of /dev/daxR.I inside exec then costs no request); sys/
+# changes under writes (a driver link appears as bind returns), so the
+# kernel must ask every time.
 _TIMEOUT = 10.0
-_VOLATILE = ("sys", "dev")
+_VOLATILE = ("sys",)
 
 
 def _handler(fn):
@@ -292,11 +294,11 @@ class DaxOperations(pyfuse3.Operations):
     # --- lifecycle: keep the kernel's caches true ----------------------------------------
     async def _on_change(self, event: str, dev: DevDax) -> None:
         ino = dev.dax_dev.ino
-        listing = self._paths.get(DAX_DIR)
-        if event in ("added", "removed") and listing is not None:
-            await trio.to_thread.run_sync(self._invalidate_inode, listing, True)  # its times
-        if event == "removed" and listing is not None:
-            await trio.to_thread.run_sync(self._invalidate_entry, listing, dev.name.encode())
+        for listing in filter(None, map(self._paths.get, DEVICE_DIRS)):
+            if event in ("added", "removed"):
+                await trio.to_thread.run_sync(self._invalidate_inode, listing, True)  # its times
+            if event == "removed":
+                await trio.to_thread.run_sync(self._invalidate_entry, listing, dev.name.encode())
         if ino in self._devices:
             # Inline this deadlocks: the kernel writes dirty mapped pages
             # back through WRITE requests that only the trio thread answers.

@@ -167,6 +167,46 @@ def control_plane(mnt: str, pid: int, size: int) -> dict:
     return out
 
 
+def compile_c(work: str, name: str) -> str:
+    exe = os.path.join(work, name)
+    subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(os.path.dirname(__file__), f"{name}.c")], check=True)
+    return exe
+
+
+def personality(work: str, mnt: str, size: int, runs: int) -> dict:
+    """What the personality costs: a stat() of a device and of another file,
+    with and without it, and first-touch faults (a C loop over a MAP_SHARED
+    mapping) inside exec against the same loop on the FUSE file outside it."""
+    exe = compile_c(work, "bench_touch")
+    dev = os.path.join(mnt, "dax", "dax0.0")
+
+    def inside(*argv: str, personality: bool = True) -> float:
+        opts = [] if personality else ["--no-personality"]
+        out = subprocess.run([*DAXFUSE, "exec", "-m", mnt, *opts, "--", exe, *argv], check=True,
+                             capture_output=True, text=True).stdout
+        return float(out)
+
+    def touch(op: str, in_exec: bool) -> float:
+        drop_caches(dev)
+        argv = ("touch", "/dev/dax0.0" if in_exec else dev, str(size), op)
+        elapsed = inside(*argv) if in_exec else float(subprocess.run(
+            [exe, *argv], check=True, capture_output=True, text=True).stdout)
+        return size / elapsed / 1e9
+
+    samples: dict[str, list[float]] = {}
+    for _ in range(runs):
+        for key, fn in (("stat_device_personality_ns", lambda: inside("stat", "/dev/dax0.0", "200000")),
+                        ("stat_device_plain_ns", lambda: inside("stat", "/dev/dax0.0", "200000", personality=False)),
+                        ("stat_other_personality_ns", lambda: inside("stat", "/dev/null", "200000")),
+                        ("stat_other_plain_ns", lambda: inside("stat", "/dev/null", "200000", personality=False)),
+                        ("touch_read_exec_GBps", lambda: touch("read", True)),
+                        ("touch_read_plain_GBps", lambda: touch("read", False)),
+                        ("touch_write_exec_GBps", lambda: touch("write", True)),
+                        ("touch_write_plain_GBps", lambda: touch("write", False))):
+            samples.setdefault(key, []).append(fn())
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 def wait_for_unmap(pid: int) -> float:
     """Seconds until the idle daemon has dropped its mappings of the memory
     file (it checks every UNMAP_IDLE seconds, so within twice that)."""
@@ -206,15 +246,28 @@ CONTROL_ROWS = [
 ]
 
 
+PERSONALITY_ROWS = [  # key with personality, key without, label, unit, target
+    ("stat_device_personality_ns", "stat_device_plain_ns", "stat() of a device", "ns", "< +1000"),
+    ("stat_other_personality_ns", "stat_other_plain_ns", "stat() of another file", "ns", "< +1000"),
+    ("touch_read_exec_GBps", "touch_read_plain_GBps", "first-touch read faults (C loop)", "GB/s", "no cost"),
+    ("touch_write_exec_GBps", "touch_write_plain_GBps", "first-touch write faults (C loop)", "GB/s", "no cost"),
+]
+
+
 def table(result: dict) -> str:
     lines = ["| measure | daxfuse | tmpfs | ratio | C libfuse | target |", "|---|---|---|---|---|---|"]
     for key, label, unit, target in ROWS:
         d, t, c = (result[name][key] for name in ("daxfuse", "tmpfs", "c_libfuse"))
         fmt = "{:,.0f}" if unit == "IOPS" else "{:.2f}"
         lines.append(f"| {label} ({unit}) | {fmt.format(d)} | {fmt.format(t)} | {d / t:.2f}x | {fmt.format(c)} | {target} |")
+    lines += ["", "| the personality (inside daxfuse exec) | with | without | ratio | target |", "|---|---|---|---|---|"]
+    for with_key, without_key, label, unit, target in PERSONALITY_ROWS:
+        w, wo = result["personality"][with_key], result["personality"][without_key]
+        lines.append(f"| {label} ({unit}) | {w:.2f} | {wo:.2f} | {w / wo:.2f}x | {target} |")
+    lines += ["", "| control plane and memory | daxfuse | target |", "|---|---|---|"]
     for key, label, unit, target in CONTROL_ROWS:
         if key in result["control"]:
-            lines.append(f"| {label} ({unit}) | {result['control'][key]:.1f} | | | | {target} |")
+            lines.append(f"| {label} ({unit}) | {result['control'][key]:.1f} | {target} |")
     return "\n".join(lines)
 
 
@@ -272,6 +325,7 @@ def main() -> None:
             result["machine"] = {"cpus": os.cpu_count(), "kernel": platform.release(),
                                  "python": platform.python_version(), "size": format_size(size),
                                  "runs": args.runs}
+            result["personality"] = personality(work, mnt, size, args.runs)
             result["control"] = control_plane(mnt, pid, size)
         finally:
             if os.path.exists(ref):
