@@ -23,7 +23,7 @@ from pyfuse3 import FUSEError
 
 from .dax import DaxBus, DaxFile, DevDax
 from .errors import DaxError
-from .nodes import Attr, Device, Dir, Link
+from .nodes import Attr, Chardev, Device, Dir, Link
 from .tree import Tree
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,11 @@ class DaxOperations(pyfuse3.Operations):
         bus.listeners.append(self._on_change)
 
     # --- nodes and attributes ---------------------------------------------------------
-    def _path_ino(self, path: tuple) -> int:
+    def _path_ino(self, path: tuple, node=None) -> int:
         ino = self._paths.get(path)
         if ino is None:
-            ino = self._paths[path] = next(self._next_ino)
+            ino = node.ino if type(node) is Chardev else next(self._next_ino)
+            self._paths[path] = ino
             self._path_of[ino] = [path, 0]
         return ino
 
@@ -96,13 +97,15 @@ class DaxOperations(pyfuse3.Operations):
             a.st_ino, a.st_mode, size = node.dev.dax_dev.ino, DEVICE_MODE, node.dev.size
             a.attr_timeout = _TIMEOUT
         else:
-            a.st_ino = self._path_ino(path)
+            a.st_ino = self._path_ino(path, node)
             if type(node) is Dir:
                 a.st_mode = stat.S_IFDIR | 0o755
             elif type(node) is Link:
                 a.st_mode, size = stat.S_IFLNK | 0o777, len(node.target)
             elif type(node) is Attr:
                 a.st_mode, size = stat.S_IFREG | node.mode, 4096
+            elif type(node) is Chardev:
+                a.st_mode = DEVICE_MODE
             else:
                 a.st_mode = stat.S_IFREG | 0o644
             a.attr_timeout = 0 if path[:1] and path[0] in _VOLATILE else _TIMEOUT
@@ -303,7 +306,7 @@ class DaxOperations(pyfuse3.Operations):
             # Inline this deadlocks: the kernel writes dirty mapped pages
             # back through WRITE requests that only the trio thread answers.
             # Other changes need only the attributes (size, times) dropped.
-            data = event in ("disabling", "disabled", "resized", "removed")
+            data = event in ("disabling", "disabled", "resized", "removed", "flush")
             await trio.to_thread.run_sync(self._invalidate_inode, ino, not data)
 
     async def write_back(self) -> None:

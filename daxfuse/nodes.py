@@ -77,4 +77,13 @@ class Device:
     dev: DevDax
 
 
-Node = Dir | Attr | Link | Device
+@dataclass(frozen=True)
+class Chardev:
+    """A character device of a bus other than a dax device (/dev/ndctl0): an
+    inode number of its own, which the personality shows as S_IFCHR, and
+    the handle its requests go through."""
+    ino: int
+    open: Callable[[], object]
+
+
+Node = Dir | Attr | Link | Device | Chardev

@@ -4,7 +4,7 @@ environment that points it at a mount."""
 import importlib.util
 import os
 
-from .devt import DAX_INO_BASE, DAX_MAJOR
+from .devt import DAX_INO_BASE, DAX_MAJOR, NDCTL_INO, NDCTL_MAJOR
 
 LIBRARY = "daxfuse.libdaxfuse_preload"
 
@@ -19,4 +19,5 @@ def library() -> str:
 
 def settings(mountpoint: str, read_write: bool) -> str:
     """DAXFUSE_PERSONALITY for mountpoint (parsed by the library; mount last)."""
-    return f"major={DAX_MAJOR},ino_base={DAX_INO_BASE},rw={int(read_write)},mount={mountpoint}"
+    return (f"major={DAX_MAJOR},ino_base={DAX_INO_BASE},ndctl={NDCTL_INO}:{NDCTL_MAJOR}:0,"
+            f"rw={int(read_write)},mount={mountpoint}")

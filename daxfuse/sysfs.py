@@ -15,6 +15,7 @@ import string
 from .dax import DaxBus, DaxRegion, DevDax
 from .devt import DAX_MAJOR
 from .errors import DaxError, shown
+from .ndbus import BUS_DIR, NdBusView
 from .nodes import Attr, Dir, Link, Node, table
 from .units import U64_MAX, bounded_int, parse_index
 
@@ -74,14 +75,18 @@ def _op(method, *args, parse=_text):
 class SysfsView:
     def __init__(self, bus: DaxBus) -> None:
         self.bus = bus
+        self.nd = NdBusView(bus, REGION_DIR.format)
         self.root = table({
-            "bus": _static(table({"dax": _static(table({
-                "devices": lambda: Dir(self._device_names, self._bus_device),
-                "drivers": _static(table({"device_dax": lambda: Dir(self._driver_names, self._driver)})),
-            }))})),
+            "bus": _static(table({
+                "dax": _static(table({
+                    "devices": lambda: Dir(self._device_names, self._bus_device),
+                    "drivers": _static(table({"device_dax": lambda: Dir(self._driver_names, self._driver)})),
+                })),
+                "nd": self.nd.bus_nd,
+            })),
+            "class": _static(table({"nd": self.nd.class_nd})),
             "devices": _static(table({
-                "platform": lambda: Dir(lambda: [REGION_DIR.format(r) for r in sorted(bus.regions)],
-                                        self._region),
+                "platform": lambda: Dir(self._platform_names, self._platform),
                 "virtual": _static(table({"daxfuse": _static(table({
                     "subsystem": _static(Link("../../../bus/dax"))}))})),
             })),
@@ -120,12 +125,20 @@ class SysfsView:
         dev = self.bus.find_device(name)
         return dev and dev.enabled and Link(f"{self._region_path(dev.region.id, 4)}/{name}") or None
 
+    def _platform_names(self) -> list[str]:
+        return [REGION_DIR.format(r) for r in sorted(self.bus.regions)] + [BUS_DIR]
+
+    def _platform(self, name: str) -> Node | None:
+        return self.nd.platform_dir() if name == BUS_DIR else self._region(name)
+
     def _devt_names(self) -> list[str]:
-        return [RDEV_ZERO] + [f"{DAX_MAJOR}:{d.dax_dev.minor}" for d in self._devices()]
+        return [RDEV_ZERO, *self.nd.devts()] + [f"{DAX_MAJOR}:{d.dax_dev.minor}" for d in self._devices()]
 
     def _devt(self, devt: str) -> Node | None:
         if devt == RDEV_ZERO:
             return Link("../../devices/virtual/daxfuse")
+        if devt in self.nd.devts():
+            return self.nd.devts()[devt]()
         for dev in self.bus.devices():
             if devt == f"{DAX_MAJOR}:{dev.dax_dev.minor}":
                 return Link(f"{self._region_path(dev.region.id, 2)}/{dev.name}")

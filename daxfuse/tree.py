@@ -5,10 +5,12 @@ import os
 
 from .control import Control
 from .dax import DaxBus
-from .nodes import Attr, AttrFile, Device, Dir, Link, table
+from .ndbus import NDCTL_NODE
+from .nodes import Attr, AttrFile, Chardev, Device, Dir, Link, table
 from .sysfs import SysfsView
 
 HOST_DEV = ".host"
+NDCTL = "ndctl0"
 
 
 class Tree:
@@ -32,11 +34,13 @@ class Tree:
 
     def _dev_names(self) -> list[str]:
         devices = self._device_names()
-        return [HOST_DEV] + devices + sorted(set(os.listdir("/dev")) - set(devices))
+        return [HOST_DEV, NDCTL] + devices + sorted(set(os.listdir("/dev")) - set(devices) - {NDCTL})
 
     def _dev(self, name: str):
         if name == HOST_DEV:
             return Dir(lambda: [], lambda _: None)
+        if name == NDCTL:
+            return NDCTL_NODE
         if name.startswith("dax") and (node := self._device(name)):
             return node
         return Link(f"{HOST_DEV}/{name}") if os.path.lexists(f"/dev/{name}") else None
@@ -68,4 +72,6 @@ class Tree:
             return self.control.open()
         if type(node) is Attr:
             return AttrFile(node, self.bus)
+        if type(node) is Chardev:
+            return node.open()
         return None

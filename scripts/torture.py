@@ -22,6 +22,7 @@ import collections
 import contextlib
 import ctypes
 import errno
+import functools
 import inspect
 import json
 import mmap
@@ -82,7 +83,7 @@ class Stats:
 
     def summary(self) -> str:
         titles = ("inputs tried", "operations done", "errors by errno", "errors by signal",
-                  "circumstances (errno, operation, slot state, churner step)")
+                  "circumstances")
         lines = []
         for title, name in zip(titles, self.FIGURES):
             counter = getattr(self, name)
@@ -1202,22 +1203,26 @@ def settle(stats: Stats, where: str, clients: dict, must_end: set) -> dict:
     return outcomes
 
 
-def kill_round(stats: Stats, rng: random.Random, workdir: str, n: int) -> None:
-    """SIGKILL at a random point with a mmap dirtier, a reader and a client
-    blocked in a read attached: no stale mount (auto_unmount), no client in D
-    state, errors rather than hangs."""
+KILL_POINTS = ("during I/O", "during a disable", "during a batch", "while the daemon is stopped")
+
+
+def kill_round(stats: Stats, rng: random.Random, workdir: str, n: int, point: str) -> None:
+    """SIGKILL at a random moment of point, with a mmap dirtier, a reader and a
+    client blocked in a read attached: no stale mount (auto_unmount), no
+    client in D state, errors rather than hangs."""
     d = Daemon(workdir, f"kill{n}", stats, "--size", "64M")
     dev, clients = d.path("dax", "dax0.0"), {}
     try:
         clients = {"dirtier": client(dev, "store", "0", str(64 * MiB // PAGE)),
                    "reader": client(dev, "read"), "blocked reader": client(dev, "blocked")}
-        point = rng.choice(["during I/O", "during a disable", "during a batch", "while the daemon is stopped"])
+        for name, p in clients.items():
+            wait_ready(p, f"{d.name}: the {name}")
         if point == "during a disable":
             clients["disabler"] = client(d.path("control"), "control", "disable-device dax0.0")
         elif point == "during a batch":
             clients["batcher"] = client(d.path("control"), "control", "create-device region=0 size=0\n" * 200)
-        for name, p in clients.items():
-            wait_ready(p, f"{d.name}: the {name}")
+        for name in clients.keys() & {"disabler", "batcher"}:
+            wait_ready(clients[name], f"{d.name}: the {name}")
         if point == "while the daemon is stopped":
             d.proc.send_signal(signal.SIGSTOP)
         clients["blocked reader"].stdin.write("go\n")
@@ -1283,7 +1288,7 @@ def term_round(stats: Stats, rng: random.Random, workdir: str, n: int, disable: 
             stats.violation(f"{name}: the disable running at SIGTERM ended {outcomes['disabler']}")
         with open(memory, "rb") as f:
             data = f.read()
-        lost = [p for p in range(pages) if data[physical(ranges, p * PAGE):][:PAGE] != stored_page(p)]
+        lost = [p for p in range(pages) if data[(x := physical(ranges, p * PAGE)):x + PAGE] != stored_page(p)]
         if lost:
             stats.violation(f"{name}: {len(lost)} of {pages} pages stored before SIGTERM are not in the "
                             f"memory file (the first: page {lost[0]})")
@@ -1297,16 +1302,15 @@ def term_round(stats: Stats, rng: random.Random, workdir: str, n: int, disable: 
 
 
 def crash(stats: Stats, seconds: float, rng: random.Random, workdir: str) -> None:
-    """Rounds of three SIGKILLs, a SIGTERM during I/O and one during a
-    disable; at least one round, more while time remains."""
+    """Rounds of a SIGKILL at each point, a SIGTERM during I/O and one during
+    a disable; at least one round, more while time remains."""
     end = time.monotonic() + seconds
-    rounds = [lambda n: kill_round(stats, rng, workdir, n)] * 3 + [
-        lambda n: term_round(stats, rng, workdir, n, disable=False),
-        lambda n: term_round(stats, rng, workdir, n, disable=True)]
+    rounds = [functools.partial(kill_round, point=point) for point in KILL_POINTS] + [
+        functools.partial(term_round, disable=False), functools.partial(term_round, disable=True)]
     for n in range(1 << 30):
-        if n >= len(rounds) and (n % len(rounds) == 0 and time.monotonic() >= end):
+        if n and n % len(rounds) == 0 and time.monotonic() >= end:
             break
-        rounds[n % len(rounds)](n)
+        rounds[n % len(rounds)](stats, rng, workdir, n)
 
 
 # --- the run -----------------------------------------------------------------------------------

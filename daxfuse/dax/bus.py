@@ -30,7 +30,7 @@ DEFAULT_ALIGN = 2 << 20
 
 # A listener hears (event, dev_dax) for: "added", "disabling" (still alive:
 # write dirty pages back), "disabled" (dead: revoke mappings), "enabled",
-# "resized", "realigned", "removed".
+# "resized", "realigned", "removed", "flush" (write back what is held for it).
 Listener = Callable[[str, DevDax], Awaitable[None]]
 
 
@@ -81,6 +81,7 @@ class DaxBus:
         self._txn: _Txn | None = None
         self.generation = 0  # changes whenever the layout may have changed
         self.changed = time.time_ns()  # of the last batch applied
+        self.dirty_shutdown = 0  # daemons that died serving this memory: the DIMM's unsafe-shutdown count
 
     # --- transactions ------------------------------------------------------------
     async def apply(self, ops: list[Callable[[], object]]) -> list[object]:
@@ -110,7 +111,8 @@ class DaxBus:
 
     def _notify(self, event: str, dev: DevDax) -> Callable[[], Awaitable[None]]:
         async def effect() -> None:
-            dev.changed = dev.region.changed = time.time_ns()
+            if event != "flush":  # the one event that changes nothing
+                dev.changed = dev.region.changed = time.time_ns()
             for listener in self.listeners:
                 try:
                     await listener(event, dev)
@@ -349,6 +351,17 @@ class DaxBus:
         async def run() -> None:
             self.core.run_dax(dev.dax_dev, dev)
         return run
+
+    def deep_flush(self) -> None:
+        """nd region deep_flush: everything stored so far made durable in the
+        memory file. Front ends first write back what they hold ("flush"
+        listeners: dirty mapped pages), then the file is msynced."""
+        devices = [d for d in self.devices() if d.enabled]
+
+        async def sync() -> None:
+            await trio.to_thread.run_sync(self.memory.flush, 0, self.memory.size)
+
+        self._record(lambda: None, *[self._notify("flush", d) for d in devices], sync)
 
     # --- range planning (pure) ---------------------------------------------------------------
     @staticmethod

@@ -11,8 +11,9 @@
  * char major come from DAXFUSE_PERSONALITY, a device's align and state from
  * the mount's sysfs view.
  *
- * DAXFUSE_PERSONALITY="major=M,ino_base=B,rw=0|1,mount=/abs/mount/point"
- * (mount last: the rest of the string, commas and all).
+ * DAXFUSE_PERSONALITY="major=M,ino_base=B,ndctl=INO:MAJ:MIN,rw=0|1,mount=/abs/mount"
+ * (mount last: the rest of the string, commas and all). A dax device has
+ * inode number ino_base + minor; the NVDIMM bus's /dev/ndctl0 has INO.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -52,6 +53,8 @@ static struct {
 	int active;
 	unsigned major;
 	unsigned long long ino_base;
+	unsigned long long ndctl_ino;
+	unsigned ndctl_major, ndctl_minor;
 	int rw;
 	dev_t mnt_dev;
 	char mount[PATH_MAX];
@@ -67,7 +70,8 @@ static void configure(void)
 
 	if (!env || !(mount = strstr(env, "mount=")))
 		return;
-	if (sscanf(env, "major=%u,ino_base=%llu,rw=%d,", &cfg.major, &cfg.ino_base, &cfg.rw) != 3)
+	if (sscanf(env, "major=%u,ino_base=%llu,ndctl=%llu:%u:%u,rw=%d,", &cfg.major, &cfg.ino_base,
+		   &cfg.ndctl_ino, &cfg.ndctl_major, &cfg.ndctl_minor, &cfg.rw) != 6)
 		return;
 	snprintf(cfg.mount, sizeof(cfg.mount), "%s", mount + strlen("mount="));
 	RESOLVE(stat64);
@@ -139,14 +143,26 @@ __attribute__((constructor)) static void init(void)
 
 /* --- the stat family: character devices ----------------------------------- */
 
+/* The device number a file of the mount stands for, or 0 for none. */
+static dev_t chardev_of(dev_t dev, ino_t ino, mode_t mode)
+{
+	long minor = dev_minor(dev, ino, mode);
+
+	if (minor >= 0)
+		return makedev(cfg.major, minor);
+	if (cfg.active && dev == cfg.mnt_dev && S_ISREG(mode) && ino == cfg.ndctl_ino)
+		return makedev(cfg.ndctl_major, cfg.ndctl_minor);
+	return 0;
+}
+
 static void as_chardev(struct stat64 *st)
 {
-	long minor = dev_minor(st->st_dev, st->st_ino, st->st_mode);
+	dev_t rdev = chardev_of(st->st_dev, st->st_ino, st->st_mode);
 
-	if (minor < 0)
+	if (!rdev)
 		return;
 	st->st_mode = S_IFCHR | (st->st_mode & 07777);
-	st->st_rdev = makedev(cfg.major, minor);
+	st->st_rdev = rdev;
 	st->st_size = 0;
 	st->st_blocks = 0;
 }
@@ -268,15 +284,15 @@ int statx(int dirfd, const char *path, int flags, unsigned int mask, struct stat
 {
 	RESOLVE(statx);
 	int rc = REAL(statx)(dirfd, path, flags, mask, stx);
-	long minor;
+	dev_t rdev;
 
 	if (rc != 0 || !(stx->stx_mask & STATX_INO) || !(stx->stx_mask & STATX_TYPE))
 		return rc;
-	minor = dev_minor(makedev(stx->stx_dev_major, stx->stx_dev_minor), stx->stx_ino, stx->stx_mode);
-	if (minor >= 0) {
+	rdev = chardev_of(makedev(stx->stx_dev_major, stx->stx_dev_minor), stx->stx_ino, stx->stx_mode);
+	if (rdev) {
 		stx->stx_mode = S_IFCHR | (stx->stx_mode & 07777);
-		stx->stx_rdev_major = cfg.major;
-		stx->stx_rdev_minor = minor;
+		stx->stx_rdev_major = major(rdev);
+		stx->stx_rdev_minor = minor(rdev);
 		stx->stx_size = 0;
 		stx->stx_blocks = 0;
 	}

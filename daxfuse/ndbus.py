@@ -1,0 +1,249 @@
+"""The NVDIMM bus view under the devices: what libndctl walks, so that ndctl
+and PMDK's devdax path (bus -> region -> namespace -> nd dax -> daxctl
+region -> device, matched by st_rdev) find each emulated device.
+
+One emulated bus (provider daxfuse, an NFIT bus: nfit/revision turns that
+on) with one DIMM, nmem0, that every region maps; each dax region R is nd
+regionR, and each device of it with a size is namespaceR.I in devdax mode
+whose nd dax device daxR.I holds its dax_region/ and the device-dax
+instance. The instance itself stays under its dynamic dax region
+(platform/daxfuse.R, where daxctl creates and destroys devices): the nd dax
+device holds a link to it. Under the kernel's dax_pmem it would hold the
+instance itself, but every device would then be a static dax region of its
+own and `daxctl create-device` could not run. What libndctl requires, and
+what it silently drops, is in shared/docs/DESIGN.md.
+"""
+import errno
+import functools
+import uuid
+
+from .dax import DaxBus, DaxRegion, DevDax
+from .devt import NDCTL_INO, NDCTL_MAJOR, NMEM_MAJOR
+from .errors import DaxError
+from .nodes import Attr, Chardev, Link, Node, table
+
+BUS_DIR = "daxfuse-nvdimm"
+BUS = f"devices/platform/{BUS_DIR}/ndbus0"
+NDCTL_DEVT = f"{NDCTL_MAJOR}:0"
+NMEM_DEVT = f"{NMEM_MAJOR}:0"
+DIMM_ID = "dafe-00-0000-00000000"  # nfit/id: stable, as libpmemobj's shutdown state wants
+PERSISTENCE_DOMAIN = "memory_controller"  # ADR; what it promises here: README, "NVDIMM bus"
+SUPPORTED_ALIGNMENTS = "4096 2097152 1073741824 "
+_UUIDS = uuid.UUID("5e7a2a58-2f0d-4c2b-9a57-0cda7f05e000")  # namespace for the name-derived uuids
+
+
+def _ro(value: str) -> Node:
+    return Attr(0o444, show=lambda: value)
+
+
+def _val(show) -> Node:
+    return Attr(0o444, show=show)
+
+
+def _static(node: Node):
+    return lambda: node
+
+
+def _up(path: str, levels: int) -> str:
+    return "../" * levels + path
+
+
+def _uuid(kind: str, dev: DevDax) -> str:
+    return str(uuid.uuid5(_UUIDS, f"{kind}/{dev.name}/{dev.dax_dev.minor}"))
+
+
+def _refuse_namespace_change(data: str) -> list:
+    raise DaxError(errno.EOPNOTSUPP, "namespaces follow the devices: manage them with the control "
+                                     "file, the dax sysfs view or daxctl")
+
+
+# What ndctl disable-namespace, destroy-namespace and disable-region write:
+# they fail with EOPNOTSUPP ("Operation not supported").
+_NAMESPACES_FIXED = Attr(0o200, store=_refuse_namespace_change)
+
+
+class NdctlFile:
+    """An open /dev/ndctl0: the bus's ioctls arrive here (see the
+    personality); reading gives nothing, as the kernel's."""
+    __slots__ = ()
+
+    def read(self, off: int, size: int) -> bytes:
+        return b""
+
+    async def write(self, off: int, buf: bytes) -> int:
+        raise DaxError(errno.ENOTTY, "/dev/ndctl0 takes ioctls only")
+
+    async def fsync(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+NDCTL_NODE = Chardev(NDCTL_INO, NdctlFile)
+
+
+class NdBusView:
+    """The nd bus and the links to it, for SysfsView to mount."""
+
+    def __init__(self, bus: DaxBus, region_dir) -> None:
+        self.bus = bus
+        self._region_dir = region_dir  # platform/ name of dax region R
+
+    # --- what SysfsView mounts -------------------------------------------------------
+    def platform_dir(self) -> Node:
+        return table({"ndbus0": lambda: table(self._bus_attrs())})
+
+    def class_nd(self) -> Node:
+        return table({"ndctl0": _static(Link(f"../../{BUS}/ndctl0"))})
+
+    def bus_nd(self) -> Node:
+        names = ["nvdimm", "nd_region", "nd_pmem", "dax_pmem"]
+        return table({
+            "devices": lambda: table(self._bus_devices()),
+            "drivers": _static(table({n: _static(table({"bind": _static(_NAMESPACES_FIXED),
+                                                           "unbind": _static(_NAMESPACES_FIXED)}))
+                                      for n in names})),
+        })
+
+    def devts(self) -> dict:
+        """/sys/dev/char entries of the bus's character devices."""
+        return {NDCTL_DEVT: _static(Link(f"../../{BUS}/ndctl0")),
+                NMEM_DEVT: _static(Link(f"../../{BUS}/nmem0"))}
+
+    # --- the bus ---------------------------------------------------------------------------
+    def _regions(self) -> list[DaxRegion]:
+        return [self.bus.regions[r] for r in sorted(self.bus.regions)]
+
+    def _bus_devices(self) -> dict:
+        links = {"ndbus0": _static(Link(f"../../../{BUS}")),
+                 "nmem0": _static(Link(f"../../../{BUS}/nmem0"))}
+        for region in self._regions():
+            links[f"region{region.id}"] = _static(Link(f"../../../{BUS}/region{region.id}"))
+            for dev in self._namespaced(region):
+                links[f"namespace{dev.region.id}.{dev.id}"] = _static(
+                    Link(f"../../../{BUS}/region{region.id}/namespace{region.id}.{dev.id}"))
+                links[dev.name] = _static(Link(f"../../../{BUS}/region{region.id}/{dev.name}"))
+        return links
+
+    def _bus_attrs(self) -> dict:
+        attrs = {
+            "provider": _static(_ro("daxfuse\n")),
+            # space-terminated: libndctl drops a last name without its space
+            "commands": _static(_ro("ars_cap ars_start ars_status clear_error \n")),
+            "wait_probe": _static(_ro("0\n")),
+            "nfit": _static(table({
+                "revision": _static(_ro("1\n")),
+                "dsm_mask": _static(_ro("0x39e\n")),
+                "scrub": _static(_ro("0\n")),
+            })),
+            "ndctl0": _static(table({
+                "dev": _static(_ro(f"{NDCTL_DEVT}\n")),
+                "device": _static(Link("..")),
+                "subsystem": _static(Link("../../../../../class/nd")),
+            })),
+            "nmem0": lambda: table(self._dimm_attrs()),
+            "subsystem": _static(Link("../../../../bus/nd")),
+        }
+        for region in self._regions():
+            attrs[f"region{region.id}"] = functools.partial(self._region, region)
+        return attrs
+
+    def _dimm_attrs(self) -> dict:
+        nfit = {"handle": "0x1", "phys_id": "0x10", "id": DIMM_ID, "serial": "0x0", "vendor": "0xdafe",
+                "device": "0x0", "rev_id": "0x0", "family": "0", "dsm_mask": "0x0", "flags": "",
+                "formats": "1", "format": "0x101"}
+        nfit_table = {name: _static(_ro(f"{value}\n")) for name, value in nfit.items()}
+        nfit_table["dirty_shutdown"] = lambda: _val(lambda: f"{self.bus.dirty_shutdown}\n")
+        return {
+            "dev": _static(_ro(f"{NMEM_DEVT}\n")),
+            # no "smart": ndctl list -H would then need the SMART ioctl
+            "commands": _static(_ro("flags get_size get_data set_data cmd_call \n")),
+            "modalias": _static(_ro("nd:t1\n")),
+            "flags": _static(_ro("\n")),
+            "security": _static(_ro("disabled\n")),
+            "nfit": _static(table(nfit_table)),
+            "driver": _static(Link("../../../../../bus/nd/drivers/nvdimm")),
+            "subsystem": _static(Link("../../../../../bus/nd")),
+        }
+
+    # --- a region ----------------------------------------------------------------------------
+    @staticmethod
+    def _namespaced(region: DaxRegion) -> list[DevDax]:
+        """The devices that have a namespace: those with a size."""
+        return [d for d in sorted(region.devices.values(), key=lambda d: d.id) if d.size]
+
+    def _region(self, region: DaxRegion) -> Node:
+        bus = self.bus
+        attrs = {
+            "size": _static(_val(lambda: f"{region.size}\n")),
+            "mappings": _static(_ro("1\n")),
+            # decimal: libndctl parses "%llu", and hex reads as 0
+            "mapping0": _static(_val(lambda: f"nmem0,{region.res.start},{region.size},0\n")),
+            "read_only": _static(_ro("0\n")),
+            "modalias": _static(_ro("nd:t2\n")),
+            "nstype": _static(_ro("5\n")),
+            "set_cookie": _static(_val(lambda: f"{uuid.uuid5(_UUIDS, f'region{region.id}').int >> 64:#x}\n")),
+            "resource": _static(_val(lambda: f"{region.res.start:#x}\n")),
+            "align": _static(_val(lambda: f"{region.align}\n")),
+            "numa_node": _static(_ro("0\n")),
+            "target_node": _static(_ro("0\n")),
+            "available_size": _static(_val(lambda: f"{region.available_size}\n")),
+            "max_available_extent": _static(_val(lambda: f"{region.available_size}\n")),
+            "persistence_domain": _static(_ro(f"{PERSISTENCE_DOMAIN}\n")),
+            "deep_flush": _static(Attr(0o644, show=lambda: "1\n", store=lambda data: [bus.deep_flush])),
+            "badblocks": _static(_ro("")),  # empty: a 0-byte file, as libndctl expects
+            "driver": _static(Link("../../../../../bus/nd/drivers/nd_region")),
+            "subsystem": _static(Link("../../../../../bus/nd")),
+        }
+        for dev in self._namespaced(region):
+            attrs[f"namespace{region.id}.{dev.id}"] = functools.partial(self._namespace, dev)
+            attrs[dev.name] = functools.partial(self._nd_dax, dev)
+        return table(attrs)
+
+    def _namespace(self, dev: DevDax) -> Node | None:
+        if not dev.size:
+            return None
+        return table({
+            "nstype": _static(_ro("5\n")),
+            "size": _static(_val(lambda: f"{dev.size}\n")),
+            "resource": _static(_val(lambda: f"{dev.ranges[0].start:#x}\n")),
+            "force_raw": _static(_ro("0\n")),
+            "modalias": _static(_ro("nd:t5\n")),
+            "alt_name": _static(_ro("\n")),
+            "uuid": _static(_ro(f"{_uuid('namespace', dev)}\n")),
+            "mode": _static(_ro("dax\n")),
+            "holder": _static(_ro(f"{dev.name}\n")),  # the one link from a namespace to its nd dax
+            "holder_class": _static(_ro("dax\n")),
+            "numa_node": _static(_ro("0\n")),
+            "target_node": _static(_ro("0\n")),
+            "sector_size": _static(_ro("\n")),
+            "subsystem": _static(Link("../../../../../../bus/nd")),
+        })
+
+    def _nd_dax(self, dev: DevDax) -> Node | None:
+        """The nd dax device: libpmem2 takes a device's size, align and
+        resource from here, not from the device-dax instance."""
+        if not dev.size:
+            return None
+        region = dev.region
+        return table({
+            "modalias": _static(_ro("nd:t7\n")),
+            "uuid": _static(_ro(f"{_uuid('dax', dev)}\n")),
+            "mode": _static(_ro("pmem\n")),
+            "namespace": _static(_ro(f"namespace{region.id}.{dev.id}\n")),
+            "align": _static(_val(lambda: f"{dev.align}\n")),
+            "size": _static(_val(lambda: f"{dev.size}\n")),
+            "resource": _static(_val(lambda: f"{dev.ranges[0].start:#x}\n")),
+            "supported_alignments": _static(_ro(f"{SUPPORTED_ALIGNMENTS}\n")),
+            "numa_node": _static(_ro("0\n")),
+            "dax_region": _static(table({
+                "id": _static(_ro(f"{region.id}\n")),
+                "size": _static(_val(lambda: f"{dev.size}\n")),
+                "align": _static(_val(lambda: f"{dev.align}\n")),
+                "available_size": _static(_ro("0\n")),
+            })),
+            dev.name: _static(Link(_up(f"{self._region_dir(region.id)}/{dev.name}", 4))),
+            "driver": _static(Link("../../../../../../bus/nd/drivers/dax_pmem")),
+            "subsystem": _static(Link("../../../../../../bus/nd")),
+        })

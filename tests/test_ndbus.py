@@ -1,0 +1,74 @@
+"""The NVDIMM bus view that ndctl and PMDK walk, inside `daxfuse exec`."""
+import json
+import mmap
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import DAXFUSE
+
+pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120),
+              pytest.mark.skipif(shutil.which("ndctl") is None, reason="ndctl is missing (scripts/test installs it)")]
+
+MiB = 1 << 20
+
+
+def inside(d, *argv):
+    return subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, "--", *argv], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_ndctl_lists_bus_dimm_regions_and_a_devdax_namespace_per_device(daemon_factory):
+    d = daemon_factory("--size", "64M")
+    d.control("create-region size=32M align=4K id=1\ncreate-device region=1 size=8M\n"
+              "create-device region=1 size=4M\ncreate-device region=1 size=0")
+    r = inside(d, "ndctl", "list", "-RBNDMv")
+    assert (r.returncode, r.stderr) == (0, ""), r.stderr
+    (bus,) = json.loads(r.stdout)
+    assert bus["provider"] == "daxfuse" and [m["dev"] for m in bus["dimms"]] == ["nmem0"]
+    regions = {r["dev"]: r for r in bus["regions"]}
+    assert set(regions) == {"region0", "region1"}
+    r1 = regions["region1"]
+    assert (r1["size"], r1["align"], r1["type"], r1["persistence_domain"]) == (32 * MiB, 4096, "pmem",
+                                                                               "memory_controller")
+    assert r1["mappings"] == [{"dimm": "nmem0", "offset": 64 * MiB, "length": 32 * MiB, "position": 0}]
+    namespaces = {n["dev"]: n for n in r1["namespaces"]}
+    assert set(namespaces) == {"namespace1.0", "namespace1.1"}, "no namespace for a device of size 0"
+    for name, size in (("namespace1.0", 8 * MiB), ("namespace1.1", 4 * MiB)):
+        ns = namespaces[name]
+        assert (ns["mode"], ns["size"], ns["align"]) == ("devdax", size, 4096)
+        (dev,) = ns["daxregion"]["devices"]
+        assert dev["chardev"] == f"dax1.{name[-1]}" and dev["size"] == size
+    # daxctl's own view is unchanged: the dynamic dax regions
+    r = inside(d, "daxctl", "list", "-R")
+    assert [x["path"] for x in json.loads(r.stdout)] == ["/platform/daxfuse.1", "/platform/daxfuse.0"]
+
+
+def test_deep_flush_makes_mapped_stores_durable(daemon_factory, tmp_path):
+    """Writing 1 to a region's deep_flush writes clients' dirty mapped pages
+    back into the memory file."""
+    memory = tmp_path / "memory"
+    d = daemon_factory("--size", "64M", "--memory-file", str(memory))
+    fd = os.open(d.path("dax", "dax0.0"), os.O_RDWR)
+    with mmap.mmap(fd, 4096, mmap.MAP_SHARED) as m:
+        m[:7] = b"durable"  # in the page cache, not yet in the memory file
+        assert memory.read_bytes()[:7] == bytes(7)
+        deep_flush = d.path("sys", "devices", "platform", "daxfuse-nvdimm", "ndbus0", "region0", "deep_flush")
+        with open(deep_flush) as f:
+            assert f.read() == "1\n"
+        with open(deep_flush, "w") as f:
+            f.write("1")
+        assert memory.read_bytes()[:7] == b"durable"
+    os.close(fd)
+
+
+def test_namespaces_follow_the_devices(daemon_factory):
+    d = daemon_factory("--size", "64M")
+    r = inside(d, "ndctl", "list", "-N")
+    assert [n["dev"] for n in json.loads(r.stdout)] == ["namespace0.0"]
+    d.control("disable-device dax0.0\nresize-device dax0.0 size=0")
+    assert inside(d, "ndctl", "list", "-N").stdout == ""
+    r = inside(d, "ndctl", "disable-region", "region0")
+    assert "disabled 0 regions" in r.stderr
