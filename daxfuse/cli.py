@@ -165,7 +165,8 @@ def cmd_exec(args) -> None:
     preload = ""
     if args.personality:
         preload = personality.library()
-        os.environ["DAXFUSE_PERSONALITY"] = personality.settings(mountpoint, args.read_write)
+        os.environ["DAXFUSE_PERSONALITY"] = personality.settings(mountpoint, args.read_write,
+                                                                 not args.fuse_mappings)
     os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "sh", "-c", _EXEC,
                           "daxfuse-exec", mountpoint, preload, *args.argv])
 
@@ -234,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="no preload library: devices stay regular files, read/write work")
     ex.add_argument("--read-write", action="store_true",
                     help="let read/write/pread/pwrite reach devices (the kernel's device-dax refuses them)")
+    ex.add_argument("--fuse-mappings", action="store_true",
+                    help="map devices through FUSE, not their memory itself (faults as FUSE READs)")
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
 
     ls = managed("list", "list regions and devices as daxctl list JSON", cmd_list)

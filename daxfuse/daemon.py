@@ -19,6 +19,7 @@ import trio
 from . import runfiles
 from .core import DaxCore
 from .dax import DaxBus
+from .direct import DirectServer
 from .fuse_ops import DaxOperations
 from .memory import MemoryFile
 
@@ -79,7 +80,7 @@ def fuse_options(config: MountConfig) -> set[str]:
     return options
 
 
-async def _stop_on_signal(ops: DaxOperations, nursery: trio.Nursery) -> None:
+async def _stop_on_signal(ops: DaxOperations, direct: DirectServer, nursery: trio.Nursery) -> None:
     """The first SIGTERM or SIGINT shuts down; later ones are only logged
     (left to their default, a second one would kill the daemon mid-way)."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -89,15 +90,16 @@ async def _stop_on_signal(ops: DaxOperations, nursery: trio.Nursery) -> None:
                 log.info("%s: already shutting down", name)
                 continue
             log.info("%s: writing mapped pages back, then unmounting", name)
-            nursery.start_soon(_shut_down, ops)
+            nursery.start_soon(_shut_down, ops, direct)
 
 
-async def _shut_down(ops: DaxOperations) -> None:
+async def _shut_down(ops: DaxOperations, direct: DirectServer) -> None:
     """Let the running batch finish, write clients' dirty mapped pages back
-    (as a disable does), let clients read their batches' results, then end
-    the FUSE loop."""
+    (as a disable does), revoke direct mappings (as the devices go), let
+    clients read their batches' results, then end the FUSE loop."""
     async with ops.bus.closed():
         await ops.write_back()
+        await direct.revoke_all()
         await ops.tree.control.drained(CONTROL_DRAIN)
         pyfuse3.terminate()
 
@@ -128,9 +130,11 @@ async def _serve(bus: DaxBus, config: MountConfig, stack: contextlib.ExitStack) 
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(main)
-        nursery.start_soon(_stop_on_signal, ops, nursery)
-        nursery.start_soon(_unmap_when_idle, bus.memory)
         st = await trio.to_thread.run_sync(os.stat, config.mountpoint)
+        direct = DirectServer(bus, st.st_dev)
+        await nursery.start(direct.serve)
+        nursery.start_soon(_stop_on_signal, ops, direct, nursery)
+        nursery.start_soon(_unmap_when_idle, bus.memory)
         _raise_read_ahead(st.st_dev)
         stack.callback(os.unlink, runfiles.write_pid_file(config.mountpoint))
         log.info("serving %s", config.mountpoint)

@@ -1,11 +1,14 @@
 """The memory file: the emulated physical memory behind every region.
 
 A sparse file mapped MAP_SHARED with numpy. Offsets in it play the role of
-physical addresses. By default it is an unlinked file under /dev/shm, gone
-with the daemon; a user-given path is kept, so its contents persist across
-mounts (pmem semantics), and locked, so two daemons never share it. The file
-only grows: resources are carved out of it.
+physical addresses. By default it is an unlinked file, gone with the daemon:
+as root on a tmpfs of the daemon's own mounted with huge=always and attached
+to no path (2M- and 1G-aligned devices then get huge-page mappings, as the
+kernel's PMD faults), else in /dev/shm. A user-given path is kept, so its
+contents persist across mounts (pmem semantics), and locked, so two daemons
+never share it. The file only grows: resources are carved out of it.
 """
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -17,17 +20,60 @@ import numpy as np
 from .errors import DaxError
 
 _PAGE = mmap.PAGESIZE
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_FSOPEN, _FSCONFIG, _FSMOUNT = 430, 431, 432  # x86_64: the new mount API
+_FSCONFIG_SET_STRING, _FSCONFIG_CMD_CREATE = 1, 6
+_CLOEXEC = 1
+
+
+def _syscall(*args) -> int:
+    r = _libc.syscall(*args)
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return r
+
+
+def _huge_tmpfs_file() -> int | None:
+    """An unlinked file on a tmpfs mounted with huge=always and attached to
+    no path (fsopen/fsmount: nothing to unmount, gone with its last file),
+    as large as /dev/shm; None where that is not allowed (not root)."""
+    shm = os.statvfs("/dev/shm")
+    try:
+        fsfd = _syscall(_FSOPEN, b"tmpfs", _CLOEXEC)
+    except OSError:
+        return None
+    try:
+        for key, value in ((b"huge", b"always"), (b"size", str(shm.f_blocks * shm.f_frsize).encode())):
+            _syscall(_FSCONFIG, fsfd, _FSCONFIG_SET_STRING, key, value, 0)
+        _syscall(_FSCONFIG, fsfd, _FSCONFIG_CMD_CREATE, None, None, 0)
+        mntfd = _syscall(_FSMOUNT, fsfd, _CLOEXEC, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fsfd)
+    try:
+        fd = os.open("memory", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=mntfd)
+        os.unlink("memory", dir_fd=mntfd)
+        return fd
+    finally:
+        os.close(mntfd)
 
 
 class MemoryFile:
     def __init__(self, path: str | None = None) -> None:
-        self.path = path  # None: an unlinked file in /dev/shm, gone with the daemon
-        self.name = path or "in /dev/shm (unlinked)"  # for messages
+        self.path = path  # None: unlinked, gone with the daemon
         if path is None:
-            # Unlinked at once: nothing is left in /dev/shm however the daemon ends.
-            fd, tmp = tempfile.mkstemp(prefix="daxfuse-mem-", dir="/dev/shm")
-            os.unlink(tmp)
+            fd = _huge_tmpfs_file()
+            self.name = "on a huge-page tmpfs of its own (unlinked)"
+            if fd is None:
+                # Unlinked at once: nothing is left in /dev/shm however the daemon ends.
+                fd, tmp = tempfile.mkstemp(prefix="daxfuse-mem-", dir="/dev/shm")
+                os.unlink(tmp)
+                self.name = "in /dev/shm (unlinked)"
         else:
+            self.name = path
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as e:
@@ -47,6 +93,13 @@ class MemoryFile:
         self._present = bytearray()  # one byte per page: a C-level find() checks a range
         self._remap(os.fstat(fd).st_size)
         self._mark_data()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def reopen(self, writable: bool) -> int:
+        """A new fd of the file, read-only or read-write, to hand a client."""
+        return os.open(f"/proc/self/fd/{self._fd}", (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
 
     @property
     def size(self) -> int:

@@ -17,7 +17,7 @@ def library() -> str:
     return spec.origin
 
 
-def settings(mountpoint: str, read_write: bool) -> str:
+def settings(mountpoint: str, read_write: bool, direct: bool) -> str:
     """DAXFUSE_PERSONALITY for mountpoint (parsed by the library; mount last)."""
     return (f"major={DAX_MAJOR},ino_base={DAX_INO_BASE},ndctl={NDCTL_INO}:{NDCTL_MAJOR}:0,"
-            f"rw={int(read_write)},mount={mountpoint}")
+            f"rw={int(read_write)},direct={int(direct)},mount={mountpoint}")

@@ -11,7 +11,7 @@
  * char major come from DAXFUSE_PERSONALITY, a device's align and state from
  * the mount's sysfs view.
  *
- * DAXFUSE_PERSONALITY="major=M,ino_base=B,ndctl=INO:MAJ:MIN,rw=0|1,mount=/abs/mount"
+ * DAXFUSE_PERSONALITY="major=M,ino_base=B,ndctl=INO:MAJ:MIN,rw=0|1,direct=0|1,mount=/abs/mount"
  * (mount last: the rest of the string, commas and all). A dax device has
  * inode number ino_base + minor; the NVDIMM bus's /dev/ndctl0 has INO.
  */
@@ -26,7 +26,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <stddef.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
@@ -55,7 +59,7 @@ static struct {
 	unsigned long long ino_base;
 	unsigned long long ndctl_ino;
 	unsigned ndctl_major, ndctl_minor;
-	int rw;
+	int rw, direct;
 	dev_t mnt_dev;
 	char mount[PATH_MAX];
 } cfg;
@@ -70,8 +74,8 @@ static void configure(void)
 
 	if (!env || !(mount = strstr(env, "mount=")))
 		return;
-	if (sscanf(env, "major=%u,ino_base=%llu,ndctl=%llu:%u:%u,rw=%d,", &cfg.major, &cfg.ino_base,
-		   &cfg.ndctl_ino, &cfg.ndctl_major, &cfg.ndctl_minor, &cfg.rw) != 6)
+	if (sscanf(env, "major=%u,ino_base=%llu,ndctl=%llu:%u:%u,rw=%d,direct=%d,", &cfg.major, &cfg.ino_base,
+		   &cfg.ndctl_ino, &cfg.ndctl_major, &cfg.ndctl_minor, &cfg.rw, &cfg.direct) != 7)
 		return;
 	snprintf(cfg.mount, sizeof(cfg.mount), "%s", mount + strlen("mount="));
 	RESOLVE(stat64);
@@ -128,17 +132,6 @@ static int fd_is_device(int fd)
 	if (fd < FD_TRACK)
 		return __atomic_load_n(&fd_device[fd], __ATOMIC_RELAXED);
 	return fd_minor_slow(fd) >= 0;
-}
-
-__attribute__((constructor)) static void init(void)
-{
-	int fd;
-
-	configure();
-	if (!cfg.active)
-		return;
-	for (fd = 0; fd < 1024; fd++)  /* inherited across exec */
-		fd_note(fd);
 }
 
 /* --- the stat family: character devices ----------------------------------- */
@@ -568,45 +561,307 @@ static void *fail(int err)
 	return MAP_FAILED;
 }
 
+/* --- direct mappings: the device's memory itself ---------------------------- */
+
+/*
+ * Under the personality a mapping of a device maps the memory file's ranges
+ * of the device (granted by the daemon, see daxfuse/direct.py), at memory
+ * speed. The daemon revokes it by bumping the device's generation in a table
+ * it shares read-only and sending REVOKE_SIGNAL to every thread; the handler
+ * maps a dead file (0 bytes, sealed: every access SIGBUS) over each mapping
+ * whose generation is stale, then acks.
+ */
+#define REVOKE_SIGNAL (SIGRTMAX - 3)
+#define MAX_SEGMENTS 64
+#define MAX_DIRECT 4096
+
+enum { D_FREE, D_LIVE, D_BUSY, D_DEAD };
+
+struct direct {
+	int state;  /* atomic: the handler and munmap race for it */
+	uintptr_t start, end;
+	int prot;
+	long minor;
+	uint64_t gen;
+};
+
+static struct direct directs[MAX_DIRECT];
+static int ndirects;                 /* slots ever used: the handler's bound */
+static int dsock = -1;              /* this process's connection to the daemon */
+static pid_t dsock_pid;
+static int direct_refused;          /* the daemon said "fuse": map the FUSE file */
+static const volatile uint64_t *gens;
+static unsigned long ngens;          /* gens[ngens] is the daemon's revocation sequence */
+static int memfd_rw = -1, memfd_ro = -1, deadfd = -1;
+static int revoking;
+static pthread_mutex_t dlock = PTHREAD_MUTEX_INITIALIZER;  /* the connection and its requests */
+
+struct grant {
+	uint64_t gen;
+	long align;
+	unsigned long long size;
+	int nseg, memfd;
+	unsigned long long phys[MAX_SEGMENTS], len[MAX_SEGMENTS];
+};
+
+static int send_msg(const char *text, int fd)
+{
+	struct iovec iov = {(void *)text, strlen(text)};
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+
+	if (fd >= 0) {
+		msg.msg_control = cbuf;
+		msg.msg_controllen = sizeof(cbuf);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	return sendmsg(dsock, &msg, MSG_NOSIGNAL) < 0 ? -1 : 0;
+}
+
+/* A reply: its text in buf, an fd that came with it in *fd (or -1). */
+static int recv_msg(char *buf, size_t size, int *fd)
+{
+	struct iovec iov = {buf, size - 1};
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			     .msg_controllen = sizeof(cbuf)};
+	ssize_t n = recvmsg(dsock, &msg, MSG_CMSG_CLOEXEC);
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+
+	*fd = -1;
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+		memcpy(fd, CMSG_DATA(c), sizeof(int));
+	return 0;
+}
+
+static void revoke_stale(void)
+{
+	int i, n = __atomic_load_n(&ndirects, __ATOMIC_ACQUIRE);
+
+	for (i = 0; i < n; i++) {
+		struct direct *d = &directs[i];
+		int live = D_LIVE;
+
+		if (__atomic_load_n(&d->state, __ATOMIC_ACQUIRE) != D_LIVE || gens[d->minor] == d->gen)
+			continue;
+		if (!__atomic_compare_exchange_n(&d->state, &live, D_BUSY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			continue;
+		REAL(mmap)((void *)d->start, d->end - d->start, d->prot, MAP_SHARED | MAP_FIXED, deadfd, 0);
+		__atomic_store_n(&d->state, D_DEAD, __ATOMIC_RELEASE);
+	}
+}
+
+static void revoke_handler(int sig, siginfo_t *si, void *uc)
+{
+	int saved = errno;
+	char ack[32] = "ack ", digits[24];
+	unsigned long long seq;
+	int i = 0, j = 4;
+
+	while (__atomic_exchange_n(&revoking, 1, __ATOMIC_ACQUIRE))
+		;  /* another thread of this process is revoking: its work is ours */
+	seq = gens[ngens];
+	revoke_stale();
+	do {  /* no snprintf in a signal handler */
+		digits[i++] = '0' + seq % 10;
+		seq /= 10;
+	} while (seq);
+	while (i)
+		ack[j++] = digits[--i];
+	ack[j] = 0;
+	if (dsock >= 0 && dsock_pid == getpid())
+		send(dsock, ack, j, MSG_DONTWAIT | MSG_NOSIGNAL);
+	__atomic_store_n(&revoking, 0, __ATOMIC_RELEASE);
+	errno = saved;
+}
+
+DECLARE(int, sigaction, int, const struct sigaction *, struct sigaction *);
+
+/* The connection: made at a process's first device mapping (locked). */
+static int connect_daemon(void)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	char buf[128];
+	int fd, len;
+
+	RESOLVE(close);
+	RESOLVE(mmap);
+	if (dsock >= 0 && dsock_pid == getpid())
+		return 0;
+	if (dsock >= 0)
+		REAL(close)(dsock);  /* the parent's, inherited */
+	dsock = -1;
+	len = snprintf(addr.sun_path + 1, sizeof(addr.sun_path) - 1, "daxfuse/%lu", (unsigned long)cfg.mnt_dev);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&addr, offsetof(struct sockaddr_un, sun_path) + 1 + len) < 0) {
+		if (fd >= 0)
+			REAL(close)(fd);
+		return -1;
+	}
+	dsock = fd;
+	dsock_pid = getpid();
+	snprintf(buf, sizeof(buf), "hello %d %d", getpid(), REVOKE_SIGNAL);
+	if (send_msg(buf, -1) < 0 || recv_msg(buf, sizeof(buf), &fd) < 0 || sscanf(buf, "ok %lu", &ngens) != 1 || fd < 0)
+		return -1;
+	if (!gens) {
+		gens = REAL(mmap)(NULL, (ngens + 1) * 8, PROT_READ, MAP_SHARED, fd, 0);
+		if (gens == MAP_FAILED) {
+			gens = NULL;
+			return -1;
+		}
+	}
+	REAL(close)(fd);
+	if (deadfd < 0) {
+		deadfd = memfd_create("daxfuse-dead", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		fcntl(deadfd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL);
+		struct sigaction sa = {.sa_sigaction = revoke_handler, .sa_flags = SA_SIGINFO | SA_RESTART};
+		sigfillset(&sa.sa_mask);
+		RESOLVE(sigaction);
+		REAL(sigaction)(REVOKE_SIGNAL, &sa, NULL);
+	}
+	return 0;
+}
+
+/* Ask the daemon for a direct mapping of [off, off + len) of the device fd:
+ * 1 granted (g filled), 0 map the FUSE file, -1 refused (errno set). */
+static int direct_grant(int fd, off_t off, size_t len, int prot, struct grant *g)
+{
+	char buf[4096], *p;
+	int memfd, n, rc = 0;
+
+	if (!cfg.direct || direct_refused)
+		return 0;
+	pthread_mutex_lock(&dlock);
+	if (connect_daemon() < 0) {
+		pthread_mutex_unlock(&dlock);
+		return 0;
+	}
+	snprintf(buf, sizeof(buf), "map %lld %zu %d", (long long)off, len, !!(prot & PROT_WRITE));
+	if (send_msg(buf, fd) < 0 || recv_msg(buf, sizeof(buf), &memfd) < 0) {
+		pthread_mutex_unlock(&dlock);
+		return 0;
+	}
+	if (!strcmp(buf, "fuse")) {
+		direct_refused = 1;
+	} else if (sscanf(buf, "err %d", &n) == 1) {
+		errno = n;
+		rc = -1;
+	} else if (sscanf(buf, "ok %lu %ld %llu%n", &g->gen, &g->align, &g->size, &n) == 3 && memfd >= 0) {
+		int *cached = prot & PROT_WRITE ? &memfd_rw : &memfd_ro;
+
+		if (*cached < 0)
+			*cached = memfd;
+		else
+			REAL(close)(memfd);
+		memfd = -1;
+		g->memfd = *cached;
+		g->nseg = 0;
+		for (p = buf + n; g->nseg < MAX_SEGMENTS; g->nseg++) {
+			int used;
+			if (sscanf(p, " %llu:%llu%n", &g->phys[g->nseg], &g->len[g->nseg], &used) != 2)
+				break;
+			p += used;
+		}
+		rc = 1;
+	}
+	if (memfd >= 0)
+		REAL(close)(memfd);
+	pthread_mutex_unlock(&dlock);
+	return rc;
+}
+
+static int direct_add(uintptr_t start, uintptr_t end, int prot, long minor, uint64_t gen)
+{
+	int i;
+
+	pthread_mutex_lock(&maps_lock);
+	for (i = 0; i < MAX_DIRECT; i++)
+		if (__atomic_load_n(&directs[i].state, __ATOMIC_ACQUIRE) == D_FREE)
+			break;
+	if (i < MAX_DIRECT) {
+		directs[i] = (struct direct){D_FREE, start, end, prot, minor, gen};
+		if (i >= ndirects)
+			__atomic_store_n(&ndirects, i + 1, __ATOMIC_RELEASE);
+		__atomic_store_n(&directs[i].state, D_LIVE, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&maps_lock);
+	return i < MAX_DIRECT ? 0 : -1;
+}
+
+/* The memory of grant g at start: its segments, then a dead tail past the
+ * device's end (faults there raise SIGBUS). MAP_SYNC needs nothing more:
+ * stores are in the memory file the moment they retire. */
+static void *map_direct(uintptr_t start, size_t len, int prot, int flags, const struct grant *g)
+{
+	uintptr_t at = start;
+	int i;
+
+	flags = (flags & ~(MAP_TYPE | MAP_SYNC | MAP_FIXED_NOREPLACE)) | MAP_SHARED | MAP_FIXED;
+	for (i = 0; i < g->nseg; i++, at += g->len[i - 1])
+		if (REAL(mmap)((void *)at, g->len[i], prot, flags, g->memfd, g->phys[i]) == MAP_FAILED)
+			return MAP_FAILED;
+	if (at < start + len && REAL(mmap)((void *)at, start + len - at, prot, flags, deadfd, 0) == MAP_FAILED)
+		return MAP_FAILED;
+	return (void *)start;
+}
+
 static void *dax_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	long minor = fd_minor_slow(fd);
-	long long align = device_attr(minor, "align");
-	int type = flags & MAP_TYPE;
+	int type = flags & MAP_TYPE, direct;
+	struct grant g;
+	long long align;
 	uintptr_t start;
-	void *p;
+	void *area = NULL, *p;
 
-	if (align <= 0 || !device_enabled(minor))
+	direct = direct_grant(fd, off, len, prot, &g);
+	if (direct < 0)
+		return MAP_FAILED;
+	align = direct ? g.align : device_attr(minor, "align");
+	if (align <= 0 || (!direct && !device_enabled(minor)))
 		return fail(ENXIO);  /* check_vma: !dax_alive() */
 	if (type != MAP_SHARED && type != MAP_SHARED_VALIDATE)
 		return fail(EINVAL);  /* check_vma: !VM_MAYSHARE */
 	if (!len || page_end(0, len) % align || off % align)
 		return fail(EINVAL);  /* vm_start, vm_end and the offset on align */
-	/* FUSE refuses MAP_SYNC; device-dax takes it */
-	flags = (flags & ~(MAP_TYPE | MAP_SYNC)) | MAP_SHARED;
 	if (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) {
 		if ((uintptr_t)addr % align)
 			return fail(EINVAL);
-		p = REAL(mmap)(addr, len, prot, flags, fd, off);
+		start = (uintptr_t)addr;
 	} else {  /* dax_get_unmapped_area: an address aligned to align */
-		void *area = REAL(mmap)(NULL, len + align, PROT_NONE,
-					MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		area = REAL(mmap)(NULL, len + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 		if (area == MAP_FAILED)
 			return area;
 		start = ((uintptr_t)area + align - 1) & ~(uintptr_t)(align - 1);
-		p = REAL(mmap)((void *)start, len, prot, flags | MAP_FIXED, fd, off);
-		if (p == MAP_FAILED) {
-			int err = errno;
+	}
+	if (direct)
+		p = map_direct(start, len, prot, flags, &g);
+	else  /* FUSE refuses MAP_SYNC; device-dax takes it */
+		p = REAL(mmap)((void *)start, len, prot, (flags & ~(MAP_TYPE | MAP_SYNC)) | MAP_SHARED | MAP_FIXED, fd, off);
+	if (p == MAP_FAILED) {
+		int err = errno;
+		if (area)
 			REAL(munmap)(area, len + align);
-			return fail(err);
-		}
+		return fail(err);
+	}
+	if (area) {
 		if (start > (uintptr_t)area)
 			REAL(munmap)(area, start - (uintptr_t)area);
 		if ((uintptr_t)area + align > start)
 			REAL(munmap)((void *)(start + len), (uintptr_t)area + align - start);
 	}
-	if (p != MAP_FAILED)
-		maps_add((uintptr_t)p, (uintptr_t)p + len, align);
+	maps_add(start, start + len, align);
+	if (direct) {
+		direct_add(start, start + len, prot, minor, g.gen);
+		revoke_stale();  /* revoked while it was being mapped */
+	}
 	return p;
 }
 
@@ -626,17 +881,72 @@ void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
 
 /* --- munmap, mprotect, mremap: dev_dax_may_split() ------------------------ */
 
+/* Take the direct mappings overlapping [start, end) from the handler while
+ * they change: the handler must never map over an address that was
+ * unmapped (and may be reused). Their states before are kept in was[]. */
+static int direct_claim(uintptr_t start, uintptr_t end, int *claimed, int *was)
+{
+	int i, n = __atomic_load_n(&ndirects, __ATOMIC_ACQUIRE), k = 0;
+
+	for (i = 0; i < n; i++) {
+		struct direct *d = &directs[i];
+		int state;
+
+		if (d->end <= start || d->start >= end)
+			continue;
+		for (;;) {
+			state = __atomic_load_n(&d->state, __ATOMIC_ACQUIRE);
+			if (state == D_FREE || ((state == D_LIVE || state == D_DEAD) &&
+			    __atomic_compare_exchange_n(&d->state, &state, D_BUSY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)))
+				break;
+		}
+		if (state != D_FREE && k < MAX_DIRECT) {
+			claimed[k] = i;
+			was[k++] = state;
+		}
+	}
+	return k;
+}
+
+/* Give them back, [start, end) gone from them (unmapped) or not (failed). */
+static void direct_release(uintptr_t start, uintptr_t end, int gone, const int *claimed, const int *was, int k)
+{
+	int j;
+
+	for (j = 0; j < k; j++) {
+		struct direct *d = &directs[claimed[j]];
+		int left = start > d->start, right = end < d->end;
+
+		if (gone && right && left && was[j] == D_LIVE)  /* a hole in the middle: the right part goes on alone */
+			direct_add(end, d->end, d->prot, d->minor, d->gen);
+		if (gone && right && !left)
+			d->start = end;
+		if (gone && left)
+			d->end = start;
+		__atomic_store_n(&d->state, !gone || left || right ? was[j] : D_FREE, __ATOMIC_RELEASE);
+	}
+}
+
 int munmap(void *addr, size_t len)
 {
 	uintptr_t start = (uintptr_t)addr, end = page_end(start, len);
-	int rc;
+	static int claimed[MAX_DIRECT], was[MAX_DIRECT];
+	int rc, k = 0;
 
 	RESOLVE(munmap);
 	if (nmaps && splits_unaligned(start, end)) {
 		errno = EINVAL;
 		return -1;
 	}
+	if (ndirects) {
+		pthread_mutex_lock(&dlock);
+		k = direct_claim(start, end, claimed, was);
+	}
 	rc = REAL(munmap)(addr, len);
+	if (ndirects) {
+		direct_release(start, end, rc == 0, claimed, was, k);
+		pthread_mutex_unlock(&dlock);
+	}
 	if (rc == 0 && nmaps)
 		maps_remove(start, end);
 	return rc;
@@ -648,12 +958,18 @@ int mprotect(void *addr, size_t len, int prot)
 {
 	uintptr_t start = (uintptr_t)addr;
 
+	int i, rc;
+
 	RESOLVE(mprotect);
 	if (nmaps && splits_unaligned(start, page_end(start, len))) {
 		errno = EINVAL;
 		return -1;
 	}
-	return REAL(mprotect)(addr, len, prot);
+	rc = REAL(mprotect)(addr, len, prot);
+	for (i = 0; rc == 0 && i < ndirects; i++)  /* what a revocation maps over it */
+		if (directs[i].start >= start && directs[i].end <= page_end(start, len))
+			directs[i].prot = prot;
+	return rc;
 }
 
 DECLARE(void *, mremap, void *, size_t, size_t, int, ...);
@@ -674,6 +990,10 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	RESOLVE(mremap);
 	if (nmaps && splits_unaligned(start, end))
 		return fail(EINVAL);
+	for (i = 0; i < ndirects; i++)  /* it would reach past the device's memory into others' */
+		if (__atomic_load_n(&directs[i].state, __ATOMIC_ACQUIRE) != D_FREE &&
+		    start < directs[i].end && end > directs[i].start)
+			return fail(EINVAL);
 	pthread_mutex_lock(&maps_lock);
 	for (i = 0; i < nmaps; i++)
 		if (start >= maps[i].start && start < maps[i].end)
@@ -685,4 +1005,42 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		maps_add((uintptr_t)p, page_end((uintptr_t)p, new_len), align);
 	}
 	return p;
+}
+
+/* --- start-up ------------------------------------------------------------- */
+
+static void direct_prepare(void) { pthread_mutex_lock(&dlock); }
+static void direct_parent(void) { pthread_mutex_unlock(&dlock); }
+
+/* A forked child holds its parent's direct mappings: the daemon learns of
+ * them before fork() returns to the child, and what was revoked meanwhile
+ * dies here (the table is shared: its generations are the daemon's now). */
+static void direct_child(void)
+{
+	char buf[64];
+	int i;
+
+	pthread_mutex_unlock(&dlock);
+	if (!ndirects || !gens)
+		return;
+	if (connect_daemon() == 0)
+		for (i = 0; i < ndirects; i++)
+			if (__atomic_load_n(&directs[i].state, __ATOMIC_ACQUIRE) == D_LIVE) {
+				snprintf(buf, sizeof(buf), "inherit %ld %llu", directs[i].minor,
+					 (unsigned long long)directs[i].gen);
+				send_msg(buf, -1);
+			}
+	revoke_stale();
+}
+
+__attribute__((constructor)) static void init(void)
+{
+	int fd;
+
+	configure();
+	if (!cfg.active)
+		return;
+	pthread_atfork(direct_prepare, direct_parent, direct_child);
+	for (fd = 0; fd < 1024; fd++)  /* inherited across exec */
+		fd_note(fd);
 }

@@ -1,0 +1,66 @@
+/*
+ * A mapper that a disable must revoke:  revoke DEVICE spin|threads|fork
+ * Maps DEVICE (under the personality: its memory itself) and stores a
+ * counter nonstop, without calling libc: at offset 0 (spin), at 4096 * (i+1)
+ * from each of 3 threads (threads), or at 0 in the parent and 4096 in a
+ * forked child (fork). Prints "ready" once every counter runs. A revocation
+ * must freeze the counters and end every process with SIGBUS.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static volatile uint64_t *mem;
+
+static void *count(void *at)
+{
+	volatile uint64_t *c = (volatile uint64_t *)at;
+
+	for (;;)
+		(*c)++;
+	return NULL;
+}
+
+static void wait_running(volatile uint64_t *c)
+{
+	uint64_t start = *c;
+
+	while (*c == start)
+		;
+}
+
+int main(int argc, char **argv)
+{
+	int fd = open(argv[1], O_RDWR), i;
+	pthread_t t;
+
+	mem = mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (argc != 3 || fd < 0 || mem == MAP_FAILED) {
+		perror("revoke");
+		return 2;
+	}
+	strcpy((char *)mem + (1 << 20), "stored before the disable");
+	if (!strcmp(argv[2], "threads")) {
+		for (i = 0; i < 3; i++) {
+			pthread_create(&t, NULL, count, (void *)(mem + 512 * (i + 1)));
+			wait_running(mem + 512 * (i + 1));
+		}
+		printf("ready\n");
+		fflush(stdout);
+		for (;;)
+			pause();
+	}
+	if (!strcmp(argv[2], "fork") && fork() == 0)
+		count((void *)(mem + 512));  /* the child, through the mapping it inherited */
+	if (!strcmp(argv[2], "fork"))
+		wait_running(mem + 512);
+	printf("ready\n");
+	fflush(stdout);
+	count((void *)mem);
+}

@@ -1,0 +1,90 @@
+"""Direct mappings: under the personality a device's memory itself is
+mapped, and a disable still revokes it everywhere: running, stopped,
+threaded and forked mappers, none of which calls libc."""
+import os
+import signal
+import struct
+import subprocess
+import time
+
+import pytest
+
+from conftest import DAXFUSE
+
+pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]
+
+C_DIR = os.path.join(os.path.dirname(__file__), "c")
+
+
+@pytest.fixture(scope="module")
+def revoke(tmp_path_factory):
+    exe = tmp_path_factory.mktemp("c") / "revoke"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-pthread", "-o", str(exe), os.path.join(C_DIR, "revoke.c")],
+                   check=True)
+    return str(exe)
+
+
+def counters(memory, offsets):
+    with open(memory, "rb") as f:
+        data = f.read(8192 * 2)
+    return [struct.unpack_from("<Q", data, off)[0] for off in offsets]
+
+
+def descendants(pid):
+    """pid and every process below it."""
+    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
+    kids = {}
+    for line in out.splitlines():
+        p, pp = map(int, line.split())
+        kids.setdefault(pp, []).append(p)
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo += kids.get(p, [])
+    return found
+
+
+@pytest.mark.parametrize("mode,offsets,stop", [
+    ("spin", [0], False),
+    ("spin", [0], True),
+    ("threads", [4096, 8192, 12288], False),
+    ("fork", [0, 4096], False),
+], ids=["running", "stopped", "threads", "forked-child"])
+def test_a_disable_revokes_direct_mappings_everywhere(daemon_factory, tmp_path, revoke, mode, offsets, stop):
+    memory = tmp_path / "memory"
+    d = daemon_factory("--size", "64M", "--memory-file", str(memory))
+    proc = subprocess.Popen([*DAXFUSE, "exec", "-m", d.mountpoint, "--", revoke, "/dev/dax0.0", mode],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        mappers = descendants(proc.pid)[-(2 if mode == "fork" else 1):]
+        running = counters(memory, offsets)
+        time.sleep(0.05)
+        assert all(b > a for a, b in zip(running, counters(memory, offsets))), "stores go straight to memory"
+        if stop:
+            for pid in mappers:
+                os.kill(pid, signal.SIGSTOP)
+        start = time.monotonic()
+        assert d.control("disable-device dax0.0") == "ok dax0.0"
+        print(f"disable took {(time.monotonic() - start) * 1000:.1f} ms")
+        frozen = counters(memory, offsets)
+        if stop:
+            for pid in mappers:
+                os.kill(pid, signal.SIGCONT)
+        time.sleep(0.2)
+        assert counters(memory, offsets) == frozen, "a store landed after the disable returned"
+        assert proc.wait(30) == -signal.SIGBUS or proc.returncode == 128 + signal.SIGBUS
+        for pid in mappers:
+            assert not os.path.exists(f"/proc/{pid}/stat") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+        d.control("enable-device dax0.0")
+        fd = os.open(d.path("dax", "dax0.0"), os.O_RDONLY)
+        assert os.pread(fd, 25, 1 << 20) == b"stored before the disable"
+        os.close(fd)
+    finally:
+        for pid in descendants(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(10)
