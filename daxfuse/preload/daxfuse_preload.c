@@ -1007,6 +1007,61 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	return p;
 }
 
+/* --- the revocation signal stays deliverable -------------------------------- */
+
+/* Once a process maps a device, its handler must run when the daemon
+ * revokes: libc's ways to block the signal leave it out, and its handler
+ * cannot be replaced. (A raw rt_sigprocmask still can: the daemon then
+ * kills the process, see daxfuse/direct.py.) */
+static const sigset_t *without_revoke(int how, const sigset_t *set, sigset_t *copy)
+{
+	if (deadfd < 0 || !set || how == SIG_UNBLOCK || !sigismember(set, REVOKE_SIGNAL))
+		return set;
+	*copy = *set;
+	sigdelset(copy, REVOKE_SIGNAL);
+	return copy;
+}
+
+DECLARE(int, sigprocmask, int, const sigset_t *, sigset_t *);
+DECLARE(int, pthread_sigmask, int, const sigset_t *, sigset_t *);
+DECLARE(__sighandler_t, signal, int, __sighandler_t);
+
+int sigprocmask(int how, const sigset_t *set, sigset_t *old)
+{
+	sigset_t copy;
+
+	RESOLVE(sigprocmask);
+	return REAL(sigprocmask)(how, without_revoke(how, set, &copy), old);
+}
+
+int pthread_sigmask(int how, const sigset_t *set, sigset_t *old)
+{
+	sigset_t copy;
+
+	RESOLVE(pthread_sigmask);
+	return REAL(pthread_sigmask)(how, without_revoke(how, set, &copy), old);
+}
+
+int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+	RESOLVE(sigaction);
+	if (sig == REVOKE_SIGNAL && act && deadfd >= 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	return REAL(sigaction)(sig, act, old);
+}
+
+__sighandler_t signal(int sig, __sighandler_t handler)
+{
+	RESOLVE(signal);
+	if (sig == REVOKE_SIGNAL && deadfd >= 0) {
+		errno = EINVAL;
+		return SIG_ERR;
+	}
+	return REAL(signal)(sig, handler);
+}
+
 /* --- start-up ------------------------------------------------------------- */
 
 static void direct_prepare(void) { pthread_mutex_lock(&dlock); }

@@ -1,18 +1,24 @@
 /*
- * A mapper that a disable must revoke:  revoke DEVICE spin|threads|fork
+ * A mapper that a disable must revoke:
+ *   revoke DEVICE spin|threads|fork|masked|blocked|late
  * Maps DEVICE (under the personality: its memory itself) and stores a
  * counter nonstop, without calling libc: at offset 0 (spin), at 4096 * (i+1)
  * from each of 3 threads (threads), or at 0 in the parent and 4096 in a
- * forked child (fork). Prints "ready" once every counter runs. A revocation
- * must freeze the counters and end every process with SIGBUS.
+ * forked child (fork). Prints "ready" once every counter runs. masked and
+ * blocked first block the revocation signal, through libc or a raw
+ * syscall. late maps 2 MiB, prints "first", and after a line on stdin maps
+ * the next 2 MiB and counts at its 4096 (the race of a grant in flight).
+ * A revocation must freeze the counters and end every process.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,6 +61,28 @@ int main(int argc, char **argv)
 		fflush(stdout);
 		for (;;)
 			pause();
+	}
+	if (!strcmp(argv[2], "masked") || !strcmp(argv[2], "blocked")) {
+		sigset_t set;
+		sigemptyset(&set);
+		sigaddset(&set, SIGRTMAX - 3);
+		if (!strcmp(argv[2], "masked"))
+			sigprocmask(SIG_BLOCK, &set, NULL);
+		else
+			syscall(SYS_rt_sigprocmask, SIG_BLOCK, &set, NULL, 8);
+	}
+	if (!strcmp(argv[2], "late")) {
+		char line[8];
+		volatile uint64_t *next;
+
+		printf("first\n");
+		fflush(stdout);
+		if (!fgets(line, sizeof(line), stdin))
+			return 2;
+		next = mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 2 << 20);
+		if (next == MAP_FAILED)
+			return 3;
+		count((void *)(next + 512));
 	}
 	if (!strcmp(argv[2], "fork") && fork() == 0)
 		count((void *)(mem + 512));  /* the child, through the mapping it inherited */
