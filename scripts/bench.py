@@ -5,11 +5,13 @@ FUSE itself costs, without Python. Prints a table (with the daxfuse/tmpfs
 ratio) and writes JSON."""
 import argparse
 import contextlib
+import functools
 import json
 import mmap
 import os
 import platform
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from daxfuse.runfiles import daemon_pid
 from daxfuse.units import format_size, parse_size
 
 MiB = 1 << 20
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DAXFUSE = [sys.executable, "-m", "daxfuse"]
 
 
@@ -131,7 +134,7 @@ class Control:
         return statistics.median(samples) * 1000
 
 
-def control_plane(mnt: str, pid: int, size: int) -> dict:
+def control_plane(work: str, mnt: str, pid: int, size: int) -> dict:
     ctl = Control(mnt)
     dev = os.path.join(mnt, "dax", "dax0.0")
     out = {"idle_unmap_s": wait_for_unmap(pid)}
@@ -162,49 +165,147 @@ def control_plane(mnt: str, pid: int, size: int) -> dict:
 
     # A new region remaps the memory file, now 16 GiB: what the daemon keeps
     # of its own, the emulated memory it touched no longer mapped.
-    ctl(f"create-region size={16 * 1024 - size // MiB - 8}M")
+    ctl(f"create-region size={16 * 1024 - size // MiB - 8}M id=2\ncreate-device region=2")
     out.update({f"daemon_{key}_MiB": value for key, value in rss(pid).items()})
+    # what a sparse device costs in RAM: a byte stored every 64 MiB through a
+    # direct mapping allocates a huge page (2 MiB) each on the daemon's tmpfs
+    exe = compile_c(work, "scripts/bench_touch.c")
+    before = shmem_MiB()
+    in_exec(mnt, exe, "touch", "/dev/dax2.0", str(16 * 1024 * MiB - size - 8 * MiB), "sparse")
+    out["sparse_16G_byte_per_64M_MiB"] = shmem_MiB() - before
     return out
 
 
-def compile_c(work: str, name: str) -> str:
-    exe = os.path.join(work, name)
-    subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(os.path.dirname(__file__), f"{name}.c")], check=True)
+def shmem_MiB() -> float:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Shmem:")) / 1024
+
+
+def compile_c(work: str, source: str, *flags: str) -> str:
+    exe = os.path.join(work, os.path.basename(source).removesuffix(".c"))
+    subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(ROOT, source), *flags], check=True)
     return exe
+
+
+def in_exec(mnt: str, *argv: str, options: tuple = ()) -> str:
+    return subprocess.run([*DAXFUSE, "exec", "-m", mnt, *options, "--", *argv], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def run_c(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def samples_of(plan: dict, runs: int) -> dict:
+    """Medians of each measure of plan (name -> function), the measures
+    taking turns run by run."""
+    samples: dict[str, list[float]] = {}
+    for _ in range(runs):
+        for key, fn in plan.items():
+            samples.setdefault(key, []).append(fn())
+    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def personality(work: str, mnt: str, size: int, runs: int) -> dict:
     """What the personality costs: a stat() of a device and of another file,
-    with and without it, and first-touch faults (a C loop over a MAP_SHARED
-    mapping) inside exec against the same loop on the FUSE file outside it."""
-    exe = compile_c(work, "bench_touch")
+    with and without it, and first-touch faults through FUSE mappings (a C
+    loop over a MAP_SHARED mapping) inside exec against the same loop on the
+    FUSE file outside it."""
+    exe = compile_c(work, "scripts/bench_touch.c")
     dev = os.path.join(mnt, "dax", "dax0.0")
+    fuse = ("--fuse-mappings",)
 
-    def inside(*argv: str, personality: bool = True) -> float:
-        opts = [] if personality else ["--no-personality"]
-        out = subprocess.run([*DAXFUSE, "exec", "-m", mnt, *opts, "--", exe, *argv], check=True,
-                             capture_output=True, text=True).stdout
-        return float(out)
-
-    def touch(op: str, in_exec: bool) -> float:
+    def touch(op: str, inside: bool) -> float:
         drop_caches(dev)
-        argv = ("touch", "/dev/dax0.0" if in_exec else dev, str(size), op)
-        elapsed = inside(*argv) if in_exec else float(subprocess.run(
-            [exe, *argv], check=True, capture_output=True, text=True).stdout)
-        return size / elapsed / 1e9
+        argv = ("touch", "/dev/dax0.0" if inside else dev, str(size), op)
+        return size / float(in_exec(mnt, exe, *argv, options=fuse) if inside else run_c(exe, *argv)) / 1e9
 
-    samples: dict[str, list[float]] = {}
-    for _ in range(runs):
-        for key, fn in (("stat_device_personality_ns", lambda: inside("stat", "/dev/dax0.0", "200000")),
-                        ("stat_device_plain_ns", lambda: inside("stat", "/dev/dax0.0", "200000", personality=False)),
-                        ("stat_other_personality_ns", lambda: inside("stat", "/dev/null", "200000")),
-                        ("stat_other_plain_ns", lambda: inside("stat", "/dev/null", "200000", personality=False)),
-                        ("touch_read_exec_GBps", lambda: touch("read", True)),
-                        ("touch_read_plain_GBps", lambda: touch("read", False)),
-                        ("touch_write_exec_GBps", lambda: touch("write", True)),
-                        ("touch_write_plain_GBps", lambda: touch("write", False))):
-            samples.setdefault(key, []).append(fn())
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return samples_of({
+        "stat_device_personality_ns": lambda: float(in_exec(mnt, exe, "stat", "/dev/dax0.0", "200000")),
+        "stat_device_plain_ns": lambda: float(in_exec(mnt, exe, "stat", "/dev/dax0.0", "200000",
+                                                      options=("--no-personality",))),
+        "stat_other_personality_ns": lambda: float(in_exec(mnt, exe, "stat", "/dev/null", "200000")),
+        "stat_other_plain_ns": lambda: float(in_exec(mnt, exe, "stat", "/dev/null", "200000",
+                                                     options=("--no-personality",))),
+        "touch_read_exec_GBps": lambda: touch("read", True),
+        "touch_read_plain_GBps": lambda: touch("read", False),
+        "touch_write_exec_GBps": lambda: touch("write", True),
+        "touch_write_plain_GBps": lambda: touch("write", False),
+    }, runs)
+
+
+@contextlib.contextmanager
+def huge_tmpfs(work: str, size: int):
+    """A tmpfs mounted with huge=always: the kernel's PMD-mapped reference."""
+    path = os.path.join(work, "huge")
+    os.mkdir(path)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"huge=always,size={size + (64 << 20)}", "tmpfs", path],
+                   check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", path], check=False)
+
+
+def fill(path: str, size: int, data: bytes) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    for off in range(0, size, len(data)):
+        os.pwrite(fd, data[:size - off], off)
+    os.close(fd)
+
+
+def direct(work: str, mnt: str, ctl: "Control", size: int, plain_ref: str, runs: int) -> dict:
+    """Direct mappings inside exec: first-touch reads and writes and warm
+    reads (the same C loop) of a 2M-aligned device against a file on a
+    huge-page tmpfs, of a 4K-aligned one against a plain tmpfs file; a
+    libpmem2 persist loop against the same loop on tmpfs; disable latency
+    with a mapper storing nonstop, and with one stopped."""
+    ctl(f"create-region size={size} align=4K id=1\ncreate-device region=1")
+    data = os.urandom(64 * MiB)
+    fill(os.path.join(mnt, "dax", "dax1.0"), size, data)
+    exe = compile_c(work, "scripts/bench_touch.c", "-DWITH_PMEM2", "-lpmem2")
+    revoke = compile_c(work, "tests/c/revoke.c", "-pthread")
+    out = {}
+    with huge_tmpfs(work, size) as huge:
+        huge_ref = os.path.join(huge, "ref")
+        fill(huge_ref, size, data)
+
+        def touch(op: str, path: str, inside: bool) -> float:
+            argv = (exe, "touch", path, str(size), op)
+            return size / float(in_exec(mnt, *argv) if inside else run_c(*argv)) / 1e9
+
+        def persist(path: str, inside: bool, n: int = 100000) -> float:
+            argv = (exe, "persist", path, str(size), str(n))
+            return n / float(in_exec(mnt, *argv) if inside else run_c(*argv))
+
+        plan = {}
+        for op in ("read", "write", "warm"):
+            plan[f"direct_2M_{op}_GBps"] = functools.partial(touch, op, "/dev/dax0.0", True)
+            plan[f"hugetmpfs_{op}_GBps"] = functools.partial(touch, op, huge_ref, False)
+            plan[f"direct_4K_{op}_GBps"] = functools.partial(touch, op, "/dev/dax1.0", True)
+            plan[f"tmpfs_{op}_GBps"] = functools.partial(touch, op, plain_ref, False)
+        plan["persist_direct_ops"] = functools.partial(persist, "/dev/dax0.0", True)
+        plan["persist_tmpfs_ops"] = functools.partial(persist, plain_ref, False, 2000)
+        out.update(samples_of(plan, runs))
+    out.update(samples_of({"disable_mapped_ms": lambda: disable_with_mapper(mnt, ctl, revoke, False),
+                           "disable_mapped_stopped_ms": lambda: disable_with_mapper(mnt, ctl, revoke, True)}, runs))
+    ctl("disable-device dax1.0\ndestroy-device dax1.0\ndestroy-region 1")
+    return out
+
+
+def disable_with_mapper(mnt: str, ctl: "Control", revoke: str, stop: bool) -> float:
+    proc = subprocess.Popen([*DAXFUSE, "exec", "-m", mnt, "--", revoke, "/dev/dax0.0", "spin"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        if stop:
+            os.kill(proc.pid, signal.SIGSTOP)
+        elapsed = timed(lambda: ctl("disable-device dax0.0"))
+        ctl("enable-device dax0.0")
+        return elapsed * 1000
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def wait_for_unmap(pid: int) -> float:
@@ -243,14 +344,27 @@ CONTROL_ROWS = [
     ("daemon_VmRSS_MiB", "daemon RSS, 16 GiB memory file", "MiB", "<= 100"),
     ("daemon_RssAnon_MiB", "daemon anonymous RSS", "MiB", ""),
     ("daemon_RssShmem_MiB", "daemon RSS of mapped memory file", "MiB", ""),
+    ("sparse_16G_byte_per_64M_MiB", "RAM for a byte stored every 64 MiB of a 16 GiB device", "MiB", ""),
 ]
 
 
 PERSONALITY_ROWS = [  # key with personality, key without, label, unit, target
     ("stat_device_personality_ns", "stat_device_plain_ns", "stat() of a device", "ns", "< +1000"),
     ("stat_other_personality_ns", "stat_other_plain_ns", "stat() of another file", "ns", "< +1000"),
-    ("touch_read_exec_GBps", "touch_read_plain_GBps", "first-touch read faults (C loop)", "GB/s", "no cost"),
-    ("touch_write_exec_GBps", "touch_write_plain_GBps", "first-touch write faults (C loop)", "GB/s", "no cost"),
+    ("touch_read_exec_GBps", "touch_read_plain_GBps", "first-touch read faults, FUSE mappings (C loop)", "GB/s",
+     "no cost"),
+    ("touch_write_exec_GBps", "touch_write_plain_GBps", "first-touch write faults, FUSE mappings (C loop)", "GB/s",
+     "no cost"),
+]
+DIRECT_ROWS = [  # daxfuse key, reference key, label, unit, target
+    ("direct_2M_read_GBps", "hugetmpfs_read_GBps", "first-touch reads, 2M device / huge-page tmpfs", "GB/s", ">= 0.8x"),
+    ("direct_2M_write_GBps", "hugetmpfs_write_GBps", "first-touch writes, 2M device / huge-page tmpfs", "GB/s",
+     ">= 0.8x"),
+    ("direct_2M_warm_GBps", "hugetmpfs_warm_GBps", "warm reads, 2M device / huge-page tmpfs", "GB/s", ""),
+    ("direct_4K_read_GBps", "tmpfs_read_GBps", "first-touch reads, 4K device / tmpfs", "GB/s", ">= 0.8x"),
+    ("direct_4K_write_GBps", "tmpfs_write_GBps", "first-touch writes, 4K device / tmpfs", "GB/s", ">= 0.8x"),
+    ("direct_4K_warm_GBps", "tmpfs_warm_GBps", "warm reads, 4K device / tmpfs", "GB/s", ""),
+    ("persist_direct_ops", "persist_tmpfs_ops", "libpmem2 64-byte store + persist", "ops/s", ">= 0.5x"),
 ]
 
 
@@ -264,6 +378,15 @@ def table(result: dict) -> str:
     for with_key, without_key, label, unit, target in PERSONALITY_ROWS:
         w, wo = result["personality"][with_key], result["personality"][without_key]
         lines.append(f"| {label} ({unit}) | {w:.2f} | {wo:.2f} | {w / wo:.2f}x | {target} |")
+    lines += ["", "| direct mappings (inside daxfuse exec) | daxfuse | reference | ratio | target |",
+              "|---|---|---|---|---|"]
+    for key, ref_key, label, unit, target in DIRECT_ROWS:
+        d, r = result["direct"][key], result["direct"][ref_key]
+        fmt = "{:,.0f}" if unit == "ops/s" else "{:.2f}"
+        lines.append(f"| {label} ({unit}) | {fmt.format(d)} | {fmt.format(r)} | {d / r:.2f}x | {target} |")
+    for key, label in (("disable_mapped_ms", "disable, a mapper storing nonstop (ms)"),
+                       ("disable_mapped_stopped_ms", "disable, a stopped mapper (ms)")):
+        lines.append(f"| {label} | {result['direct'][key]:.1f} | | | <= 100 |")
     lines += ["", "| control plane and memory | daxfuse | target |", "|---|---|---|"]
     for key, label, unit, target in CONTROL_ROWS:
         if key in result["control"]:
@@ -326,7 +449,8 @@ def main() -> None:
                                  "python": platform.python_version(), "size": format_size(size),
                                  "runs": args.runs}
             result["personality"] = personality(work, mnt, size, args.runs)
-            result["control"] = control_plane(mnt, pid, size)
+            result["direct"] = direct(work, mnt, Control(mnt), size, ref, args.runs)
+            result["control"] = control_plane(work, mnt, pid, size)
         finally:
             if os.path.exists(ref):
                 os.unlink(ref)
