@@ -175,9 +175,24 @@ def cmd_exec(args) -> None:
 def cmd_list(args) -> None:
     layout = read_layout(usable_mount(args.mount))
     found = listing.daxctl_list(layout, regions=args.regions, devices=args.devices,
-                                mappings=args.mappings, idle=args.idle)
+                                mappings=args.mappings, idle=args.idle, media_errors=args.media_errors)
     if found:  # daxctl prints nothing at all when nothing matches
         print(listing.dumps(found))
+
+
+def cmd_inject_error(args) -> None:
+    """ndctl inject-error's interface, on a device."""
+    mountpoint = usable_mount(args.mount)
+    if args.status:
+        devices = [d for r in read_layout(mountpoint) for d in r["devices"] if d["name"] == args.device]
+        if not devices:
+            raise CliError(f"ENXIO: no device {args.device!r}")
+        print(listing.dumps({"badblocks": devices[0]["badblocks"]}))
+        return
+    if args.block is None:
+        raise CliError("inject-error needs -B BLOCK (or --status)")
+    command = "clear-error" if args.uninject else "inject-error"
+    control(mountpoint, _line(command, args.device, block=args.block, count=args.count))
 
 
 def _run(args, command: str) -> None:
@@ -211,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("mount", help="mount an emulator")
     m.add_argument("mountpoint")
     m.add_argument("--memory-file", metavar="PATH", help="back memory with PATH and keep it (default: /dev/shm, removed)")
-    m.add_argument("--size", type=_size, default=1 << 30, help="size of region 0 (default 1G)")
-    m.add_argument("--align", type=_size, default=2 << 20, help="align of region 0: 4K, 2M or 1G (default 2M)")
+    m.add_argument("--size", type=_size, help="size of region 0 of a new layout (default 1G)")
+    m.add_argument("--align", type=_size, help="align of region 0 of a new layout: 4K, 2M or 1G (default 2M)")
     m.add_argument("--no-default-device", action="store_true", help="do not create dax0.0")
     m.add_argument("--nr-dax", type=int, default=256, help="most dax devices at once (default 256)")
     m.add_argument("--foreground", action="store_true", help="serve in this process")
@@ -244,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("-D", "--devices", action="store_true", help="include devices")
     ls.add_argument("-M", "--mappings", action="store_true", help="include device mappings")
     ls.add_argument("-i", "--idle", action="store_true", help="include size-0 devices")
+    ls.add_argument("--media-errors", action="store_true", help="include each device's bad blocks")
+
+    ie = managed("inject-error", "poison 512-byte blocks of a device (media errors), clear or list them",
+                 cmd_inject_error)
+    ie.add_argument("device", metavar="NAME")
+    ie.add_argument("-B", "--block", type=int, help="first 512-byte block")
+    ie.add_argument("-n", "--count", type=int, default=1, help="blocks (default 1)")
+    ie.add_argument("--uninject", action="store_true", help="clear them")
+    ie.add_argument("--status", action="store_true", help="list the device's bad blocks")
 
     cr = managed("create-region", "create a region",
                  lambda a: _run(a, _line("create-region", size=a.size, align=a.align, id=a.id)))

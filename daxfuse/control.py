@@ -13,6 +13,8 @@ ignored. A read returns the result of the last write on the same handle
   disable-device NAME
   enable-device NAME
   destroy-device NAME
+  inject-error NAME block=BLOCK [count=N]    poison 512-byte blocks (media errors)
+  clear-error NAME block=BLOCK [count=N]
 """
 import errno
 import functools
@@ -24,7 +26,7 @@ import trio
 
 from .dax import DaxBus
 from .errors import DaxError, shown
-from .units import parse_id, parse_size
+from .units import parse_count, parse_id, parse_size
 
 # The kernel cuts a write into requests of at most 1 MiB, and one of up to
 # 1 MiB - 4 KiB always arrives whole, however its buffer is aligned: larger
@@ -58,6 +60,7 @@ def _device_named(_, args) -> str:
 
 
 _SIZE_KEYS = {"size": (parse_size, "size"), "align": (parse_size, "align")}
+_BLOCK_KEYS = {"block": (parse_count, "block"), "count": (parse_count, "count")}
 _COMMANDS = {
     "create-region": _Command("create_region", None, {**_SIZE_KEYS, "id": (parse_id, "id_")},
                               frozenset({"size"}), _region_made),
@@ -69,6 +72,8 @@ _COMMANDS = {
     "disable-device": _Command("disable_device", str, {}, frozenset(), _device_named),
     "enable-device": _Command("enable_device", str, {}, frozenset(), _device_named),
     "destroy-device": _Command("destroy_device", str, {}, frozenset(), _device_named),
+    "inject-error": _Command("inject_error", str, _BLOCK_KEYS, frozenset({"block"}), _device_named),
+    "clear-error": _Command("clear_error", str, _BLOCK_KEYS, frozenset({"block"}), _device_named),
 }
 
 

@@ -7,6 +7,7 @@ process exits 0. Readiness (READY=1 over $NOTIFY_SOCKET, the systemd protocol)
 is sent only once the mount has answered a request.
 """
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -19,9 +20,12 @@ import trio
 from . import runfiles
 from .core import DaxCore
 from .dax import DaxBus
+from .dax.layout import LayoutStore
 from .direct import DirectServer
+from .errors import DaxError
 from .fuse_ops import DaxOperations
 from .memory import MemoryFile
+from .units import size_text
 
 log = logging.getLogger("daxfuse")
 
@@ -45,17 +49,34 @@ MAX_TASKS = 1 << 30
 # How long a shutdown waits for clients to read the result of a batch they
 # wrote on a control handle that is still open.
 CONTROL_DRAIN = 5.0
+DEFAULT_SIZE = 1 << 30
+DEFAULT_ALIGN = 2 << 20
 
 
 @dataclass
 class MountConfig:
     mountpoint: str
     memory_file: str | None
-    size: int
-    align: int
+    size: int | None   # None: not given (1 GiB for a new layout)
+    align: int | None  # None: not given (2 MiB for a new layout)
     default_device: bool
     nr_dax: int
     options: list[str]
+
+    def check_against(self, record: dict, path: str) -> None:
+        """--size, --align and --no-default-device shape a new layout only:
+        given with a recorded one, they must agree with it."""
+        region0 = next((r for r in record["regions"] if r["id"] == 0), None)
+        seed = region0 and next((d for d in region0["devices"] if d["id"] == 0), None)
+        for given, recorded, what in ((self.size, region0 and region0["size"], "--size"),
+                                      (self.align, region0 and region0["align"], "--align")):
+            if given is not None and given != recorded:
+                recorded_text = "no region 0" if recorded is None else f"region 0 of {size_text(recorded)}"
+                raise DaxError(errno.EINVAL, f"{what} {size_text(given)} disagrees with the layout of {path} "
+                                             f"({recorded_text}): leave it out")
+        if not self.default_device and seed and seed["size"]:
+            raise DaxError(errno.EINVAL, f"--no-default-device disagrees with the layout of {path} "
+                                         f"(dax0.0 has {size_text(seed['size'])}): leave it out")
 
 
 def sd_notify(message: str) -> None:
@@ -100,6 +121,9 @@ async def _shut_down(ops: DaxOperations, direct: DirectServer) -> None:
     async with ops.bus.closed():
         await ops.write_back()
         await direct.revoke_all()
+        if ops.bus.store is not None:
+            ops.bus.store.state = "clean"
+            await ops.bus.persist()
         await ops.tree.control.drained(CONTROL_DRAIN)
         pyfuse3.terminate()
 
@@ -115,11 +139,15 @@ async def _unmap_when_idle(memory: MemoryFile) -> None:
             mapped = False
 
 
-async def _serve(bus: DaxBus, config: MountConfig, stack: contextlib.ExitStack) -> None:
-    ops = [lambda: bus.create_region(config.size, config.align, 0)]
-    if config.default_device:  # the seed dax0.0, over the whole region
-        ops.append(lambda: bus.create_device(0))
-    await bus.apply(ops)
+async def _serve(bus: DaxBus, config: MountConfig, stack: contextlib.ExitStack, restored: bool) -> None:
+    if restored:
+        await bus.persist()  # "running" until a clean shutdown: a crash now counts
+    else:
+        size, align = config.size or DEFAULT_SIZE, config.align or DEFAULT_ALIGN
+        ops = [lambda: bus.create_region(size, align, 0)]
+        if config.default_device:  # the seed dax0.0, over the whole region
+            ops.append(lambda: bus.create_device(0))
+        await bus.apply(ops)
 
     ops = DaxOperations(bus)
     pyfuse3.init(ops, config.mountpoint, fuse_options(config))
@@ -154,11 +182,23 @@ def _raise_read_ahead(st_dev: int) -> None:
 def run(config: MountConfig) -> None:
     """Serve until unmounted or signalled. Raises DaxError / OSError on bad set-up."""
     with contextlib.ExitStack() as stack:
+        store = record = None
+        if config.memory_file:  # its layout: read, and checked, before the memory is opened
+            store = LayoutStore(config.memory_file)
+            record = store.load()
+            if record is not None:
+                config.check_against(record, config.memory_file)
         memory = MemoryFile(config.memory_file)
         stack.callback(memory.close)
-        bus = DaxBus(DaxCore(config.nr_dax), memory)
+        bus = DaxBus(DaxCore(config.nr_dax), memory, store)
+        if record is not None:
+            bus.restore(record)
+            if record["state"] != "clean":  # the daemon that served it died: an unsafe shutdown
+                bus.dirty_shutdown += 1
+                log.warning("%s: the last daemon did not shut down cleanly (unsafe shutdowns: %d)",
+                            config.memory_file, bus.dirty_shutdown)
         try:
-            trio.run(_serve, bus, config, stack)
+            trio.run(_serve, bus, config, stack, record is not None)
         except BaseExceptionGroup as group:
             raise _sole(group) from None
     _remove_own_log(config.mountpoint)

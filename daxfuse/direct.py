@@ -5,7 +5,7 @@ those mappings.
 Protocol: one SOCK_SEQPACKET connection per client process to the abstract
 socket "daxfuse/<st_dev of the mount>", text messages, fds as SCM_RIGHTS:
 
-  hello PID SIGNAL             -> ok NR_DAX            + [generation table, read-only]
+  hello PID SIGNAL             -> ok NR_DAX WORDS      + [the shared table, read-only]
   map OFFSET LENGTH WRITE      + [the device's fd]
                                -> ok GEN ALIGN SIZE PHYS:LEN... + [memory file]
                                 | err ERRNO | fuse (map the FUSE file instead)
@@ -14,7 +14,8 @@ socket "daxfuse/<st_dev of the mount>", text messages, fds as SCM_RIGHTS:
   ack SEQ                      (the client revoked what the table said, up to SEQ)
 
 Revocation, as the kernel's unbind zaps every mapping: the device's
-generation in the shared table is bumped, then every thread of every
+generation in the shared table is bumped (for a media error, the poisoned
+ranges are published there instead, and only those pages die), then every thread of every
 process that holds a mapping of it gets SIGNAL. The library's handler maps a
 dead file (0 bytes: every access SIGBUS) over each mapping whose generation
 is stale, then acks. A revocation is done for a process once it acked, or
@@ -40,12 +41,16 @@ import numpy as np
 import trio
 
 from .dax import DaxBus, DevDax
+from .dax.badblocks import SECTOR
 from .devt import DAX_INO_BASE
 from .errors import DaxError
 
 log = logging.getLogger(__name__)
 
 KILL_AFTER = 1.0
+# The shared table: a generation per minor, the revocation sequence, then the
+# poisoned byte ranges of the memory file (count, then start and length each).
+MAX_POISON = 512
 _POLL = 0.002
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_TGKILL = 234
@@ -107,10 +112,12 @@ class DirectServer:
         self.mount_dev = mount_dev
         self.clients: set[_Client] = set()
         self.seq = 0
+        words = self.core.nr_dax + 2 + 2 * MAX_POISON
         fd = os.memfd_create("daxfuse-generations", os.MFD_CLOEXEC)
-        os.ftruncate(fd, 8 * (self.core.nr_dax + 1))
+        os.ftruncate(fd, 8 * words)
         self._table_fd = fd
-        self._table = np.frombuffer(mmap.mmap(fd, 8 * (self.core.nr_dax + 1)), dtype=np.uint64)
+        self._table = np.frombuffer(mmap.mmap(fd, 8 * words), dtype=np.uint64)
+        self._seq_at = self.core.nr_dax
         bus.listeners.append(self._on_change)
 
     # --- serving -------------------------------------------------------------------------
@@ -168,7 +175,7 @@ class DirectServer:
         match msg:
             case ["hello", pid, sig]:
                 client.pid, client.signal = int(pid), int(sig)
-                await self._send(client.sock, ["ok", self.core.nr_dax], [self._table_fd])
+                await self._send(client.sock, ["ok", self.core.nr_dax, len(self._table)], [self._table_fd])
             case ["map", offset, length, write] if len(fds) == 1:
                 await self._map(client, int(offset), int(length), write == "1", fds[0], trusted)
             case ["inherit", minor, gen]:
@@ -245,6 +252,18 @@ class DirectServer:
     async def _on_change(self, event: str, dev: DevDax) -> None:
         if event == "disabled":  # dead: kill_dax returned, no new grant can start
             await self.revoke(dev)
+        elif event in ("poisoned", "cleared"):
+            await self.poison(dev)
+
+    async def poison(self, dev: DevDax) -> None:
+        """Publish the poisoned ranges; mappers of dev map the dead file over
+        the poisoned pages (the rest of the mapping lives on)."""
+        bad = [(s * SECTOR, c * SECTOR) for s, c in self.bus.badblocks.ranges()][:MAX_POISON]
+        base = self._seq_at + 1
+        for i, (start, length) in enumerate(bad):
+            self._table[base + 1 + 2 * i:base + 3 + 2 * i] = (start, length)
+        self._table[base] = len(bad)
+        await self._signal([c for c in self.clients if dev.dax_dev.minor in c.grants], dev)
 
     @staticmethod
     def _revoked_meanwhile(client: _Client) -> bool:
@@ -271,13 +290,18 @@ class DirectServer:
             self._table[minor] += 1  # a grant in flight sees it is stale
             return
         self._table[minor] += 1
-        self.seq += 1
-        self._table[-1] = self.seq
-        seq = self.seq
         holders = [c for c in self.clients if minor in c.grants]
         for client in holders:
             gen, dax_dev, _ = client.grants.pop(minor)
             self.core.put_dax(dax_dev)
+        await self._signal(holders, dev)
+
+    async def _signal(self, holders: list[_Client], dev: DevDax) -> None:
+        """Have every holder apply the table as it now is (see the module)."""
+        self.seq += 1
+        self._table[self._seq_at] = self.seq
+        seq = self.seq
+        for client in holders:
             client.signalled = set()
         waiting = set(holders)
         with trio.move_on_after(KILL_AFTER):

@@ -263,7 +263,7 @@ class DaxOperations(pyfuse3.Operations):
                 # libfuse negotiates atomic_o_trunc: accepting the flag would make
                 # the kernel drop its page cache, dirty mapped pages included.
                 raise DaxError(errno.EINVAL, "O_TRUNC would discard device contents")
-            self._handles[fh] = DaxFile(self.core, self.bus.memory, entry[0].dax_dev)
+            self._handles[fh] = DaxFile(self.bus, entry[0].dax_dev)
             # O_DIRECT needs no FOPEN_DIRECT_IO: the kernel's own direct I/O
             # path is as fast (scripts/bench) and, unlike it, allows MAP_SHARED.
             return pyfuse3.FileInfo(fh=fh)
@@ -306,7 +306,7 @@ class DaxOperations(pyfuse3.Operations):
             # Inline this deadlocks: the kernel writes dirty mapped pages
             # back through WRITE requests that only the trio thread answers.
             # Other changes need only the attributes (size, times) dropped.
-            data = event in ("disabling", "disabled", "resized", "removed", "flush")
+            data = event in ("disabling", "disabled", "resized", "removed", "flush", "poisoned", "cleared")
             await trio.to_thread.run_sync(self._invalidate_inode, ino, not data)
 
     async def write_back(self) -> None:

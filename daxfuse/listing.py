@@ -6,7 +6,7 @@ import json
 REGION_PATH = "/platform/daxfuse.{id}"
 
 
-def _device(dev: dict, mappings: bool) -> dict:
+def _device(dev: dict, mappings: bool, media_errors: bool) -> dict:
     out = {"chardev": dev["name"], "size": dev["size"], "target_node": 0,
            "align": dev["align"], "mode": "devdax"}
     if dev["state"] == "disabled":
@@ -15,12 +15,15 @@ def _device(dev: dict, mappings: bool) -> dict:
         out["mappings"] = [{"page_offset": r["page_offset"] // 4096, "start": r["start"],
                             "end": r["end"], "size": r["end"] + 1 - r["start"]}
                            for r in reversed(dev["ranges"])]
+    if media_errors and dev["badblocks"]:  # as ndctl list --media-errors, for namespaces
+        out["badblocks"] = dev["badblocks"]
     return out
 
 
-def daxctl_list(layout: list[dict], regions: bool, devices: bool, mappings: bool, idle: bool) -> list[dict]:
+def daxctl_list(layout: list[dict], regions: bool, devices: bool, mappings: bool, idle: bool,
+                media_errors: bool = False) -> list[dict]:
     def devs(region: dict) -> list[dict]:
-        return [_device(d, mappings) for d in reversed(region["devices"]) if idle or d["size"]]
+        return [_device(d, mappings, media_errors) for d in reversed(region["devices"]) if idle or d["size"]]
 
     layout = list(reversed(layout))
     if not regions:

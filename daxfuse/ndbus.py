@@ -18,9 +18,10 @@ import functools
 import uuid
 
 from .dax import DaxBus, DaxRegion, DevDax
-from .devt import NDCTL_INO, NDCTL_MAJOR, NMEM_MAJOR
+from .dax.badblocks import SECTOR
+from .devt import NDCTL_MAJOR, NMEM_MAJOR
 from .errors import DaxError
-from .nodes import Attr, Chardev, Link, Node, table
+from .nodes import Attr, Link, Node, table
 
 BUS_DIR = "daxfuse-nvdimm"
 BUS = f"devices/platform/{BUS_DIR}/ndbus0"
@@ -60,27 +61,6 @@ def _refuse_namespace_change(data: str) -> list:
 # What ndctl disable-namespace, destroy-namespace and disable-region write:
 # they fail with EOPNOTSUPP ("Operation not supported").
 _NAMESPACES_FIXED = Attr(0o200, store=_refuse_namespace_change)
-
-
-class NdctlFile:
-    """An open /dev/ndctl0: the bus's ioctls arrive here (see the
-    personality); reading gives nothing, as the kernel's."""
-    __slots__ = ()
-
-    def read(self, off: int, size: int) -> bytes:
-        return b""
-
-    async def write(self, off: int, buf: bytes) -> int:
-        raise DaxError(errno.ENOTTY, "/dev/ndctl0 takes ioctls only")
-
-    async def fsync(self) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
-
-
-NDCTL_NODE = Chardev(NDCTL_INO, NdctlFile)
 
 
 class NdBusView:
@@ -135,7 +115,9 @@ class NdBusView:
             "nfit": _static(table({
                 "revision": _static(_ro("1\n")),
                 "dsm_mask": _static(_ro("0x39e\n")),
-                "scrub": _static(_ro("0\n")),
+                # ndctl counts scrubs here ("+": one running); writing 1 starts one
+                "scrub": _static(Attr(0o644, show=lambda: f"{self.bus.scrubs}\n",
+                                      store=lambda data: [self.bus.start_scrub])),
             })),
             "ndctl0": _static(table({
                 "dev": _static(_ro(f"{NDCTL_DEVT}\n")),
@@ -192,7 +174,12 @@ class NdBusView:
             "max_available_extent": _static(_val(lambda: f"{region.available_size}\n")),
             "persistence_domain": _static(_ro(f"{PERSISTENCE_DOMAIN}\n")),
             "deep_flush": _static(Attr(0o644, show=lambda: "1\n", store=lambda data: [bus.deep_flush])),
-            "badblocks": _static(_ro("")),  # empty: a 0-byte file, as libndctl expects
+            # "<sector> <count>" lines from the region's start; none: a 0-byte file, as libndctl expects.
+            # Writing "SECTOR COUNT" poisons, "-SECTOR COUNT" clears.
+            "badblocks": _static(Attr(0o644, show=lambda: "".join(
+                f"{s - region.res.start // SECTOR} {c}\n"
+                for s, c in bus.badblocks.within(region.res.start // SECTOR, region.size // SECTOR)),
+                store=functools.partial(self._badblocks_store, region))),
             "driver": _static(Link("../../../../../bus/nd/drivers/nd_region")),
             "subsystem": _static(Link("../../../../../bus/nd")),
         }
@@ -200,6 +187,16 @@ class NdBusView:
             attrs[f"namespace{region.id}.{dev.id}"] = functools.partial(self._namespace, dev)
             attrs[dev.name] = functools.partial(self._nd_dax, dev)
         return table(attrs)
+
+    def _badblocks_store(self, region: DaxRegion, data: str) -> list:
+        words = data.replace("\0", "").split()
+        clear = bool(words) and words[0].startswith("-")
+        try:
+            sector, count = int(words[0].lstrip("-")), int(words[1])
+        except (IndexError, ValueError):
+            raise DaxError(errno.EINVAL, "write SECTOR COUNT to poison, -SECTOR COUNT to clear") from None
+        op = self.bus.clear_physical if clear else self.bus.inject_physical
+        return [functools.partial(op, region.res.start + sector * SECTOR, count * SECTOR)]
 
     def _namespace(self, dev: DevDax) -> Node | None:
         if not dev.size:

@@ -1,11 +1,13 @@
 """The mount's tree: control, dax/ (the devices), sys/ (the sysfs view) and
 dev/ (a /dev for `daxfuse exec`: the devices, plus every other name of the
 host's /dev as a link into .host/, where exec mounts the host's /dev)."""
+import functools
 import os
 
 from .control import Control
 from .dax import DaxBus
-from .ndbus import NDCTL_NODE
+from .ars import NdctlFile
+from .devt import NDCTL_INO
 from .nodes import Attr, AttrFile, Chardev, Device, Dir, Link, table
 from .sysfs import SysfsView
 
@@ -18,6 +20,7 @@ class Tree:
         self.bus = bus
         self.control = Control(bus)
         self.sysfs = SysfsView(bus)
+        self.ndctl = Chardev(NDCTL_INO, functools.partial(NdctlFile, bus))
         self.root = table({
             "control": lambda: self.control,
             "dax": lambda: Dir(self._device_names, self._device),
@@ -40,7 +43,7 @@ class Tree:
         if name == HOST_DEV:
             return Dir(lambda: [], lambda _: None)
         if name == NDCTL:
-            return NDCTL_NODE
+            return self.ndctl
         if name.startswith("dax") and (node := self._device(name)):
             return node
         return Link(f"{HOST_DEV}/{name}") if os.path.lexists(f"/dev/{name}") else None

@@ -56,6 +56,15 @@ def parse_id(text: str) -> int:
     return value
 
 
+def parse_count(text: str) -> int:
+    """A block number or count: decimal or 0x hex, up to 2^64 - 1."""
+    m = _PLAIN.fullmatch(text)
+    value = m and bounded_int(*_digits(m), U64_MAX)
+    if value is None or value is False:
+        raise DaxError(errno.EINVAL, f"invalid number {shown(text)}")
+    return value
+
+
 def parse_index(text: str) -> int | None:
     """A decimal index in a name (dax0.1, daxfuse.0, mapping2): ASCII digits,
     no leading zero, at most INT_MAX, so that no two names mean one node;

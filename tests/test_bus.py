@@ -107,7 +107,7 @@ def test_create_region_defaults(bus, memory):
     assert bus.layout() == [{"id": 0, "start": 0, "size": 8 * M, "align": M2,
                              "available_size": 8 * M, "devices": [
                                  {"name": "dax0.0", "id": 0, "size": 0, "align": M2, "state": "disabled",
-                                  "minor": 0, "ranges": []}]}]
+                                  "minor": 0, "ranges": [], "badblocks": []}]}]
     assert region.seed is bus.device("dax0.0"), "born with its seed, as a kernel region"
 
 
@@ -460,7 +460,7 @@ def test_destroy_keeps_minor_while_referenced(bus, memory):
     bare_region(bus, 4 * M)
     apply(bus, P(bus.create_device, 0, M2))
     dev = bus.device("dax0.0")
-    f = DaxFile(bus.core, memory, dev.dax_dev)
+    f = DaxFile(bus, dev.dax_dev)
     apply(bus, P(bus.disable_device, "dax0.0"), P(bus.destroy_device, "dax0.0"))
     assert len(bus.core) == 1 and dev.dax_dev.refs == 1, "the open file still references it"
     (new,) = apply(bus, P(bus.create_device, 0, M2))
@@ -523,7 +523,7 @@ def test_failed_batch_frees_minors_it_took(memory):
 def test_daxfile_two_ranges(bus, memory):
     dev = hole_device(bus)
     apply(bus, P(bus.enable_device, "dax0.2"))
-    f = DaxFile(bus.core, memory, dev.dax_dev)
+    f = DaxFile(bus, dev.dax_dev)
     assert dev.dax_dev.refs == 2
     size = dev.size
     data = bytes(np.random.default_rng(1).integers(0, 256, 300, dtype=np.uint8))
@@ -559,7 +559,7 @@ def test_daxfile_two_ranges(bus, memory):
     # disabled: every operation is ENXIO; enabled again: back, data kept
     apply(bus, P(bus.disable_device, "dax0.2"))
     for op in (lambda: f.read(0, 1), lambda: trio.run(f.write, 0, b"z"), lambda: trio.run(f.fsync),
-               lambda: DaxFile(bus.core, memory, dev.dax_dev)):
+               lambda: DaxFile(bus, dev.dax_dev)):
         with pytest.raises(DaxError) as ei:
             op()
         assert ei.value.errno == errno.ENXIO
@@ -575,7 +575,7 @@ def test_daxfile_two_ranges(bus, memory):
 def test_daxfile_sees_resize(bus, memory):
     dev = hole_device(bus)
     apply(bus, P(bus.resize_device, "dax0.2", M2), P(bus.enable_device, "dax0.2"))
-    f = DaxFile(bus.core, memory, dev.dax_dev)
+    f = DaxFile(bus, dev.dax_dev)
     assert bytes(f.read(M2, 1)) == b""
     with pytest.raises(DaxError):
         trio.run(f.write, M2, b"x")

@@ -19,3 +19,13 @@ class Ida:
 
     def remove(self, id_: int) -> None:
         heapq.heappush(self._freed, id_)
+
+    def claim(self, id_: int) -> None:
+        """Take id_ itself (a layout restored): it must be free."""
+        if id_ < self._next:
+            self._freed.remove(id_)
+            heapq.heapify(self._freed)
+            return
+        for free in range(self._next, id_):
+            heapq.heappush(self._freed, free)
+        self._next = id_ + 1

@@ -21,6 +21,7 @@ from ..core import DaxCore
 from ..errors import DaxError, shown
 from ..memory import MemoryFile
 from ..units import INT_MAX, parse_index, size_text
+from .badblocks import SECTOR, Badblocks, sectors
 from .device import DaxRegion, DevDax, Range
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ DEFAULT_ALIGN = 2 << 20
 
 # A listener hears (event, dev_dax) for: "added", "disabling" (still alive:
 # write dirty pages back), "disabled" (dead: revoke mappings), "enabled",
-# "resized", "realigned", "removed", "flush" (write back what is held for it).
+# "resized", "realigned", "removed", "flush" (write back what is held for it),
+# "poisoned", "cleared" (media errors in its ranges).
 Listener = Callable[[str, DevDax], Awaitable[None]]
 
 
@@ -71,9 +73,13 @@ class _Txn:
 
 
 class DaxBus:
-    def __init__(self, core: DaxCore, memory: MemoryFile) -> None:
+    def __init__(self, core: DaxCore, memory: MemoryFile, store=None) -> None:
         self.core = core
         self.memory = memory
+        self.store = store  # where the layout persists (a LayoutStore), or None
+        self.badblocks = Badblocks()  # poisoned sectors of the memory file
+        self.injected = Badblocks()   # the errors injected through ARS (ndctl inject-error --status)
+        self.scrubs = 0  # address range scrubs done (nfit/scrub)
         self.regions: dict[int, DaxRegion] = {}
         self.listeners: list[Listener] = []
         self._lock = trio.Lock()
@@ -99,10 +105,23 @@ class DaxBus:
             finally:
                 self._txn = None
                 self.generation += 1
+            try:  # acknowledged only once its record is durable
+                await self.persist()
+            except DaxError:
+                for undo in reversed(txn.undo):
+                    undo()
+                self.generation += 1
+                raise
             for effect in txn.effects:
                 await effect()
             self.changed = time.time_ns()
             return results
+
+    async def persist(self) -> None:
+        """Make the layout as it is now durable, where it persists."""
+        if self.store is not None:
+            record = self.store.snapshot(self)
+            await trio.to_thread.run_sync(self.store.save, record)
 
     def _record(self, undo: Callable[[], None], *effects: Callable[[], Awaitable[None]]) -> None:
         assert self._txn is not None, "bus operations run inside DaxBus.apply()"
@@ -363,6 +382,94 @@ class DaxBus:
 
         self._record(lambda: None, *[self._notify("flush", d) for d in devices], sync)
 
+    # --- a layout restored ------------------------------------------------------------------------
+    def restore(self, record: dict) -> None:
+        """Rebuild the layout a LayoutStore recorded (before serving, no batch):
+        the same ids, ranges, states, seeds and bad blocks; fresh minors."""
+        for r in record["regions"]:
+            region = DaxRegion(r["id"], Range(r["start"], r["start"] + r["size"]), r["align"])
+            self.memory.ensure(region.res.end)
+            self.regions[region.id] = region
+            for d in r["devices"]:
+                dev = DevDax(region, d["id"], d["align"])
+                dev.dax_dev = self.core.alloc_dax(dev)
+                region.ida.claim(dev.id)
+                dev.set_ranges([Range(start, end) for start, end in d["ranges"]])
+                region.devices[dev.id] = dev
+                if d["enabled"]:
+                    dev.enabled = True
+                    self.core.run_dax(dev.dax_dev, dev)
+            region.seed = region.devices.get(r["seed"])
+            region.youngest = region.devices.get(r["youngest"])
+        self.badblocks = Badblocks(record["badblocks"])
+        self.injected = Badblocks(record["injected"])
+        self.dirty_shutdown = record["dirty_shutdown"]
+        self.generation += 1
+
+    # --- media errors ---------------------------------------------------------------------------
+    def _device_sectors(self, dev: DevDax, block: int, count: int) -> list[tuple[int, int]]:
+        """The memory file's sectors of 512-byte blocks [block, block + count) of dev."""
+        blocks = dev.size // SECTOR
+        if block < 0 or count < 1 or block + count > blocks:
+            raise DaxError(errno.EINVAL, f"blocks {block}-{block + count - 1} are not within {dev.name} "
+                                         f"({blocks} blocks of 512 bytes)")
+        return [sectors(phys, n) for phys, n in dev.segments(block * SECTOR, count * SECTOR)]
+
+    def _region_sectors(self, start: int, length: int) -> list[tuple[int, int]]:
+        """The sectors of a physical range, which must lie in a region (ARS)."""
+        if length <= 0 or not any(r.res.start <= start and start + length <= r.res.end for r in self.regions.values()):
+            raise DaxError(errno.EINVAL, f"{start:#x}-{start + length - 1:#x} is not within a region")
+        return [sectors(start, length)]
+
+    def _change_media(self, pieces: list[tuple[int, int]], poison: bool, injected: bool) -> None:
+        old = Badblocks(self.badblocks.ranges()), Badblocks(self.injected.ranges())
+        for start, count in pieces:
+            for media, wanted in ((self.badblocks, True), (self.injected, injected)):
+                if wanted:
+                    (media.add if poison else media.remove)(start, count)
+        touched = [d for d in self.devices() if any(
+            r.start < (s + c) * SECTOR and s * SECTOR < r.end for r in d.ranges for s, c in pieces)]
+
+        def undo() -> None:
+            self.badblocks, self.injected = old
+        self._record(undo, *[self._notify("poisoned" if poison else "cleared", d) for d in touched])
+
+    def inject_error(self, name: str, block: int, count: int = 1) -> None:
+        """Poison 512-byte blocks of a device (ndctl inject-error, nfit_test's)."""
+        self._change_media(self._device_sectors(self.device(name), block, count), poison=True, injected=True)
+
+    def clear_error(self, name: str, block: int, count: int = 1) -> None:
+        self._change_media(self._device_sectors(self.device(name), block, count), poison=False, injected=True)
+
+    def inject_physical(self, start: int, length: int) -> None:
+        """ARS error injection at a physical range: poisoned at once, as a scrub would find it."""
+        self._change_media(self._region_sectors(start, length), poison=True, injected=True)
+
+    def uninject_physical(self, start: int, length: int) -> None:
+        """Out of the injection list; the poison stays, as the kernel's badblocks do."""
+        pieces = self._region_sectors(start, length)
+        old = Badblocks(self.injected.ranges())
+        for s, c in pieces:
+            self.injected.remove(s, c)
+        self._record(lambda: setattr(self, "injected", old))
+
+    def clear_physical(self, start: int, length: int) -> None:
+        """ND_IOCTL_CLEAR_ERROR: the poison of a physical range cleared."""
+        self._change_media(self._region_sectors(start, length), poison=False, injected=True)
+
+    def start_scrub(self) -> None:
+        """nfit/scrub: a scrub, done at once (injected errors are poisoned as they are injected)."""
+        self.scrubs += 1
+        self._record(lambda: setattr(self, "scrubs", self.scrubs - 1))
+
+    def device_badblocks(self, dev: DevDax) -> list[tuple[int, int]]:
+        """dev's poisoned 512-byte blocks: (first block, count), device-relative."""
+        out = []
+        for r, offset in zip(dev.ranges, dev.page_offsets()):
+            for s, c in self.badblocks.within(r.start // SECTOR, r.size // SECTOR):
+                out.append(((s * SECTOR - r.start + offset) // SECTOR, c))
+        return sorted(out)
+
     # --- range planning (pure) ---------------------------------------------------------------
     @staticmethod
     def _plan_shrink(ranges: list[Range], size: int) -> list[Range]:
@@ -415,5 +522,6 @@ class DaxBus:
                 "minor": dev.dax_dev.minor,
                 "ranges": [{"start": r.start, "end": r.end - 1, "page_offset": off}
                            for r, off in zip(dev.ranges, dev.page_offsets())],
+                "badblocks": [{"offset": b, "length": n} for b, n in self.device_badblocks(dev)],
             } for dev in sorted(region.devices.values(), key=lambda d: d.id)],
         } for region in sorted(self.regions.values(), key=lambda r: r.id)]

@@ -10,17 +10,18 @@ import errno
 
 import trio
 
-from ..core import DaxCore, DaxDevice
+from ..core import DaxDevice
 from ..errors import DaxError
-from ..memory import MemoryFile
+from .badblocks import sectors, whole_sectors
 
 
 class DaxFile:
-    __slots__ = ("core", "memory", "dax_dev")
+    __slots__ = ("bus", "core", "memory", "dax_dev")
 
-    def __init__(self, core: DaxCore, memory: MemoryFile, dax_dev: DaxDevice) -> None:
-        self.core = core
-        self.memory = memory
+    def __init__(self, bus: "DaxBus", dax_dev: DaxDevice) -> None:
+        self.bus = bus
+        self.core = core = bus.core
+        self.memory = bus.memory
         self.dax_dev = dax_dev
         idx = self._enter()
         try:
@@ -40,10 +41,14 @@ class DaxFile:
 
     def read(self, offset: int, size: int):
         """Bytes at offset; empty at or past the end. A single range is served
-        as the memory file gives it (a zero-copy view where allocated)."""
+        as the memory file gives it (a zero-copy view where allocated). A
+        poisoned sector fails the whole read with EIO, as on pmem."""
         idx = self._enter()
         try:
-            pieces = [self.memory.read(p, n) for p, n in self.dax_dev.private.segments(offset, size)]
+            segments = list(self.dax_dev.private.segments(offset, size))
+            if self.bus.badblocks and any(self.bus.badblocks.overlaps(*sectors(p, n)) for p, n in segments):
+                raise DaxError(errno.EIO, f"a media error in {self.dax_dev.private.name} at {offset:#x}")
+            pieces = [self.memory.read(p, n) for p, n in segments]
         finally:
             self.core.read_unlock(idx)
         if len(pieces) == 1:
@@ -57,13 +62,33 @@ class DaxFile:
             dev = self.dax_dev.private
             if offset >= dev.size and data:
                 raise DaxError(errno.ENOSPC, f"write at {offset:#x} is past the end of {dev.name} ({dev.size:#x})")
+            segments = list(dev.segments(offset, len(data)))
+            cleared = self.bus.badblocks and self._clear_on_write(segments)
             done = 0
-            for phys, n in dev.segments(offset, len(data)):
+            for phys, n in segments:
                 self.memory.write(phys, data[done:done + n])
                 done += n
-            return done
         finally:
             self.core.read_unlock(idx)
+        if cleared:
+            await self.bus.persist()  # the write is answered once its record is durable
+        return done
+
+    def _clear_on_write(self, segments) -> bool:
+        """The pmem driver's clear-on-write: a write covering whole poisoned
+        sectors clears them; one over part of a poisoned sector fails (EIO)."""
+        bad = self.bus.badblocks
+        for phys, n in segments:
+            first, count = sectors(phys, n)
+            whole_first, whole_count = whole_sectors(phys, n)
+            for s, c in bad.within(first, count):
+                if s < whole_first or s + c > whole_first + whole_count:
+                    raise DaxError(errno.EIO, f"a write over part of a poisoned sector ({s})")
+        for phys, n in segments:
+            bad.remove(*sectors(phys, n))
+            self.bus.injected.remove(*sectors(phys, n))
+        self.bus.generation += 1  # the layout shows the badblocks
+        return True
 
     async def fsync(self) -> None:
         """msync the device's ranges; the read side is held across the wait."""

@@ -33,6 +33,7 @@
 #include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -113,10 +114,25 @@ static long fd_minor_slow(int fd)
 	return dev_minor(st.st_dev, st.st_ino, st.st_mode);
 }
 
+enum { FD_OTHER, FD_DAX, FD_NDCTL };
+static dev_t chardev_of(dev_t dev, ino_t ino, mode_t mode);
+
+static int fd_kind_slow(int fd)
+{
+	struct stat64 st;
+
+	RESOLVE(fstat64);
+	if (!cfg.active || REAL(fstat64)(fd, &st) != 0)
+		return FD_OTHER;
+	if (dev_minor(st.st_dev, st.st_ino, st.st_mode) >= 0)
+		return FD_DAX;
+	return chardev_of(st.st_dev, st.st_ino, st.st_mode) ? FD_NDCTL : FD_OTHER;
+}
+
 static void fd_note(int fd)
 {
 	if (fd >= 0 && fd < FD_TRACK)
-		__atomic_store_n(&fd_device[fd], fd_minor_slow(fd) >= 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&fd_device[fd], fd_kind_slow(fd), __ATOMIC_RELAXED);
 }
 
 static void fd_forget(int fd)
@@ -125,13 +141,18 @@ static void fd_forget(int fd)
 		__atomic_store_n(&fd_device[fd], 0, __ATOMIC_RELAXED);
 }
 
-static int fd_is_device(int fd)
+static int fd_kind(int fd)
 {
 	if (!cfg.active || fd < 0)
-		return 0;
+		return FD_OTHER;
 	if (fd < FD_TRACK)
 		return __atomic_load_n(&fd_device[fd], __ATOMIC_RELAXED);
-	return fd_minor_slow(fd) >= 0;
+	return fd_kind_slow(fd);
+}
+
+static int fd_is_device(int fd)
+{
+	return fd_kind(fd) == FD_DAX;
 }
 
 /* --- the stat family: character devices ----------------------------------- */
@@ -572,8 +593,8 @@ static void *fail(int err)
  * whose generation is stale, then acks.
  */
 #define REVOKE_SIGNAL (SIGRTMAX - 3)
-#define MAX_SEGMENTS 64
-#define MAX_DIRECT 4096
+#define MAX_SEGMENTS 16
+#define MAX_DIRECT 1024
 
 enum { D_FREE, D_LIVE, D_BUSY, D_DEAD };
 
@@ -583,6 +604,8 @@ struct direct {
 	int prot;
 	long minor;
 	uint64_t gen;
+	int nseg;  /* the memory file's pieces, from start on: where poison hits */
+	unsigned long long phys[MAX_SEGMENTS], len[MAX_SEGMENTS];
 };
 
 static struct direct directs[MAX_DIRECT];
@@ -591,7 +614,8 @@ static int dsock = -1;              /* this process's connection to the daemon *
 static pid_t dsock_pid;
 static int direct_refused;          /* the daemon said "fuse": map the FUSE file */
 static const volatile uint64_t *gens;
-static unsigned long ngens;          /* gens[ngens] is the daemon's revocation sequence */
+static unsigned long ngens;          /* gens[ngens] is the daemon's revocation sequence,  */
+static unsigned long table_words;    /* then the poisoned ranges: count, (start, length)... */
 static int memfd_rw = -1, memfd_ro = -1, deadfd = -1;
 static int revoking;
 static pthread_mutex_t dlock = PTHREAD_MUTEX_INITIALIZER;  /* the connection and its requests */
@@ -641,6 +665,28 @@ static int recv_msg(char *buf, size_t size, int *fd)
 	return 0;
 }
 
+/* The pages of d on poisoned memory: the dead file over them alone. */
+static void kill_poisoned(const struct direct *d)
+{
+	unsigned long long page = 4096, i, p, npoison = gens[ngens + 1];
+	uintptr_t at = d->start;
+	int s;
+
+	for (s = 0; s < d->nseg; at += d->len[s++])
+		for (i = 0; i < npoison && ngens + 3 + 2 * i < table_words; i++) {
+			unsigned long long start = gens[ngens + 2 + 2 * i], end = start + gens[ngens + 3 + 2 * i];
+			unsigned long long lo = start > d->phys[s] ? start : d->phys[s];
+			unsigned long long hi = end < d->phys[s] + d->len[s] ? end : d->phys[s] + d->len[s];
+
+			if (lo >= hi)
+				continue;
+			lo &= ~(page - 1);
+			hi = (hi + page - 1) & ~(page - 1);
+			p = at + (lo - d->phys[s]);
+			REAL(mmap)((void *)p, hi - lo, d->prot, MAP_SHARED | MAP_FIXED, deadfd, 0);
+		}
+}
+
 static void revoke_stale(void)
 {
 	int i, n = __atomic_load_n(&ndirects, __ATOMIC_ACQUIRE);
@@ -649,12 +695,17 @@ static void revoke_stale(void)
 		struct direct *d = &directs[i];
 		int live = D_LIVE;
 
-		if (__atomic_load_n(&d->state, __ATOMIC_ACQUIRE) != D_LIVE || gens[d->minor] == d->gen)
+		if (__atomic_load_n(&d->state, __ATOMIC_ACQUIRE) != D_LIVE)
 			continue;
 		if (!__atomic_compare_exchange_n(&d->state, &live, D_BUSY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 			continue;
-		REAL(mmap)((void *)d->start, d->end - d->start, d->prot, MAP_SHARED | MAP_FIXED, deadfd, 0);
-		__atomic_store_n(&d->state, D_DEAD, __ATOMIC_RELEASE);
+		if (gens[d->minor] != d->gen) {
+			REAL(mmap)((void *)d->start, d->end - d->start, d->prot, MAP_SHARED | MAP_FIXED, deadfd, 0);
+			__atomic_store_n(&d->state, D_DEAD, __ATOMIC_RELEASE);
+			continue;
+		}
+		kill_poisoned(d);
+		__atomic_store_n(&d->state, D_LIVE, __ATOMIC_RELEASE);
 	}
 }
 
@@ -708,10 +759,11 @@ static int connect_daemon(void)
 	dsock = fd;
 	dsock_pid = getpid();
 	snprintf(buf, sizeof(buf), "hello %d %d", getpid(), REVOKE_SIGNAL);
-	if (send_msg(buf, -1) < 0 || recv_msg(buf, sizeof(buf), &fd) < 0 || sscanf(buf, "ok %lu", &ngens) != 1 || fd < 0)
+	if (send_msg(buf, -1) < 0 || recv_msg(buf, sizeof(buf), &fd) < 0 ||
+	    sscanf(buf, "ok %lu %lu", &ngens, &table_words) != 2 || fd < 0)
 		return -1;
 	if (!gens) {
-		gens = REAL(mmap)(NULL, (ngens + 1) * 8, PROT_READ, MAP_SHARED, fd, 0);
+		gens = REAL(mmap)(NULL, table_words * 8, PROT_READ, MAP_SHARED, fd, 0);
 		if (gens == MAP_FAILED) {
 			gens = NULL;
 			return -1;
@@ -769,7 +821,7 @@ static int direct_grant(int fd, off_t off, size_t len, int prot, struct grant *g
 				break;
 			p += used;
 		}
-		rc = 1;
+		rc = *p ? 0 : 1;  /* more pieces than a mapping keeps track of: through FUSE */
 	}
 	if (memfd >= 0)
 		REAL(close)(memfd);
@@ -777,7 +829,7 @@ static int direct_grant(int fd, off_t off, size_t len, int prot, struct grant *g
 	return rc;
 }
 
-static int direct_add(uintptr_t start, uintptr_t end, int prot, long minor, uint64_t gen)
+static int direct_add(uintptr_t start, uintptr_t end, int prot, long minor, uint64_t gen, const struct grant *g)
 {
 	int i;
 
@@ -786,7 +838,12 @@ static int direct_add(uintptr_t start, uintptr_t end, int prot, long minor, uint
 		if (__atomic_load_n(&directs[i].state, __ATOMIC_ACQUIRE) == D_FREE)
 			break;
 	if (i < MAX_DIRECT) {
-		directs[i] = (struct direct){D_FREE, start, end, prot, minor, gen};
+		directs[i] = (struct direct){D_FREE, start, end, prot, minor, gen, 0, {0}, {0}};
+		if (g) {
+			directs[i].nseg = g->nseg;
+			memcpy(directs[i].phys, g->phys, sizeof(g->phys));
+			memcpy(directs[i].len, g->len, sizeof(g->len));
+		}
 		if (i >= ndirects)
 			__atomic_store_n(&ndirects, i + 1, __ATOMIC_RELEASE);
 		__atomic_store_n(&directs[i].state, D_LIVE, __ATOMIC_RELEASE);
@@ -859,7 +916,7 @@ static void *dax_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
 	}
 	maps_add(start, start + len, align);
 	if (direct) {
-		direct_add(start, start + len, prot, minor, g.gen);
+		direct_add(start, start + len, prot, minor, g.gen, &g);
 		revoke_stale();  /* revoked while it was being mapped */
 	}
 	return p;
@@ -918,7 +975,7 @@ static void direct_release(uintptr_t start, uintptr_t end, int gone, const int *
 		int left = start > d->start, right = end < d->end;
 
 		if (gone && right && left && was[j] == D_LIVE)  /* a hole in the middle: the right part goes on alone */
-			direct_add(end, d->end, d->prot, d->minor, d->gen);
+			direct_add(end, d->end, d->prot, d->minor, d->gen, NULL);
 		if (gone && right && !left)
 			d->start = end;
 		if (gone && left)
@@ -1005,6 +1062,64 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		maps_add((uintptr_t)p, page_end((uintptr_t)p, new_len), align);
 	}
 	return p;
+}
+
+/* --- /dev/ndctl0: the NVDIMM bus's ioctls, answered by the daemon ---------- */
+
+/* A request goes to the node as the command's number (u32) and its payload;
+ * the payload comes back as the kernel would have left it (daxfuse/ars.py).
+ * ND_IOCTL_CALL and ARS_STATUS carry more than _IOC_SIZE says. */
+#define ND_IOCTL_ARS_STATUS_NR 3
+#define ND_IOCTL_CALL_NR 10
+#define ARS_STATUS_SIZE (48 + 64 * 24)  /* the max_ars_out of daxfuse's ARS_CAP */
+
+DECLARE(int, ioctl, int, unsigned long, ...);
+
+static int ndctl_ioctl(int fd, unsigned int request, void *arg)
+{
+	unsigned int nr = _IOC_NR(request), size = _IOC_SIZE(request);
+	char *buf;
+	int rc = 0;
+
+	if (_IOC_TYPE(request) != 'N') {
+		errno = ENOTTY;
+		return -1;
+	}
+	if (nr == ND_IOCTL_CALL_NR) {
+		uint32_t in, out;
+		memcpy(&in, (char *)arg + 16, 4);
+		memcpy(&out, (char *)arg + 20, 4);
+		size = 64 + in + out;
+	} else if (nr == ND_IOCTL_ARS_STATUS_NR) {
+		size = ARS_STATUS_SIZE;
+	}
+	buf = malloc(4 + size);
+	if (!buf) {
+		errno = ENOMEM;
+		return -1;
+	}
+	memcpy(buf, &nr, 4);
+	memcpy(buf + 4, arg, size);
+	RESOLVE(pwrite);
+	RESOLVE(pread);
+	if (REAL(pwrite)(fd, buf, 4 + size, 0) < 0 || REAL(pread)(fd, arg, size, 0) < 0)
+		rc = -1;
+	free(buf);
+	return rc;
+}
+
+int ioctl(int fd, unsigned long request, ...)
+{
+	va_list ap;
+	void *arg;
+
+	va_start(ap, request);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	RESOLVE(ioctl);
+	if (fd_kind(fd) == FD_NDCTL)  /* libndctl passes an int: compare the low 32 bits */
+		return ndctl_ioctl(fd, (unsigned int)request, arg);
+	return REAL(ioctl)(fd, request, arg);
 }
 
 /* --- the revocation signal stays deliverable -------------------------------- */
