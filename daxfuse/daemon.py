@@ -101,10 +101,14 @@ def fuse_options(config: MountConfig) -> set[str]:
     return options
 
 
-async def _stop_on_signal(ops: DaxOperations, direct: DirectServer, nursery: trio.Nursery) -> None:
+async def _stop_on_signal(ops: DaxOperations, direct: DirectServer, nursery: trio.Nursery,
+                          task_status=trio.TASK_STATUS_IGNORED) -> None:
     """The first SIGTERM or SIGINT shuts down; later ones are only logged
-    (left to their default, a second one would kill the daemon mid-way)."""
+    (left to their default, a second one would kill the daemon mid-way).
+    Started before READY=1: a stop sent the moment readiness is seen must
+    find the receiver, not the default action."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for signum in signals:
             name = signal.Signals(signum).name
             if ops.bus.closing:
@@ -161,7 +165,7 @@ async def _serve(bus: DaxBus, config: MountConfig, stack: contextlib.ExitStack, 
         st = await trio.to_thread.run_sync(os.stat, config.mountpoint)
         direct = DirectServer(bus, st.st_dev)
         await nursery.start(direct.serve)
-        nursery.start_soon(_stop_on_signal, ops, direct, nursery)
+        await nursery.start(_stop_on_signal, ops, direct, nursery)
         nursery.start_soon(_unmap_when_idle, bus.memory)
         _raise_read_ahead(st.st_dev)
         stack.callback(os.unlink, runfiles.write_pid_file(config.mountpoint))

@@ -27,7 +27,7 @@ class Daemon:
 
     def __init__(self, mountpoint: str, *args: str) -> None:
         self.mountpoint = str(mountpoint)
-        sock_path = f"{self.mountpoint}.notify"
+        self.sock_path = sock_path = f"{self.mountpoint}.notify"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(sock_path)
         self.sock.settimeout(0.2)
@@ -82,6 +82,8 @@ class Daemon:
             self.proc.kill()
             self.proc.wait(10)
         self.sock.close()
+        if os.path.exists(self.sock_path):
+            os.unlink(self.sock_path)
 
 
 @pytest.fixture(scope="session")

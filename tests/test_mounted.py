@@ -291,6 +291,16 @@ def test_signal_unmounts_and_exits_zero(daemon_factory, signum):
         os.close(fd)
 
 
+def test_a_stop_the_moment_ready_is_seen_is_a_clean_shutdown(daemon_factory):
+    """The race: READY=1 was sent before the signal receiver existed, so a
+    supervisor's SIGTERM right after it hit the default action (exit -15)."""
+    for i in range(5):
+        d = daemon_factory("--size", "16M", name=f"m{i}")
+        d.proc.send_signal(signal.SIGTERM)  # no await between READY=1 and this
+        assert d.proc.wait(30) == 0
+        assert d.mountpoint not in mounted_paths()
+
+
 def test_bad_mount_arguments_fail_with_one_line(tmp_path):
     for args in (["--size", "3M"], ["--align", "8K"], ["--size", "lots"]):
         mnt = tmp_path / f"m{len(os.listdir(tmp_path))}"
