@@ -1,0 +1,217 @@
+"""A persistent memory file carries its layout in a record beside it
+(PATH.layout): restored exactly at the next mount, whatever killed the
+daemon before. On a disk (/var/tmp), not a tmpfs."""
+import errno
+import json
+import os
+import random
+import subprocess
+import threading
+import time
+
+import pytest
+import trio
+
+from conftest import DAXFUSE, Daemon, mounted_paths
+from daxfuse import control
+from daxfuse.core import DaxCore
+from daxfuse.dax import DaxBus
+from daxfuse.errors import DaxError
+from daxfuse.memory import MemoryFile
+
+pytestmark = [pytest.mark.mounted, pytest.mark.timeout(300)]
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def memory_file(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("persist", numbered=True)
+    path = os.path.join("/var/tmp", f"daxfuse-test-{os.getpid()}-{directory.name}")
+    yield path
+    for suffix in ("", ".layout", ".layout.tmp"):
+        if os.path.exists(path + suffix):
+            os.unlink(path + suffix)
+
+
+def daxfuse(*args, check=True):
+    r = subprocess.run([*DAXFUSE, *args], capture_output=True, text=True, timeout=60)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def dirty_shutdowns(d) -> int:
+    with open(d.path("sys", "devices", "platform", "daxfuse-nvdimm", "ndbus0", "nmem0", "nfit", "dirty_shutdown")) as f:
+        return int(f.read())
+
+
+def test_the_layout_comes_back_exactly(daemon_factory, memory_file, tmp_path):
+    d = daemon_factory("--size", "64M", "--memory-file", memory_file, name="first")
+    d.control("create-region size=32M align=4K\ncreate-device region=1 size=8M\ncreate-device region=1 size=4M\n"
+              "create-device region=1 size=8K\ndisable-device dax1.1\ndisable-device dax1.0\n"
+              "destroy-device dax1.0\nresize-device dax1.1 size=12M\ninject-error dax1.1 block=9 count=3")
+    with pytest.raises(OSError) as disabled:
+        os.open(d.path("dax", "dax1.1"), os.O_RDWR)
+    assert disabled.value.errno == errno.ENXIO
+    d.control("enable-device dax1.1")
+    fd = os.open(d.path("dax", "dax1.1"), os.O_RDWR)
+    os.pwrite(fd, b"kept", 8 * MiB)
+    os.fsync(fd)
+    os.close(fd)
+    listing = daxfuse("list", "-m", d.mountpoint, "-RDMi", "--media-errors").stdout
+    assert d.stop() == 0
+    record = json.load(open(memory_file + ".layout"))
+    assert record["state"] == "clean" and record["version"] == 1
+    again = daemon_factory("--memory-file", memory_file, name="second")
+    assert daxfuse("list", "-m", again.mountpoint, "-RDMi", "--media-errors").stdout == listing
+    fd = os.open(again.path("dax", "dax1.1"), os.O_RDONLY)
+    assert os.pread(fd, 4, 8 * MiB) == b"kept"
+    os.close(fd)
+    assert dirty_shutdowns(again) == 0, "a clean shutdown is no unsafe one"
+
+
+def test_options_that_disagree_with_the_layout_are_refused(daemon_factory, memory_file, tmp_path):
+    d = daemon_factory("--size", "64M", "--align", "4K", "--memory-file", memory_file, name="first")
+    assert d.stop() == 0
+    mnt = tmp_path / "second"
+    mnt.mkdir()
+    for args, word in ((["--size", "128M"], "--size"), (["--align", "2M"], "--align"),
+                       (["--no-default-device"], "--no-default-device")):
+        r = daxfuse("mount", str(mnt), "--memory-file", memory_file, *args, check=False)
+        assert r.returncode == 1 and r.stderr.startswith(f"daxfuse: EINVAL: {word} ") and r.stderr.count("\n") == 1
+    assert str(mnt) not in mounted_paths()
+    again = daemon_factory("--memory-file", memory_file, "--size", "64M", name="third")  # agreeing is fine
+    assert again.layout()[0]["size"] == 64 * MiB
+
+
+@pytest.mark.parametrize("damage,what", [
+    (lambda raw: raw.replace(b'"size":67108864', b'"size":67108865', 1), "checksum mismatch"),
+    (lambda raw: raw[:len(raw) // 2], "truncated or corrupt"),
+    (lambda raw: raw.replace(b'"version":1', b'"version":2', 1), "layout version 2"),
+    (lambda raw: b'{"format":"something else"}', "not a daxfuse-layout record"),
+])
+def test_a_corrupt_or_foreign_record_fails_the_mount_and_touches_nothing(daemon_factory, memory_file, tmp_path,
+                                                                         damage, what):
+    d = daemon_factory("--size", "64M", "--memory-file", memory_file, name="first")
+    fd = os.open(d.path("dax", "dax0.0"), os.O_RDWR)
+    os.pwrite(fd, b"precious", 0)
+    os.fsync(fd)
+    os.close(fd)
+    assert d.stop() == 0
+    with open(memory_file + ".layout", "rb") as f:
+        raw = damage(f.read())
+    with open(memory_file + ".layout", "wb") as f:
+        f.write(raw)
+    before = open(memory_file, "rb").read(), os.stat(memory_file).st_mtime_ns
+    mnt = tmp_path / "second"
+    mnt.mkdir()
+    r = daxfuse("mount", str(mnt), "--memory-file", memory_file, check=False)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert memory_file + ".layout" in r.stderr and what in r.stderr
+    assert (open(memory_file, "rb").read(), os.stat(memory_file).st_mtime_ns) == before
+    assert open(memory_file + ".layout", "rb").read() == raw, "nothing written"
+    assert str(mnt) not in mounted_paths()
+
+
+def test_sigkill_counts_an_unsafe_shutdown_and_a_clean_one_does_not(daemon_factory, memory_file, tmp_path):
+    (tmp_path / "a").mkdir()
+    d = Daemon(str(tmp_path / "a"), "--size", "64M", "--memory-file", memory_file)
+    try:
+        assert dirty_shutdowns(d) == 0
+        d.proc.kill()
+        d.proc.wait(30)
+    finally:
+        d.kill()
+    again = daemon_factory("--memory-file", memory_file, name="b")
+    assert dirty_shutdowns(again) == 1
+    assert again.stop() == 0
+    third = daemon_factory("--memory-file", memory_file, name="c")
+    assert dirty_shutdowns(third) == 1
+
+
+BATCHES = [
+    "create-device region=1 size=2M", "create-device region=1 size=1M\ncreate-device region=1 size=4K",
+    "disable-device dax1.{i}", "enable-device dax1.{i}", "disable-device dax1.{i}\nresize-device dax1.{i} size=3M",
+    "disable-device dax1.{i}\ndestroy-device dax1.{i}", "inject-error dax1.{i} block=1", "clear-error dax1.{i} block=1",
+    "create-region size=2M align=4K id=2", "destroy-region 2",
+]
+
+
+def strip(layout) -> str:
+    """A layout without what a restart changes (minors)."""
+    return json.dumps([{**r, "devices": [{k: v for k, v in dev.items() if k != "minor"} for dev in r["devices"]]}
+                       for r in layout], sort_keys=True)
+
+
+def replayed(record: dict, batch: str) -> str:
+    """The layout the batch makes of the recorded one (or the same, if it fails)."""
+    memory = MemoryFile()
+    bus = DaxBus(DaxCore(), memory)
+    try:
+        bus.restore(record)
+        try:
+            trio.run(control.execute, bus, batch)
+        except DaxError:
+            pass
+        return strip(bus.layout())
+    finally:
+        memory.close()
+
+
+def test_sigkill_at_random_points_restores_a_layout_that_was_reached(memory_file, tmp_path):
+    """A bounded loop kills the daemon at random moments amid create, resize,
+    disable, destroy and media-error changes. Each next mount restores the
+    last acknowledged layout or the one the change in flight was producing,
+    never a mix, and never fails; data fsynced before the kill is intact."""
+    rng = random.Random(20261201)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    allowed, kills, changes = None, 0, 0
+    for round_ in range(15):
+        d = Daemon(str(mnt), "--size", "64M", "--memory-file", memory_file)
+        try:
+            if allowed is not None:
+                assert strip(d.layout()) in allowed, f"round {round_}: restored a layout never reached"
+                fd = os.open(d.path("dax", "dax0.0"), os.O_RDONLY)
+                assert os.pread(fd, 16, 0) == b"synced %08d " % (round_ - 1)
+                os.close(fd)
+            if not any(r["id"] == 1 for r in d.layout()):
+                d.control("create-region size=8M align=4K id=1")
+            fd = os.open(d.path("dax", "dax0.0"), os.O_RDWR)
+            os.pwrite(fd, b"synced %08d " % round_, 0)
+            os.fsync(fd)
+            os.close(fd)
+            while True:
+                layout = d.layout()
+                with open(memory_file + ".layout") as f:
+                    record = json.load(f)
+                ids = [dev["id"] for r in layout if r["id"] == 1 for dev in r["devices"]] or [0]
+                batch = rng.choice(BATCHES).format(i=rng.choice(ids))
+                writer = threading.Thread(target=write_quietly, args=(d.path("control"), batch))
+                writer.start()
+                time.sleep(rng.random() * 0.004)
+                changes += 1
+                if rng.random() < 0.25:
+                    d.proc.kill()
+                    d.proc.wait(30)
+                    writer.join(30)
+                    kills += 1
+                    allowed = {strip(layout), replayed(record, batch)}
+                    break
+                writer.join(30)
+        finally:
+            d.kill()
+    print(f"{kills} kills amid {changes} changes")
+    assert kills == 15
+
+
+def write_quietly(path: str, batch: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, batch.encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # refused, or the daemon was killed under it
