@@ -93,3 +93,51 @@ def test_ars_injection_list_is_apart_from_the_poison(bus):
     assert bus.badblocks.ranges() == []
     with pytest.raises(DaxError):
         apply(bus, P(bus.inject_physical, 64 << 20, 512))
+
+
+SECTORS = 64  # a small device's worth, so the machine hits poison often
+
+
+@given(st.lists(st.tuples(st.sampled_from(["inject", "clear", "read", "write"]),
+                          st.integers(0, SECTORS * 512 - 1), st.integers(1, 4 * 512)), max_size=40))
+def test_a_poisoned_block_never_reads_as_data_and_a_cleared_one_never_fails(steps):
+    """Against a model (the set of poisoned sectors and the bytes): reads
+    touching poison fail, others return what was written; writes touching
+    poison fail unless they cover every poisoned sector they touch whole."""
+    memory = MemoryFile()
+    bus = DaxBus(DaxCore(), memory)
+    try:
+        apply(bus, P(bus.create_region, 4 << 20, 4096), P(bus.create_device, 0, 1 << 20))
+        dev = bus.device("dax0.0")
+        f = DaxFile(bus, dev.dax_dev)
+        poison, data = set(), bytearray(SECTORS * 512)
+        for op, offset, length in steps:
+            length = min(length, len(data) - offset)
+            first, last = offset // 512, (offset + length - 1) // 512
+            touched = set(range(first, last + 1))
+            if op in ("inject", "clear"):
+                count = last - first + 1
+                apply(bus, P(bus.inject_error if op == "inject" else bus.clear_error, "dax0.0", first, count))
+                (poison.update if op == "inject" else poison.difference_update)(touched)
+            elif op == "read":
+                if touched & poison:
+                    with pytest.raises(DaxError) as e:
+                        f.read(offset, length)
+                    assert e.value.errno == errno.EIO
+                else:
+                    assert bytes(f.read(offset, length)) == data[offset:offset + length]
+            else:
+                whole = {s for s in touched if s * 512 >= offset and (s + 1) * 512 <= offset + length}
+                payload = bytes([len(poison) % 251 + 1]) * length
+                if touched & poison - whole:
+                    with pytest.raises(DaxError) as e:
+                        trio.run(f.write, offset, payload)
+                    assert e.value.errno == errno.EIO
+                else:
+                    assert trio.run(f.write, offset, payload) == length
+                    data[offset:offset + length] = payload
+                    poison -= whole
+            assert {s for start, count in bus.device_badblocks(dev) for s in range(start, start + count)} == poison
+        f.release()
+    finally:
+        memory.close()

@@ -80,6 +80,7 @@ class DaxBus:
         self.badblocks = Badblocks()  # poisoned sectors of the memory file
         self.injected = Badblocks()   # the errors injected through ARS (ndctl inject-error --status)
         self.scrubs = 0  # address range scrubs done (nfit/scrub)
+        self.poisoning = 0  # injections writing cached pages back: writes then do not clear poison
         self.regions: dict[int, DaxRegion] = {}
         self.listeners: list[Listener] = []
         self._lock = trio.Lock()
@@ -432,7 +433,18 @@ class DaxBus:
 
         def undo() -> None:
             self.badblocks, self.injected = old
-        self._record(undo, *[self._notify("poisoned" if poison else "cleared", d) for d in touched])
+        notifies = [self._notify("poisoned" if poison else "cleared", d) for d in touched]
+
+        async def effect() -> None:
+            """Dropping the cached pages writes dirty ones back first, over
+            the fresh poison: those stores predate it and must not clear it."""
+            self.poisoning += poison
+            try:
+                for notify in notifies:
+                    await notify()
+            finally:
+                self.poisoning -= poison
+        self._record(undo, effect)
 
     def inject_error(self, name: str, block: int, count: int = 1) -> None:
         """Poison 512-byte blocks of a device (ndctl inject-error, nfit_test's)."""

@@ -63,7 +63,7 @@ class DaxFile:
             if offset >= dev.size and data:
                 raise DaxError(errno.ENOSPC, f"write at {offset:#x} is past the end of {dev.name} ({dev.size:#x})")
             segments = list(dev.segments(offset, len(data)))
-            cleared = self.bus.badblocks and self._clear_on_write(segments)
+            cleared = self.bus.badblocks and not self.bus.poisoning and self._clear_on_write(segments)
             done = 0
             for phys, n in segments:
                 self.memory.write(phys, data[done:done + n])

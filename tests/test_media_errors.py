@@ -1,0 +1,162 @@
+"""Media errors seen from real processes: reads fail with EIO, mappings
+raise SIGBUS on just the poisoned pages (FUSE and direct), whole-block
+writes clear, and ndctl's inject-error drives it all unmodified."""
+import errno
+import json
+import mmap
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import DAXFUSE
+
+pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]
+
+MiB = 1 << 20
+PAGE = 4096
+
+
+@pytest.fixture
+def d(daemon_factory, tmp_path):
+    return daemon_factory("--size", "64M", "--align", "4K", "--memory-file", str(tmp_path / "memory"))
+
+
+def badblocks(d, device="dax0.0"):
+    r = subprocess.run([*DAXFUSE, "inject-error", "-m", d.mountpoint, device, "--status"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [(b["offset"], b["length"]) for b in json.loads(r.stdout)["badblocks"]]
+
+
+def eio(call, *args):
+    with pytest.raises(OSError) as e:
+        call(*args)
+    return e.value.errno == errno.EIO
+
+
+def test_reads_covering_poison_fail_and_others_do_not(d):
+    fd = os.open(d.path("dax", "dax0.0"), os.O_RDWR)
+    os.pwrite(fd, b"x" * 3 * PAGE, 0)
+    d.control("inject-error dax0.0 block=9")  # in the second page
+    assert eio(os.pread, fd, 1, 9 * 512)
+    assert os.pread(fd, 3 * PAGE, 0) == b"x" * PAGE, "a buffered read stops short at the poisoned page"
+    assert os.pread(fd, PAGE, 2 * PAGE) == b"x" * PAGE
+    os.close(fd)
+    direct = os.open(d.path("dax", "dax0.0"), os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, 3 * PAGE)
+    assert eio(os.preadv, direct, [buf], 0), "an O_DIRECT read that covers it fails whole"
+    assert eio(os.preadv, direct, [memoryview(buf)[:512]], 9 * 512)
+    assert os.preadv(direct, [memoryview(buf)[:512]], 8 * 512) == 512, "O_DIRECT fails per block, not per page"
+    assert bytes(buf[:512]) == b"x" * 512
+    os.close(direct)
+    r = subprocess.run(["dd", f"if={d.path('dax', 'dax0.0')}", "of=/dev/null", "bs=4k", "count=4"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "Input/output error" in r.stderr
+
+
+def test_whole_block_writes_clear_and_partial_ones_fail(d):
+    d.control("inject-error dax0.0 block=16 count=3")
+    direct = os.open(d.path("dax", "dax0.0"), os.O_RDWR | os.O_DIRECT)
+    buf = mmap.mmap(-1, PAGE)
+    buf[:] = b"c" * PAGE
+    assert os.pwritev(direct, [memoryview(buf)[:512]], 17 * 512) == 512, "the pmem driver's clear-on-write"
+    assert badblocks(d) == [(16, 1), (18, 1)]
+    fd = os.open(d.path("dax", "dax0.0"), os.O_RDWR)
+    assert eio(os.pwrite, fd, b"p", 16 * 512 + 7), "part of a poisoned block"
+    assert badblocks(d) == [(16, 1), (18, 1)]
+    os.pwrite(fd, b"w" * 3 * 512, 16 * 512)
+    assert badblocks(d) == [] and os.pread(fd, 3 * 512, 16 * 512) == b"w" * 3 * 512, "cleared: never fails"
+    os.close(fd)
+    os.close(direct)
+
+
+def test_dirty_mapped_pages_written_back_do_not_clear_fresh_poison(d):
+    """The injection drops the cached pages, writing dirty ones back over
+    the poison: stores from before it, not a clearing write."""
+    fd = os.open(d.path("dax", "dax0.0"), os.O_RDWR)
+    with mmap.mmap(fd, MiB, mmap.MAP_SHARED) as m:
+        m[16 * PAGE:17 * PAGE] = b"D" * PAGE
+        d.control("inject-error dax0.0 block=130")
+    assert badblocks(d) == [(130, 1)]
+    assert eio(os.pread, fd, 512, 130 * 512)
+    os.close(fd)
+
+
+MAPPER = textwrap.dedent("""
+    import mmap, os, sys
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    m = mmap.mmap(fd, 2 << 20, mmap.MAP_SHARED)
+    m[0:1] = m[4096:4097] = m[8192:8193] = b"m"
+    print("mapped", flush=True)
+    sys.stdin.readline()
+    print("page 0", m[0:1].decode(), "page 2", m[8192:8193].decode(), flush=True)
+    m[4096]  # the poisoned page
+    print("read poison", flush=True)
+""")
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["fuse-mapping", "direct-mapping"])
+def test_a_mapping_loses_just_its_poisoned_page(d, inside):
+    """The page holding poison raises SIGBUS on the next load; the rest of
+    the mapping lives on. Outside exec that is the FUSE path's fault; inside,
+    the direct mapping's poisoned page is revoked alone."""
+    argv = [sys.executable, "-c", MAPPER]
+    if inside:
+        argv = [*DAXFUSE, "exec", "-m", d.mountpoint, "--", *argv, "/dev/dax0.0"]
+    else:
+        argv.append(d.path("dax", "dax0.0"))
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "mapped\n"
+        d.control("inject-error dax0.0 block=8 count=1")  # page 1
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "page 0 m page 2 m\n"
+        assert proc.wait(30) in (-signal.SIGBUS, 128 + signal.SIGBUS)
+        assert proc.stdout.read() == "", "the poisoned page never reads as data"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_poison_in_the_layout_and_the_cli(d):
+    cli = [*DAXFUSE, "inject-error", "-m", d.mountpoint, "dax0.0"]
+    assert subprocess.run([*cli, "-B", "100", "-n", "4"], timeout=60).returncode == 0
+    assert subprocess.run([*cli, "-B", "104"], timeout=60).returncode == 0
+    assert badblocks(d) == [(100, 5)], "merged"
+    assert subprocess.run([*cli, "-B", "101", "-n", "2", "--uninject"], timeout=60).returncode == 0
+    assert badblocks(d) == [(100, 1), (103, 2)], "sorted, split"
+    r = subprocess.run([*DAXFUSE, "list", "-m", d.mountpoint, "--media-errors"], capture_output=True, text=True)
+    assert json.loads(r.stdout)[0]["badblocks"] == [{"offset": 100, "length": 1}, {"offset": 103, "length": 2}]
+    r = subprocess.run([*DAXFUSE, "list", "-m", d.mountpoint], capture_output=True, text=True)
+    assert "badblocks" not in r.stdout, "only with --media-errors, as ndctl"
+    for bad in (["-B", str(64 * MiB // 512)], ["-B", "-1"], ["-B", "0", "-n", "0"]):
+        r = subprocess.run([*cli, *bad], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and r.stderr.count("\n") == 1 and r.stderr.startswith("daxfuse: "), r.stderr
+    assert badblocks(d) == [(100, 1), (103, 2)], "refused changes leave it as it was"
+
+
+@pytest.mark.skipif(shutil.which("ndctl") is None, reason="ndctl is missing (scripts/test installs it)")
+def test_unmodified_ndctl_inject_error(d):
+    def ndctl(*args):
+        r = subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, "--", "ndctl", *args],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+    ns = json.loads(ndctl("inject-error", "namespace0.0", "-B", "40", "-n", "3"))
+    assert (ns["badblock_count"], ns["badblocks"][0]["offset"], ns["badblocks"][0]["length"]) == (3, 40, 3)
+    assert badblocks(d) == [(40, 3)], "the daemon's poison, under the namespace's blocks"
+    assert json.loads(ndctl("inject-error", "namespace0.0", "--status")) == {"badblocks": [{"block": 40, "count": 3}]}
+    ndctl("inject-error", "namespace0.0", "-B", "40", "-n", "3", "--uninject")
+    assert ndctl("inject-error", "namespace0.0", "--status") == "", "nothing injected any more"
+    assert badblocks(d) == [(40, 3)], "un-injection leaves the kernel's badblocks, as ndctl warns"
+    region = d.path("sys", "devices", "platform", "daxfuse-nvdimm", "ndbus0", "region0", "badblocks")
+    with open(region) as f:
+        assert f.read() == "40 3\n"
+    (ns,) = json.loads(ndctl("list", "-N", "--media-errors"))
+    assert ns["badblocks"] == [{"offset": 40, "length": 3, "dimms": ["nmem0"]}]
