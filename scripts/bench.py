@@ -11,6 +11,7 @@ import mmap
 import os
 import platform
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -176,6 +177,26 @@ def control_plane(work: str, mnt: str, pid: int, size: int) -> dict:
     return out
 
 
+def durable_layout(work: str) -> dict:
+    """The create+destroy of control_plane with the layout record on a disk
+    (/var/tmp): each change waits for its record's write, fsync and rename."""
+    mnt, disk = os.path.join(work, "dmnt"), tempfile.mkdtemp(prefix="daxfuse-bench-", dir="/var/tmp")
+    memory = os.path.join(disk, "memory")
+    os.mkdir(mnt)
+    subprocess.run([*DAXFUSE, "mount", mnt, "--size", "64M", "--nr-dax", "2048", "--memory-file", memory],
+                   check=True, capture_output=True)
+    try:
+        ctl = Control(mnt)
+        ctl("create-region size=8M align=4K id=1")
+        ctl("\n".join(["create-device region=1 size=4K"] * 1000))
+        return {"create_destroy_1000_durable_ms": ctl.latency_ms(
+                    "create-device region=1 size=4K", "disable-device dax1.1000\ndestroy-device dax1.1000"),
+                "layout_record_1000_KiB": os.stat(memory + ".layout").st_size / 1024}
+    finally:
+        subprocess.run([*DAXFUSE, "umount", mnt], check=False)
+        shutil.rmtree(disk)
+
+
 def shmem_MiB() -> float:
     with open("/proc/meminfo") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("Shmem:")) / 1024
@@ -337,6 +358,8 @@ CONTROL_ROWS = [
     ("disable_ms", "disable, no dirty pages", "ms", "<= 10"),
     ("disable_dirty_256M_ms", "disable, 256 MiB dirty mapped", "ms", ""),
     ("create_destroy_1000_ms", "create+destroy, 1000 devices", "ms", "<= 2"),
+    ("create_destroy_1000_durable_ms", "create+destroy, 1000 devices, durable layout record on /var/tmp", "ms", ""),
+    ("layout_record_1000_KiB", "layout record, 1000 devices", "KiB", ""),
     ("layout_read_1000_ms", "control layout read, 1000 devices", "ms", "<= 2"),
     ("cli_list_1000_ms", "`daxfuse list`, 1000 devices (process)", "ms", ""),
     ("idle_unmap_s", "idle daemon drops its mappings after", "s", ""),
@@ -451,6 +474,7 @@ def main() -> None:
             result["personality"] = personality(work, mnt, size, args.runs)
             result["direct"] = direct(work, mnt, Control(mnt), size, ref, args.runs)
             result["control"] = control_plane(work, mnt, pid, size)
+            result["control"].update(durable_layout(work))
         finally:
             if os.path.exists(ref):
                 os.unlink(ref)

@@ -9,7 +9,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.mounted, pytest.mark.timeout(
 SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "scripts", "integration")
 
 
-@pytest.mark.parametrize("script", ["fio", "fio-devdax", "pmdk", "pmdk-devdax", "mmap", "hotunplug"])
+@pytest.mark.parametrize("script", ["fio", "fio-devdax", "pmdk", "pmdk-devdax", "pmdk-unsafe-shutdown",
+                                    "media-errors", "mmap", "hotunplug"])
 def test_script(fuse, script):
     r = subprocess.run([os.path.join(SCRIPTS, script)], capture_output=True, text=True, timeout=580)
     print(r.stdout)

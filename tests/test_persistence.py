@@ -5,7 +5,9 @@ import errno
 import json
 import os
 import random
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -24,14 +26,17 @@ pytestmark = [pytest.mark.mounted, pytest.mark.timeout(300)]
 MiB = 1 << 20
 
 
-@pytest.fixture
-def memory_file(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("persist", numbered=True)
-    path = os.path.join("/var/tmp", f"daxfuse-test-{os.getpid()}-{directory.name}")
+@pytest.fixture(scope="module")
+def disk():
+    """A directory on /var/tmp, removed once every daemon of the module is stopped."""
+    path = tempfile.mkdtemp(prefix="daxfuse-test-", dir="/var/tmp")
     yield path
-    for suffix in ("", ".layout", ".layout.tmp"):
-        if os.path.exists(path + suffix):
-            os.unlink(path + suffix)
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def memory_file(disk, tmp_path):
+    return os.path.join(disk, tmp_path.name)
 
 
 def daxfuse(*args, check=True):

@@ -3,10 +3,12 @@
  * shutdown-state checking on (PMDK's default):
  *   pmemobj_devdax DEVICE write TEXT   open the pool, store TEXT in the root object in a transaction
  *   pmemobj_devdax DEVICE check TEXT   reopen it: the root object holds TEXT
+ *   pmemobj_devdax DEVICE hold TEXT    write, print "holding", and keep the pool open until killed
  */
 #include <libpmemobj.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define LAYOUT "daxfuse"
 
@@ -24,7 +26,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	root = pmemobj_direct(pmemobj_root(pop, 4096));
-	if (!strcmp(argv[2], "write")) {
+	if (!strcmp(argv[2], "write") || !strcmp(argv[2], "hold")) {
 		TX_BEGIN(pop) {
 			pmemobj_tx_add_range_direct(root, strlen(argv[3]) + 1);
 			strcpy(root, argv[3]);
@@ -32,6 +34,12 @@ int main(int argc, char **argv)
 			printf("transaction aborted: %s\n", pmemobj_errormsg());
 			rc = 1;
 		} TX_END
+		if (!rc && !strcmp(argv[2], "hold")) {
+			printf("holding\n");
+			fflush(stdout);
+			for (;;)
+				pause();
+		}
 	} else if (strcmp(root, argv[3])) {
 		printf("the root object holds \"%s\", not \"%s\"\n", root, argv[3]);
 		rc = 1;
