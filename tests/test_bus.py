@@ -1,6 +1,7 @@
 """DaxBus rules and DaxFile I/O over a real memory file (no FUSE)."""
 import errno
 import functools
+import json
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from daxfuse.core import DaxCore
 from daxfuse.errors import DaxError
 from daxfuse.dax import ALIGNS, DaxBus, DaxFile, Range
+from daxfuse.dax.layout import LayoutStore, _check as check_record
 from daxfuse.memory import MemoryFile
 
 pytestmark = pytest.mark.timeout(60)
@@ -40,6 +42,10 @@ def fails(err, bus, *ops):
     assert len(bus.core) == n_minors, "a failed batch leaked or freed a minor"
     assert seeds(bus) == seed, "a failed batch changed a seed or youngest"
     return ei.value
+
+
+def without_minors(layout):
+    return [{**r, "devices": [{k: v for k, v in d.items() if k != "minor"} for d in r["devices"]]} for r in layout]
 
 
 def bare_region(bus, *args, **kw):
@@ -685,6 +691,23 @@ class BusMachine(RuleBasedStateMachine):
                 bus.device(op.args[0])
         elif name == "set_align":
             assert bus.device(op.args[0]).align == op.args[1]
+
+    @invariant()
+    def recorded_layout_restores_exactly(self):
+        """What a persistent memory file records brings this very layout back."""
+        if not hasattr(self, "bus"):
+            return
+        record = json.loads(json.dumps(LayoutStore("unused").snapshot(self.bus)))
+        check_record(record)
+        memory = MemoryFile()
+        try:
+            again = DaxBus(DaxCore(8), memory)
+            again.restore(record)
+            assert without_minors(again.layout()) == without_minors(self.bus.layout())
+            ids = lambda bus: {r: tuple(d and d.id for d in pair) for r, pair in seeds(bus).items()}
+            assert ids(again) == ids(self.bus)
+        finally:
+            memory.close()
 
     @invariant()
     def consistent(self):

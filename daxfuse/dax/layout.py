@@ -24,6 +24,53 @@ def _checksum(body: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _check(record: dict) -> None:
+    """A record that verifies must also make sense (one written by hand with
+    a fresh checksum may not): regions apart, ranges inside their region and
+    apart, seeds among the devices. Raises KeyError, TypeError, ValueError."""
+    def whole(value, what: str) -> int:
+        if type(value) is not int or value < 0:
+            raise ValueError(f"{what} {value!r}")
+        return value
+
+    whole(record["sequence"], "sequence"), whole(record["dirty_shutdown"], "dirty_shutdown")
+    if record["state"] not in ("running", "clean"):
+        raise ValueError(f"state {record['state']!r}")
+    spans = []
+    for r in record["regions"]:
+        start, size = whole(r["start"], "region start"), whole(r["size"], "region size")
+        if r["align"] not in (4096, 2 << 20, 1 << 30):
+            raise ValueError(f"region {r['id']!r} align {r['align']!r}")
+        if start % r["align"] or size % r["align"]:
+            raise ValueError(f"region {r['id']!r} size or start off its align")
+        ids = {whole(d["id"], "device id") for d in r["devices"]}
+        if whole(r["id"], "region id") >= 1 << 31 or len(ids) != len(r["devices"]):
+            raise ValueError(f"region {r['id']} or its device ids")
+        if r["seed"] not in ids | {None} or r["youngest"] not in ids | {None}:
+            raise ValueError(f"region {r['id']} seed")
+        spans.append((start, start + size, f"region {r['id']}"))
+        ranges = []
+        for d in r["devices"]:
+            whole(d["size"], "device size"), whole(d["align"], "device align"), bool(d["enabled"])
+            ranges += [(whole(a, "range"), whole(b, "range"), f"dax{r['id']}.{d['id']}") for a, b in d["ranges"]]
+            if any(b <= a for a, b in d["ranges"]) or sum(b - a for a, b in d["ranges"]) != d["size"]:
+                raise ValueError(f"dax{r['id']}.{d['id']} ranges do not add up to its size")
+        if any(a < start or b > start + size for a, b, _ in ranges):
+            raise ValueError(f"a range outside region {r['id']}")
+        _apart(ranges)
+    _apart(spans)
+    for name in ("badblocks", "injected"):
+        for first, count in record[name]:
+            whole(first, name), whole(count, name)
+
+
+def _apart(spans: list[tuple[int, int, str]]) -> None:
+    spans = sorted(spans)
+    for (_, end, one), (start, _, other) in zip(spans, spans[1:]):
+        if start < end:
+            raise ValueError(f"{one} overlaps {other}")
+
+
 class LayoutStore:
     def __init__(self, memory_path: str) -> None:
         self.path = memory_path + ".layout"
@@ -55,6 +102,10 @@ class LayoutStore:
         checksum = record.pop("sha256", None)
         if checksum != _checksum(record):
             raise bad("checksum mismatch (flipped or changed bytes)")
+        try:
+            _check(record)
+        except (KeyError, TypeError, ValueError) as e:
+            raise bad(f"inconsistent record ({e})") from None
         self.sequence = record["sequence"]
         return record
 

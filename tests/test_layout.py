@@ -1,0 +1,90 @@
+"""The layout record without a mount: verified on load, replaced atomically,
+and a change whose record cannot be written is undone."""
+import errno
+import functools
+import json
+import os
+
+import pytest
+import trio
+
+from daxfuse.core import DaxCore
+from daxfuse.dax import DaxBus
+from daxfuse.dax.layout import LayoutStore, _checksum
+from daxfuse.errors import DaxError
+from daxfuse.memory import MemoryFile
+
+pytestmark = pytest.mark.timeout(60)
+P = functools.partial
+M2 = 2 << 20
+
+
+@pytest.fixture
+def bus(tmp_path):
+    memory = MemoryFile()
+    bus = DaxBus(DaxCore(), memory, LayoutStore(str(tmp_path / "memory")))
+    trio.run(bus.apply, [P(bus.create_region, 16 << 20), P(bus.create_device, 0, 4 * M2)])
+    yield bus
+    memory.close()
+
+
+def rewrite(path, change):
+    """The record changed by change(), with a fresh, valid checksum."""
+    with open(path) as f:
+        record = json.load(f)
+    record.pop("sha256")
+    change(record)
+    with open(path, "w") as f:
+        json.dump({**record, "sha256": _checksum(record)}, f)
+
+
+def test_every_change_is_recorded_before_it_is_acknowledged(bus):
+    store = bus.store
+    trio.run(bus.apply, [P(bus.inject_error, "dax0.0", 3)])
+    record = LayoutStore(store.path[:-len(".layout")]).load()
+    assert record["badblocks"] == [[3, 1]] and record["regions"][0]["devices"][0]["size"] == 4 * M2
+    assert not os.path.exists(store.path + ".tmp"), "renamed over the record"
+
+
+def test_a_stale_temporary_record_is_ignored(bus):
+    """A crash between write and rename leaves PATH.layout.tmp: the record is the one before."""
+    with open(bus.store.path + ".tmp", "w") as f:
+        f.write('{"half": ')
+    assert LayoutStore(bus.store.path[:-len(".layout")]).load()["regions"][0]["size"] == 16 << 20
+    trio.run(bus.apply, [P(bus.disable_device, "dax0.0")])
+    assert not os.path.exists(bus.store.path + ".tmp")
+
+
+@pytest.mark.parametrize("change,what", [
+    (lambda r: r["regions"][0].update(size=4 << 20), "a range outside region 0"),
+    (lambda r: r["regions"][0].update(size=(16 << 20) + 4096), "region 0 size"),
+    (lambda r: r["regions"][0].update(align=8192), "align 8192"),
+    (lambda r: r["regions"].append({**r["regions"][0], "id": 1}), "region 0 overlaps region 1"),
+    (lambda r: r["regions"][0]["devices"][0].update(size=1), "do not add up"),
+    (lambda r: r["regions"][0].update(seed=7), "seed"),
+    (lambda r: r.update(state="unknown"), "state 'unknown'"),
+    (lambda r: r.pop("badblocks"), "'badblocks'"),
+    (lambda r: r.update(dirty_shutdown=-1), "dirty_shutdown -1"),
+])
+def test_a_record_that_verifies_but_makes_no_sense_is_refused(bus, change, what):
+    rewrite(bus.store.path, change)
+    with pytest.raises(DaxError) as e:
+        LayoutStore(bus.store.path[:-len(".layout")]).load()
+    assert e.value.errno == errno.EINVAL and "inconsistent record" in e.value.message and what in e.value.message
+    assert bus.store.path in e.value.message and "\n" not in e.value.message
+
+
+def test_a_change_whose_record_cannot_be_written_is_undone(bus, tmp_path):
+    before = bus.layout()
+    with open(bus.store.path, "rb") as f:
+        recorded = f.read()
+    os.mkdir(bus.store.path + ".tmp")  # the temporary record cannot be opened for writing
+    with pytest.raises(DaxError) as e:
+        trio.run(bus.apply, [P(bus.disable_device, "dax0.0"), P(bus.resize_device, "dax0.0", M2)])
+    assert e.value.errno == errno.EISDIR and "cannot record the layout" in e.value.message
+    assert bus.layout() == before and bus.device("dax0.0").dax_dev.alive, "undone, the device still alive"
+    with open(bus.store.path, "rb") as f:
+        assert f.read() == recorded
+    os.rmdir(bus.store.path + ".tmp")
+    trio.run(bus.apply, [P(bus.disable_device, "dax0.0")])
+    assert not bus.device("dax0.0").enabled
