@@ -190,6 +190,15 @@ def test_create_device_default_takes_all_available(bus):
     assert bus.layout()[0]["devices"][2]["state"] == "disabled"
 
 
+def test_create_device_default_counts_what_the_seed_has(bus):
+    """A seed sized while disabled is still the seed: a create-device with
+    no size enables it with its size and all that is available besides."""
+    bare_region(bus, 8 * M)
+    apply(bus, P(bus.create_device, 0, M2), P(bus.create_device, 0, 0), P(bus.resize_device, "dax0.1", 4 * M))
+    (dev,) = apply(bus, P(bus.create_device, 0))
+    assert (dev.name, dev.size, dev.enabled) == ("dax0.1", 6 * M, True)
+
+
 def test_create_device_size_zero_is_disabled(bus):
     bare_region(bus, 4 * M)
     (dev,) = apply(bus, P(bus.create_seed, 0))

@@ -227,12 +227,13 @@ class DaxBus:
         """The control file's create-device, as daxctl create-device: the
         region's seed is configured when it has one (daxR.0 of a new region),
         else a new device is made; enabled when its size is > 0. The default
-        size is all that is available."""
+        size is all that is available (to the seed: its own size too)."""
         region = self.region(region_id)
         align = region.align if align is None else align
         _check_align(align)
-        if size is None:
-            size = region.available_size - region.available_size % align
+        if size is None:  # a seed sized before keeps what it has, and may grow
+            room = region.available_size + (region.seed.size if region.seed else 0)
+            size = room - room % align
         _check_multiple(size, align, "size")
         dev = region.seed or self._new_device(region, align)
         if dev.align != align:
