@@ -50,9 +50,9 @@ def descendants(pid):
     ("threads", [4096, 8192, 12288], False),
     ("fork", [0, 4096], False),
 ], ids=["running", "stopped", "threads", "forked-child"])
-def test_a_disable_revokes_direct_mappings_everywhere(daemon_factory, tmp_path, revoke, mode, offsets, stop):
+def test_a_disable_revokes_direct_mappings_everywhere(daxfuse_factory, tmp_path, revoke, mode, offsets, stop):
     memory = tmp_path / "memory"
-    d = daemon_factory("--size", "64M", "--memory-file", str(memory))
+    d = daxfuse_factory("--size", "64M", "--memory-file", str(memory))
     proc = subprocess.Popen([*DAXFUSE, "exec", "-m", d.mountpoint, "--", revoke, "/dev/dax0.0", mode],
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -91,10 +91,10 @@ def test_a_disable_revokes_direct_mappings_everywhere(daemon_factory, tmp_path, 
         proc.wait(10)
 
 
-def test_a_mapper_that_blocks_the_signal_through_libc_is_revoked_all_the_same(daemon_factory, tmp_path, revoke):
+def test_a_mapper_that_blocks_the_signal_through_libc_is_revoked_all_the_same(daxfuse_factory, tmp_path, revoke):
     """The library keeps the revocation signal out of sigprocmask's sets."""
     memory = tmp_path / "memory"
-    d = daemon_factory("--size", "64M", "--memory-file", str(memory))
+    d = daxfuse_factory("--size", "64M", "--memory-file", str(memory))
     proc = subprocess.Popen([*DAXFUSE, "exec", "-m", d.mountpoint, "--", revoke, "/dev/dax0.0", "masked"],
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -108,11 +108,11 @@ def test_a_mapper_that_blocks_the_signal_through_libc_is_revoked_all_the_same(da
         proc.wait(10)
 
 
-def test_a_mapper_that_blocks_the_signal_behind_the_library_is_killed(daemon_factory, tmp_path, revoke):
+def test_a_mapper_that_blocks_the_signal_behind_the_library_is_killed(daxfuse_factory, tmp_path, revoke):
     """A raw rt_sigprocmask keeps the handler away while the thread runs:
     the daemon kills the process, the one way left to stop its loads."""
     memory = tmp_path / "memory"
-    d = daemon_factory("--size", "64M", "--memory-file", str(memory))
+    d = daxfuse_factory("--size", "64M", "--memory-file", str(memory))
     proc = subprocess.Popen([*DAXFUSE, "exec", "-m", d.mountpoint, "--", revoke, "/dev/dax0.0", "blocked"],
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -131,12 +131,12 @@ def syscall_nr(pid):
         return f.read().split()[0]
 
 
-def test_a_grant_in_flight_during_a_revocation_is_dead_on_arrival(daemon_factory, tmp_path, revoke):
+def test_a_grant_in_flight_during_a_revocation_is_dead_on_arrival(daxfuse_factory, tmp_path, revoke):
     """Lost on purpose: the client asked for a mapping and the daemon granted
     it, but the disable revokes before the client has mapped it. The
     library re-reads the generation once mapped: the mapping is dead at birth."""
     memory = tmp_path / "memory"
-    d = daemon_factory("--size", "64M", "--memory-file", str(memory))
+    d = daxfuse_factory("--size", "64M", "--memory-file", str(memory))
     proc = subprocess.Popen([*DAXFUSE, "exec", "-m", d.mountpoint, "--", revoke, "/dev/dax0.0", "late"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

@@ -22,8 +22,8 @@ PAGE = 4096
 
 
 @pytest.fixture
-def d(daemon_factory, tmp_path):
-    return daemon_factory("--size", "64M", "--align", "4K", "--memory-file", str(tmp_path / "memory"))
+def d(daxfuse_factory, tmp_path):
+    return daxfuse_factory("--size", "64M", "--align", "4K", "--memory-file", str(tmp_path / "memory"))
 
 
 def badblocks(d, device="dax0.0"):

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import DAXFUSE, Daemon, mounted_paths, mounted_paths_of_type
+from conftest import DAXFUSE, mounted_paths, mounted_paths_of_type
+from daxfuse.testing import DaxMount
 from daxfuse.runfiles import run_file
 
 MiB = 1 << 20
@@ -245,9 +246,9 @@ def test_cli_manages_a_mount(dax):
     assert r.returncode == 1 and "EBUSY" in r.stderr
 
 
-def test_cli_finds_the_only_mount_and_refuses_to_guess(daemon_factory):
-    a = daemon_factory("--size", "16M", name="a")
-    daemon_factory("--size", "16M", name="b")
+def test_cli_finds_the_only_mount_and_refuses_to_guess(daxfuse_factory):
+    a = daxfuse_factory("--size", "16M", name="a")
+    daxfuse_factory("--size", "16M", name="b")
     r = subprocess.run([*DAXFUSE, "list"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "pass -m MOUNTPOINT" in r.stderr
     # in a mount namespace where only `a` is left, `list` finds it
@@ -281,8 +282,8 @@ def test_detached_mount_and_umount(fuse, tmp_path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_unmounts_and_exits_zero(daemon_factory, signum):
-    d = daemon_factory("--size", "16M")
+def test_signal_unmounts_and_exits_zero(daxfuse_factory, signum):
+    d = daxfuse_factory("--size", "16M")
     fd = os.open(d.path(*DEV), os.O_RDWR)  # an open handle must not block shutdown
     d.proc.send_signal(signum)
     assert d.proc.wait(30) == 0
@@ -291,11 +292,11 @@ def test_signal_unmounts_and_exits_zero(daemon_factory, signum):
         os.close(fd)
 
 
-def test_a_stop_the_moment_ready_is_seen_is_a_clean_shutdown(daemon_factory):
+def test_a_stop_the_moment_ready_is_seen_is_a_clean_shutdown(daxfuse_factory):
     """The race: READY=1 was sent before the signal receiver existed, so a
     supervisor's SIGTERM right after it hit the default action (exit -15)."""
     for i in range(5):
-        d = daemon_factory("--size", "16M", name=f"m{i}")
+        d = daxfuse_factory("--size", "16M", name=f"m{i}")
         d.proc.send_signal(signal.SIGTERM)  # no await between READY=1 and this
         assert d.proc.wait(30) == 0
         assert d.mountpoint not in mounted_paths()
@@ -344,9 +345,9 @@ def test_another_users_mount_is_permission_denied(dax):
     assert r.returncode == 1 and "permission denied" in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
-def test_stale_pid_files_are_removed_when_a_daemon_starts(daemon_factory, tmp_path):
+def test_stale_pid_files_are_removed_when_a_daemon_starts(daxfuse_factory, tmp_path):
     (tmp_path / "a").mkdir()
-    a = Daemon(str(tmp_path / "a"), "--size", "16M")
+    a = DaxMount(str(tmp_path / "a"), "--size", "16M")
     pid_file = run_file(a.mountpoint, "pid")
     try:
         assert os.path.exists(pid_file)
@@ -355,7 +356,7 @@ def test_stale_pid_files_are_removed_when_a_daemon_starts(daemon_factory, tmp_pa
     finally:
         a.kill()
     assert os.path.exists(pid_file)
-    daemon_factory("--size", "16M", name="b")
+    daxfuse_factory("--size", "16M", name="b")
     assert not os.path.exists(pid_file)
 
 
@@ -374,9 +375,9 @@ def test_setup_errors_are_one_line_and_leave_nothing(tmp_path):
     assert str(mnt) not in mounted_paths()
 
 
-def test_times_are_the_mount_and_the_last_change(daemon_factory):
+def test_times_are_the_mount_and_the_last_change(daxfuse_factory):
     before = time.time_ns()
-    d = daemon_factory("--size", "64M")
+    d = daxfuse_factory("--size", "64M")
     mounted = os.stat(d.path("sys", "module", "device_dax", "initstate")).st_mtime_ns
     after = time.time_ns()
     assert before <= mounted <= after, (before, mounted, after)
@@ -394,10 +395,10 @@ def test_times_are_the_mount_and_the_last_change(daemon_factory):
     assert os.stat(d.path("dax")).st_mtime_ns >= os.stat(d.path("dax", "dax0.1")).st_mtime_ns > changed
 
 
-def test_a_listing_survives_changes_made_while_it_is_read(daemon_factory):
+def test_a_listing_survives_changes_made_while_it_is_read(daxfuse_factory):
     """readdir offsets are stable: a device made or removed during a listing
     that takes several READDIR requests shifts no other entry."""
-    d = daemon_factory("--size", "64M", "--nr-dax", "512")
+    d = daxfuse_factory("--size", "64M", "--nr-dax", "512")
     d.control("create-region size=4M align=4K id=1\n" + "\n".join(["create-device region=1 size=4K"] * 300))
     before = set(os.listdir(d.path("dax")))
     seen = []

@@ -20,8 +20,8 @@ def inside(d, *argv):
                           text=True, timeout=60)
 
 
-def test_ndctl_lists_bus_dimm_regions_and_a_devdax_namespace_per_device(daemon_factory):
-    d = daemon_factory("--size", "64M")
+def test_ndctl_lists_bus_dimm_regions_and_a_devdax_namespace_per_device(daxfuse_factory):
+    d = daxfuse_factory("--size", "64M")
     d.control("create-region size=32M align=4K id=1\ncreate-device region=1 size=8M\n"
               "create-device region=1 size=4M\ncreate-device region=1 size=0")
     r = inside(d, "ndctl", "list", "-RBNDMv")
@@ -46,11 +46,11 @@ def test_ndctl_lists_bus_dimm_regions_and_a_devdax_namespace_per_device(daemon_f
     assert [x["path"] for x in json.loads(r.stdout)] == ["/platform/daxfuse.1", "/platform/daxfuse.0"]
 
 
-def test_deep_flush_makes_mapped_stores_durable(daemon_factory, tmp_path):
+def test_deep_flush_makes_mapped_stores_durable(daxfuse_factory, tmp_path):
     """Writing 1 to a region's deep_flush writes clients' dirty mapped pages
     back into the memory file."""
     memory = tmp_path / "memory"
-    d = daemon_factory("--size", "64M", "--memory-file", str(memory))
+    d = daxfuse_factory("--size", "64M", "--memory-file", str(memory))
     fd = os.open(d.path("dax", "dax0.0"), os.O_RDWR)
     with mmap.mmap(fd, 4096, mmap.MAP_SHARED) as m:
         m[:7] = b"durable"  # in the page cache, not yet in the memory file
@@ -64,8 +64,8 @@ def test_deep_flush_makes_mapped_stores_durable(daemon_factory, tmp_path):
     os.close(fd)
 
 
-def test_namespaces_follow_the_devices(daemon_factory):
-    d = daemon_factory("--size", "64M")
+def test_namespaces_follow_the_devices(daxfuse_factory):
+    d = daxfuse_factory("--size", "64M")
     r = inside(d, "ndctl", "list", "-N")
     assert [n["dev"] for n in json.loads(r.stdout)] == ["namespace0.0"]
     d.control("disable-device dax0.0\nresize-device dax0.0 size=0")

@@ -14,7 +14,8 @@ import time
 import pytest
 import trio
 
-from conftest import DAXFUSE, Daemon, mounted_paths
+from conftest import DAXFUSE, mounted_paths
+from daxfuse.testing import DaxMount
 from daxfuse import control
 from daxfuse.core import DaxCore
 from daxfuse.dax import DaxBus
@@ -51,8 +52,8 @@ def dirty_shutdowns(d) -> int:
         return int(f.read())
 
 
-def test_the_layout_comes_back_exactly(daemon_factory, memory_file, tmp_path):
-    d = daemon_factory("--size", "64M", "--memory-file", memory_file, name="first")
+def test_the_layout_comes_back_exactly(daxfuse_factory, memory_file, tmp_path):
+    d = daxfuse_factory("--size", "64M", "--memory-file", memory_file, name="first")
     d.control("create-region size=32M align=4K\ncreate-device region=1 size=8M\ncreate-device region=1 size=4M\n"
               "create-device region=1 size=8K\ndisable-device dax1.1\ndisable-device dax1.0\n"
               "destroy-device dax1.0\nresize-device dax1.1 size=12M\ninject-error dax1.1 block=9 count=3")
@@ -68,7 +69,7 @@ def test_the_layout_comes_back_exactly(daemon_factory, memory_file, tmp_path):
     assert d.stop() == 0
     record = json.load(open(memory_file + ".layout"))
     assert record["state"] == "clean" and record["version"] == 1
-    again = daemon_factory("--memory-file", memory_file, name="second")
+    again = daxfuse_factory("--memory-file", memory_file, name="second")
     assert daxfuse("list", "-m", again.mountpoint, "-RDMi", "--media-errors").stdout == listing
     fd = os.open(again.path("dax", "dax1.1"), os.O_RDONLY)
     assert os.pread(fd, 4, 8 * MiB) == b"kept"
@@ -76,8 +77,8 @@ def test_the_layout_comes_back_exactly(daemon_factory, memory_file, tmp_path):
     assert dirty_shutdowns(again) == 0, "a clean shutdown is no unsafe one"
 
 
-def test_options_that_disagree_with_the_layout_are_refused(daemon_factory, memory_file, tmp_path):
-    d = daemon_factory("--size", "64M", "--align", "4K", "--memory-file", memory_file, name="first")
+def test_options_that_disagree_with_the_layout_are_refused(daxfuse_factory, memory_file, tmp_path):
+    d = daxfuse_factory("--size", "64M", "--align", "4K", "--memory-file", memory_file, name="first")
     assert d.stop() == 0
     mnt = tmp_path / "second"
     mnt.mkdir()
@@ -86,7 +87,7 @@ def test_options_that_disagree_with_the_layout_are_refused(daemon_factory, memor
         r = daxfuse("mount", str(mnt), "--memory-file", memory_file, *args, check=False)
         assert r.returncode == 1 and r.stderr.startswith(f"daxfuse: EINVAL: {word} ") and r.stderr.count("\n") == 1
     assert str(mnt) not in mounted_paths()
-    again = daemon_factory("--memory-file", memory_file, "--size", "64M", name="third")  # agreeing is fine
+    again = daxfuse_factory("--memory-file", memory_file, "--size", "64M", name="third")  # agreeing is fine
     assert again.layout()[0]["size"] == 64 * MiB
 
 
@@ -96,9 +97,9 @@ def test_options_that_disagree_with_the_layout_are_refused(daemon_factory, memor
     (lambda raw: raw.replace(b'"version":1', b'"version":2', 1), "layout version 2"),
     (lambda raw: b'{"format":"something else"}', "not a daxfuse-layout record"),
 ])
-def test_a_corrupt_or_foreign_record_fails_the_mount_and_touches_nothing(daemon_factory, memory_file, tmp_path,
+def test_a_corrupt_or_foreign_record_fails_the_mount_and_touches_nothing(daxfuse_factory, memory_file, tmp_path,
                                                                          damage, what):
-    d = daemon_factory("--size", "64M", "--memory-file", memory_file, name="first")
+    d = daxfuse_factory("--size", "64M", "--memory-file", memory_file, name="first")
     fd = os.open(d.path("dax", "dax0.0"), os.O_RDWR)
     os.pwrite(fd, b"precious", 0)
     os.fsync(fd)
@@ -119,19 +120,19 @@ def test_a_corrupt_or_foreign_record_fails_the_mount_and_touches_nothing(daemon_
     assert str(mnt) not in mounted_paths()
 
 
-def test_sigkill_counts_an_unsafe_shutdown_and_a_clean_one_does_not(daemon_factory, memory_file, tmp_path):
+def test_sigkill_counts_an_unsafe_shutdown_and_a_clean_one_does_not(daxfuse_factory, memory_file, tmp_path):
     (tmp_path / "a").mkdir()
-    d = Daemon(str(tmp_path / "a"), "--size", "64M", "--memory-file", memory_file)
+    d = DaxMount(str(tmp_path / "a"), "--size", "64M", "--memory-file", memory_file)
     try:
         assert dirty_shutdowns(d) == 0
         d.proc.kill()
         d.proc.wait(30)
     finally:
         d.kill()
-    again = daemon_factory("--memory-file", memory_file, name="b")
+    again = daxfuse_factory("--memory-file", memory_file, name="b")
     assert dirty_shutdowns(again) == 1
     assert again.stop() == 0
-    third = daemon_factory("--memory-file", memory_file, name="c")
+    third = daxfuse_factory("--memory-file", memory_file, name="c")
     assert dirty_shutdowns(third) == 1
 
 
@@ -174,7 +175,7 @@ def test_sigkill_at_random_points_restores_a_layout_that_was_reached(memory_file
     mnt.mkdir()
     allowed, kills, changes = None, 0, 0
     for round_ in range(15):
-        d = Daemon(str(mnt), "--size", "64M", "--memory-file", memory_file)
+        d = DaxMount(str(mnt), "--size", "64M", "--memory-file", memory_file)
         try:
             if allowed is not None:
                 assert strip(d.layout()) in allowed, f"round {round_}: restored a layout never reached"

@@ -33,21 +33,21 @@ def devt(d, name):
         return f.read().strip().split(":")
 
 
-def test_the_stat_family_sees_a_character_device(daemon_factory, programs):
-    d = daemon_factory("--size", "64M")
+def test_the_stat_family_sees_a_character_device(daxfuse_factory, programs):
+    d = daxfuse_factory("--size", "64M")
     r = inside(d, str(programs / "stat_family"), "/dev/dax0.0", *devt(d, "dax0.0"))
     assert r.returncode == 0 and r.stdout.endswith("all checks passed\n"), r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("align", ["4K", "2M"])
-def test_device_dax_mmap_rules(daemon_factory, programs, tmp_path, align):
-    d = daemon_factory("--size", "64M", "--align", align)
+def test_device_dax_mmap_rules(daxfuse_factory, programs, tmp_path, align):
+    d = daxfuse_factory("--size", "64M", "--align", align)
     r = inside(d, str(programs / "device_dax"), "/dev/dax0.0", d.path("control"), "dax0.0", cwd=str(tmp_path))
     assert r.returncode == 0 and r.stdout.endswith("all checks passed\n"), r.stdout + r.stderr
 
 
-def test_opt_outs(daemon_factory):
-    d = daemon_factory("--size", "64M")
+def test_opt_outs(daxfuse_factory):
+    d = daxfuse_factory("--size", "64M")
     fd = os.open(d.path("dax", "dax0.0"), os.O_RDWR)
     os.pwrite(fd, b"plain bytes", 0)
     os.close(fd)

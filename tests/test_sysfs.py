@@ -18,9 +18,9 @@ needs_daxctl = pytest.mark.skipif(shutil.which("daxctl") is None,
 
 
 @pytest.fixture
-def region(daemon_factory):
+def region(daxfuse_factory):
     """A kernel-style dynamic region: 1 GiB, 2M align, born with its size-0 seed dax0.0."""
-    return daemon_factory("--size", "1G", "--no-default-device")
+    return daxfuse_factory("--size", "1G", "--no-default-device")
 
 
 def sys_path(d, *parts):

@@ -46,12 +46,12 @@ DIRTIER = """
 """
 
 
-def test_waiting_control_writes_never_starve_the_data_path(daemon_factory):
+def test_waiting_control_writes_never_starve_the_data_path(daxfuse_factory):
     """Defect 1: 200 sysfs writes queued behind a disable that waits for the
     writeback of a mapping dirtied nonstop. With pyfuse3's 99 tasks all
     parked on the bus, nobody answered the writeback WRITEs: a deadlock."""
     n = 200
-    d = daemon_factory("--size", "1G", "--nr-dax", "512")
+    d = daxfuse_factory("--size", "1G", "--nr-dax", "512")
     # one attribute per writer: the kernel serializes writes to one file
     d.control("create-region size=8M align=4K id=1\n" + "\n".join(["create-device region=1 size=4K"] * n))
     dirtier = child(DIRTIER, d.path("dax", "dax0.0"), "1")
@@ -109,14 +109,14 @@ def read_direct(path: str, size: int) -> bytes:
 
 
 @pytest.mark.parametrize("writers", [["mmap"], ["mmap", "pwrite"]], ids=["mmap", "pwrite"])
-def test_a_destroyed_device_never_writes_over_its_successor(daemon_factory, writers):
+def test_a_destroyed_device_never_writes_over_its_successor(daxfuse_factory, writers):
     """Defect 2: one batch disables and destroys dax0.0 and creates dax0.1
     over the same range while clients write dax0.0 (the dirty mapping also
     makes the disable long). dax0.1 must not be usable before dax0.0 is dead
     and revoked, or dax0.0's writeback and in-flight writes land over what
     dax0.1's client was told was written."""
     size = 1 << 30
-    d = daemon_factory("--size", "1G")
+    d = daxfuse_factory("--size", "1G")
     old = [child(DIRTIER if w == "mmap" else PWRITER, d.path("dax", "dax0.0"), "170") for w in writers]
     for p in old:
         assert p.stdout.readline() == "dirty\n", p.stderr.read()
@@ -167,13 +167,13 @@ def write_errno(path: str, data: bytes) -> int:
 
 def daemon_log(d) -> str:
     assert d.stop() == 0
-    return d.proc.stdout.read().decode()
+    return d.log()
 
 
-def test_a_control_write_too_large_for_one_request_is_refused_whole(daemon_factory):
+def test_a_control_write_too_large_for_one_request_is_refused_whole(daxfuse_factory):
     """Defect 3: the kernel cuts writes into requests of at most 1 MiB; each
     was applied alone, and a line cut at the boundary ran as two."""
-    d = daemon_factory("--size", "64M", "--nr-dax", "4096")
+    d = daxfuse_factory("--size", "64M", "--nr-dax", "4096")
     d.control("create-region size=16M align=4K id=1")
     before = d.layout()
     line = b"create-device region=1 size=4K\n"
@@ -197,8 +197,8 @@ def test_a_control_write_too_large_for_one_request_is_refused_whole(daemon_facto
     "destroy-region " + "1" * 5000,
     "create-device region=0 size=0x" + "f" * 5000,
 ])
-def test_huge_numbers_are_einval_and_change_nothing(daemon_factory, line):
-    d = daemon_factory("--size", "64M")
+def test_huge_numbers_are_einval_and_change_nothing(daxfuse_factory, line):
+    d = daxfuse_factory("--size", "64M")
     before = d.layout()
     fd = os.open(d.path("control"), os.O_RDWR)
     with pytest.raises(OSError) as e:
@@ -214,8 +214,8 @@ def test_huge_numbers_are_einval_and_change_nothing(daemon_factory, line):
     assert "Traceback" not in daemon_log(d)
 
 
-def test_huge_sysfs_values_get_the_kernels_errnos(daemon_factory):
-    d = daemon_factory("--size", "64M", "--no-default-device")
+def test_huge_sysfs_values_get_the_kernels_errnos(daxfuse_factory):
+    d = daxfuse_factory("--size", "64M", "--no-default-device")
     d.control("create-device region=0 size=0")
     base = os.path.realpath(d.path("sys", "bus", "dax", "devices", "dax0.0"))
     assert write_errno(f"{base}/size", b"9" * 5000) == errno.ERANGE     # kstrtoull overflow
@@ -246,10 +246,10 @@ def drop_caches() -> None:
         f.write("2\n")
 
 
-def test_fresh_paths_are_forgotten_with_the_kernel(daemon_factory):
+def test_fresh_paths_are_forgotten_with_the_kernel(daxfuse_factory):
     """Defect 9: a path inode was kept for every path ever looked up (20,000
     fresh region ids: RSS 41 -> 57 MiB)."""
-    d = daemon_factory("--size", "64M")
+    d = daxfuse_factory("--size", "64M")
     fd = os.open(d.path("control"), os.O_WRONLY)
 
     def cycles(ids):
@@ -269,8 +269,8 @@ def test_fresh_paths_are_forgotten_with_the_kernel(daemon_factory):
     assert grown < 1024, f"RSS grew by {grown} KiB over 6000 fresh paths"
 
 
-def test_create_destroy_and_open_close_cycles_leak_nothing(daemon_factory):
-    d = daemon_factory("--size", "64M")
+def test_create_destroy_and_open_close_cycles_leak_nothing(daxfuse_factory):
+    d = daxfuse_factory("--size", "64M")
 
     def cycles(n):
         for _ in range(n):
@@ -307,11 +307,11 @@ STORER = """
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_clean_shutdown_keeps_mapped_stores(daemon_factory, tmp_path, signum):
+def test_a_clean_shutdown_keeps_mapped_stores(daxfuse_factory, tmp_path, signum):
     """Defect 8: on SIGTERM the daemon unmounted without writing clients'
     dirty mapped pages back (29 of 64 MiB missing after a remount)."""
     memory = tmp_path / "memory"
-    d = daemon_factory("--size", "64M", "--memory-file", str(memory))
+    d = daxfuse_factory("--size", "64M", "--memory-file", str(memory))
     client = child(STORER, d.path("dax", "dax0.0"))
     try:
         assert client.stdout.readline() == "stored\n", client.stderr.read()
@@ -325,10 +325,10 @@ def test_a_clean_shutdown_keeps_mapped_stores(daemon_factory, tmp_path, signum):
         f"{sum(data[i:i + 4096] != bytes(range(256)) * 16 for i in range(0, 64 * MiB, 4096))} pages lost"
 
 
-def test_a_disable_running_at_sigterm_finishes_and_is_answered(daemon_factory, tmp_path):
+def test_a_disable_running_at_sigterm_finishes_and_is_answered(daxfuse_factory, tmp_path):
     """Defect 8: a disable running when the signal came answered its writer
     ENOTCONN."""
-    d = daemon_factory("--size", "1G", "--memory-file", str(tmp_path / "memory"))
+    d = daxfuse_factory("--size", "1G", "--memory-file", str(tmp_path / "memory"))
     dirtier = child(DIRTIER, d.path("dax", "dax0.0"), "1")
     try:
         assert dirtier.stdout.readline() == "dirty\n", dirtier.stderr.read()
