@@ -14,6 +14,7 @@ import time
 from . import listing, mountinfo, personality, runfiles
 from .errors import DaxError
 from .units import parse_size
+from .users import parse_group, parse_mode, parse_owner
 
 MOUNT_TIMEOUT = 60.0
 
@@ -32,12 +33,13 @@ def _canonical(path: str) -> str:
 
 def find_mount(mountpoint: str | None) -> str:
     """A daxfuse mount point, decided by the mount table: -m MOUNTPOINT, or
-    the only one mounted here."""
-    mounts = mountinfo.daxfuse_mounts()
+    the only one this user mounted (the only one at all, if none)."""
+    every = mountinfo.daxfuse_mounts()
     if mountpoint:
-        if _canonical(mountpoint) not in mounts:
+        if _canonical(mountpoint) not in [m.point for m in every]:
             raise CliError(f"{mountpoint} is not a daxfuse mount")
         return _canonical(mountpoint)
+    mounts = [m.point for m in every if m.user_id == os.getuid()] or [m.point for m in every]
     if len(mounts) != 1:
         found = ", ".join(mounts) if mounts else "none"
         raise CliError(f"cannot choose a daxfuse mount (found: {found}); pass -m MOUNTPOINT")
@@ -76,10 +78,12 @@ def read_layout(mountpoint: str) -> list[dict]:
 
 # --- mount / umount ------------------------------------------------------------------------------
 def _mount_config(args):
+    from .dax import Access
     from .daemon import MountConfig
     return MountConfig(mountpoint=args.mountpoint, memory_file=args.memory_file, size=args.size,
                        align=args.align, default_device=not args.no_default_device,
-                       nr_dax=args.nr_dax, options=args.o)
+                       nr_dax=args.nr_dax, options=args.o,
+                       access=Access(args.owner, args.group, args.mode))
 
 
 def cmd_mount(args) -> None:
@@ -87,7 +91,7 @@ def cmd_mount(args) -> None:
         raise CliError(f"mount point {args.mountpoint} does not exist")
     if not os.path.isdir(args.mountpoint):
         raise CliError(f"mount point {args.mountpoint} is not a directory")
-    if _canonical(args.mountpoint) in mountinfo.daxfuse_mounts():
+    if _canonical(args.mountpoint) in [m.point for m in mountinfo.daxfuse_mounts()]:
         raise CliError(f"{args.mountpoint} is already a daxfuse mount")
     if args.foreground:
         from .daemon import run
@@ -152,10 +156,13 @@ def cmd_umount(args) -> None:
 # --- exec in a namespace with the emulated /sys and /dev -----------------------------------
 # host /dev goes to dev/.host first (recursively: pts, shm), so that the rbind of
 # dev/ over /dev carries it along and dev/'s links into .host/ resolve; the
-# personality's library is preloaded into COMMAND alone.
+# personality's library is preloaded into COMMAND alone. $3 runs COMMAND: as
+# is for root; for anyone else, who is root only in the user namespace made
+# for the mounts, under their own uid and gid again (an inner user namespace).
 _EXEC = ('mount --bind "$1/sys" /sys && mount --rbind /dev "$1/dev/.host" && '
-         'mount --rbind "$1/dev" /dev && preload=$2 && shift 2 && '
-         'if [ -n "$preload" ]; then LD_PRELOAD="$preload${LD_PRELOAD:+:$LD_PRELOAD}" exec "$@"; fi && exec "$@"')
+         'mount --rbind "$1/dev" /dev && preload=$2 && as=$3 && shift 3 && '
+         'if [ -n "$preload" ]; then set -- env LD_PRELOAD="$preload${LD_PRELOAD:+:$LD_PRELOAD}" "$@"; fi && '
+         'exec $as "$@"')
 
 
 def cmd_exec(args) -> None:
@@ -167,8 +174,12 @@ def cmd_exec(args) -> None:
         preload = personality.library()
         os.environ["DAXFUSE_PERSONALITY"] = personality.settings(mountpoint, args.read_write,
                                                                  not args.fuse_mappings)
-    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "sh", "-c", _EXEC,
-                          "daxfuse-exec", mountpoint, preload, *args.argv])
+    namespaces, run_as = ["--mount"], ""
+    if os.geteuid():
+        namespaces = ["--user", "--map-root-user", "--mount"]
+        run_as = f"unshare --user --map-user={os.geteuid()} --map-group={os.getegid()} --"
+    os.execvp("unshare", ["unshare", *namespaces, "--propagation", "private", "sh", "-c", _EXEC,
+                          "daxfuse-exec", mountpoint, preload, run_as, *args.argv])
 
 
 # --- management ------------------------------------------------------------------------------
@@ -212,11 +223,15 @@ def _each(command: str, **keys):
     return run
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except DaxError as e:
-        raise argparse.ArgumentTypeError(e.message) from None
+def _typed(parse):
+    """An argparse type from a parser of the control grammar."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except DaxError as e:
+            raise argparse.ArgumentTypeError(e.message) from None
+    convert.__name__ = parse.__name__.removeprefix("parse_")
+    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,12 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("mount", help="mount an emulator")
     m.add_argument("mountpoint")
     m.add_argument("--memory-file", metavar="PATH", help="back memory with PATH and keep it (default: /dev/shm, removed)")
-    m.add_argument("--size", type=_size, help="size of region 0 of a new layout (default 1G)")
-    m.add_argument("--align", type=_size, help="align of region 0 of a new layout: 4K, 2M or 1G (default 2M)")
+    m.add_argument("--size", type=_typed(parse_size), help="size of region 0 of a new layout (default 1G)")
+    m.add_argument("--align", type=_typed(parse_size), help="align of region 0 of a new layout: 4K, 2M or 1G (default 2M)")
     m.add_argument("--no-default-device", action="store_true", help="do not create dax0.0")
     m.add_argument("--nr-dax", type=int, default=256, help="most dax devices at once (default 256)")
     m.add_argument("--foreground", action="store_true", help="serve in this process")
-    m.add_argument("-o", action="append", default=[], metavar="OPT", help="extra FUSE mount option")
+    m.add_argument("-o", action="append", default=[], metavar="OPT",
+                   help="extra FUSE mount option (allow_other: let other users in)")
+    m.add_argument("--owner", type=_typed(parse_owner), default=os.getuid(), metavar="USER",
+                   help="owner of new devices (default: who mounts)")
+    m.add_argument("--group", type=_typed(parse_group), default=os.getgid(), metavar="GROUP",
+                   help="group of new devices (default: who mounts)")
+    m.add_argument("--mode", type=_typed(parse_mode), default=0o600, metavar="MODE",
+                   help="octal mode of new devices (default 0600)")
     m.set_defaults(func=cmd_mount)
 
     u = sub.add_parser("umount", help="unmount an emulator; its daemon exits")
@@ -280,10 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("id", type=int)
 
     cd = managed("create-device", "create a device in a region",
-                 lambda a: _run(a, _line("create-device", region=a.region, size=a.size, align=a.align)))
+                 lambda a: _run(a, _line("create-device", region=a.region, size=a.size, align=a.align,
+                                         owner=a.owner, group=a.group, mode=a.mode)))
     cd.add_argument("-r", "--region", required=True, type=int)
     cd.add_argument("-s", "--size")
     cd.add_argument("-a", "--align")
+    cd.add_argument("--owner", metavar="USER", help="its owner (default: the mount's --owner)")
+    cd.add_argument("--group", metavar="GROUP", help="its group (default: the mount's --group)")
+    cd.add_argument("--mode", metavar="MODE", help="its octal mode (default: the mount's --mode)")
 
     rd = managed("reconfigure-device", "resize disabled devices", _each("resize-device", size="size"))
     rd.add_argument("devices", nargs="+", metavar="NAME")

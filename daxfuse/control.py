@@ -8,7 +8,7 @@ ignored. A read returns the result of the last write on the same handle
 
   create-region size=SIZE [align=ALIGN] [id=N]
   destroy-region ID
-  create-device region=ID [size=SIZE] [align=ALIGN]
+  create-device region=ID [size=SIZE] [align=ALIGN] [owner=USER] [group=GROUP] [mode=MODE]
   resize-device NAME size=SIZE
   disable-device NAME
   enable-device NAME
@@ -27,6 +27,7 @@ import trio
 from .dax import DaxBus
 from .errors import DaxError, shown
 from .units import parse_count, parse_id, parse_size
+from .users import parse_group, parse_mode, parse_owner
 
 # The kernel cuts a write into requests of at most 1 MiB, and one of up to
 # 1 MiB - 4 KiB always arrives whole, however its buffer is aligned: larger
@@ -65,7 +66,9 @@ _COMMANDS = {
     "create-region": _Command("create_region", None, {**_SIZE_KEYS, "id": (parse_id, "id_")},
                               frozenset({"size"}), _region_made),
     "destroy-region": _Command("destroy_region", parse_id, {}, frozenset(), _region_named),
-    "create-device": _Command("create_device", None, {"region": (parse_id, "region_id"), **_SIZE_KEYS},
+    "create-device": _Command("create_device", None, {"region": (parse_id, "region_id"), **_SIZE_KEYS,
+                                                      "owner": (parse_owner, "uid"), "group": (parse_group, "gid"),
+                                                      "mode": (parse_mode, "mode")},
                               frozenset({"region"}), _device_made),
     "resize-device": _Command("resize_device", str, {"size": (parse_size, "size")},
                               frozenset({"size"}), _device_named),

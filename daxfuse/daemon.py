@@ -19,7 +19,7 @@ import trio
 
 from . import runfiles
 from .core import DaxCore
-from .dax import DaxBus
+from .dax import Access, DaxBus
 from .dax.layout import LayoutStore
 from .direct import DirectServer
 from .errors import DaxError
@@ -50,6 +50,7 @@ MAX_TASKS = 1 << 30
 # wrote on a control handle that is still open.
 CONTROL_DRAIN = 5.0
 DEFAULT_SIZE = 1 << 30
+FUSE_CONF = "/etc/fuse.conf"
 DEFAULT_ALIGN = 2 << 20
 
 
@@ -62,6 +63,7 @@ class MountConfig:
     default_device: bool
     nr_dax: int
     options: list[str]
+    access: Access  # of new devices: --owner, --group, --mode
 
     def check_against(self, record: dict, path: str) -> None:
         """--size, --align and --no-default-device shape a new layout only:
@@ -98,7 +100,19 @@ def fuse_options(config: MountConfig) -> set[str]:
     options |= {"fsname=daxfuse", "subtype=daxfuse", "auto_unmount"}
     for opt in config.options:
         options |= {o for o in opt.split(",") if o}
+    if "allow_other" in options and os.geteuid() and not _user_allow_other():
+        # what fusermount3 checks; its own refusal would reach us as a bare "mount failed"
+        raise DaxError(errno.EPERM, f"-o allow_other needs a line user_allow_other in {FUSE_CONF} "
+                                    f"for a mount by anyone but root")
     return options
+
+
+def _user_allow_other() -> bool:
+    try:
+        with open(FUSE_CONF) as f:
+            return any(line.strip() == "user_allow_other" for line in f)
+    except OSError:
+        return False
 
 
 async def _stop_on_signal(ops: DaxOperations, direct: DirectServer, nursery: trio.Nursery,
@@ -143,7 +157,8 @@ async def _unmap_when_idle(memory: MemoryFile) -> None:
             mapped = False
 
 
-async def _serve(bus: DaxBus, config: MountConfig, stack: contextlib.ExitStack, restored: bool) -> None:
+async def _serve(bus: DaxBus, config: MountConfig, options: set[str], stack: contextlib.ExitStack,
+                 restored: bool) -> None:
     if restored:
         await bus.persist()  # "running" until a clean shutdown: a crash now counts
     else:
@@ -154,7 +169,7 @@ async def _serve(bus: DaxBus, config: MountConfig, stack: contextlib.ExitStack, 
         await bus.apply(ops)
 
     ops = DaxOperations(bus)
-    pyfuse3.init(ops, config.mountpoint, fuse_options(config))
+    pyfuse3.init(ops, config.mountpoint, options)
     stack.callback(pyfuse3.close, unmount=True)
     async with trio.open_nursery() as nursery:
         async def main() -> None:
@@ -180,11 +195,14 @@ def _raise_read_ahead(st_dev: int) -> None:
         with open(path, "w") as f:
             f.write(f"{READ_AHEAD_KB}\n")
     except OSError as e:  # not root: the kernel's 128 KiB stays
-        log.warning("cannot raise read-ahead (%s): %s", path, e.strerror)
+        log.warning("read-ahead stays at the kernel's 128 KiB (%s: %s): cold sequential reads through the "
+                    "page cache run about a quarter slower (1.5 against 2.0 GB/s here); O_DIRECT and direct "
+                    "mappings are unaffected", path, e.strerror)
 
 
 def run(config: MountConfig) -> None:
     """Serve until unmounted or signalled. Raises DaxError / OSError on bad set-up."""
+    options = fuse_options(config)  # refused before anything is opened or written
     with contextlib.ExitStack() as stack:
         store = record = None
         if config.memory_file:  # its layout: read, and checked, before the memory is opened
@@ -194,7 +212,7 @@ def run(config: MountConfig) -> None:
                 config.check_against(record, config.memory_file)
         memory = MemoryFile(config.memory_file)
         stack.callback(memory.close)
-        bus = DaxBus(DaxCore(config.nr_dax), memory, store)
+        bus = DaxBus(DaxCore(config.nr_dax), memory, store, config.access)
         if record is not None:
             bus.restore(record)
             if record["state"] != "clean":  # the daemon that served it died: an unsafe shutdown
@@ -202,7 +220,7 @@ def run(config: MountConfig) -> None:
                 log.warning("%s: the last daemon did not shut down cleanly (unsafe shutdowns: %d)",
                             config.memory_file, bus.dirty_shutdown)
         try:
-            trio.run(_serve, bus, config, stack, record is not None)
+            trio.run(_serve, bus, config, options, stack, record is not None)
         except BaseExceptionGroup as group:
             raise _sole(group) from None
     _remove_own_log(config.mountpoint)

@@ -25,9 +25,9 @@ first) or has taken it (it is in the handler or past it). A SIGSTOPped
 process is such, so a disable returns at once. A process that
 does neither within KILL_AFTER (a raw rt_sigprocmask blocked SIGNAL, and it
 stays in user code) is killed with SIGKILL: the one way left to stop its
-loads. Only processes of the daemon's own user (or any, for a root daemon)
-get direct mappings: they can be signalled, and the memory file holds every
-device.
+loads. Only processes of the daemon's own user get direct mappings: the
+memory file holds every device, so another user given one device would be
+given them all. Others map through FUSE, where the kernel checks each open.
 """
 import ctypes
 import errno
@@ -135,7 +135,7 @@ class DirectServer:
         client = _Client(sock)
         uid = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
         peer_uid = int.from_bytes(uid[4:8], "little")
-        trusted = os.getuid() == 0 or peer_uid == os.getuid()
+        trusted = peer_uid == os.getuid()
         self.clients.add(client)
         try:
             with sock:

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 DAX_DIR = ("dax",)
 DEVICE_DIRS = (DAX_DIR, ("dev",))  # where devices have entries: kept true on every change
-DEVICE_MODE = stat.S_IFREG | 0o600
 # Lifecycle changes invalidate the kernel's caches of dax/ and dev/
 # explicitly (a stat of /dev/daxR.I inside exec then costs no request); sys/
 # changes under writes (a driver link appears as bind returns), so the
@@ -94,7 +93,9 @@ class DaxOperations(pyfuse3.Operations):
         a = pyfuse3.EntryAttributes()
         size = 0
         if type(node) is Device:
-            a.st_ino, a.st_mode, size = node.dev.dax_dev.ino, DEVICE_MODE, node.dev.size
+            access = node.dev.access
+            a.st_ino, a.st_mode, size = node.dev.dax_dev.ino, stat.S_IFREG | access.mode, node.dev.size
+            a.st_uid, a.st_gid = access.uid, access.gid
             a.attr_timeout = _TIMEOUT
         else:
             a.st_ino = self._path_ino(path, node)
@@ -105,15 +106,15 @@ class DaxOperations(pyfuse3.Operations):
             elif type(node) is Attr:
                 a.st_mode, size = stat.S_IFREG | node.mode, 4096
             elif type(node) is Chardev:
-                a.st_mode = DEVICE_MODE
+                a.st_mode = stat.S_IFREG | 0o600
             else:
                 a.st_mode = stat.S_IFREG | 0o644
+            a.st_uid, a.st_gid = self._uid, self._gid  # the mounter's, as sysfs is root's: only it writes
             a.attr_timeout = 0 if path[:1] and path[0] in _VOLATILE else _TIMEOUT
         a.entry_timeout = 0 if path[:1] and path[0] in _VOLATILE else _TIMEOUT
         changed = self.tree.changed(path) if type(node) is not Device else node.dev.changed
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = changed or self._mounted
         a.st_nlink = 2 if stat.S_ISDIR(a.st_mode) else 1
-        a.st_uid, a.st_gid = self._uid, self._gid
         a.st_size = size
         a.st_blksize = 4096
         a.st_blocks = size // 512
@@ -187,7 +188,20 @@ class DaxOperations(pyfuse3.Operations):
     @_handler
     async def setattr(self, inode, attr, fields, fh, ctx):
         if fields.update_mode or fields.update_uid or fields.update_gid:
-            raise FUSEError(errno.EPERM)
+            # chmod and chown of a device (the kernel checked who may:
+            # default_permissions); nothing else changes hands.
+            entry = self._devices.get(inode)
+            if entry is None:
+                raise FUSEError(errno.EPERM)
+            dev = entry[0]
+
+            def set_access():
+                if self.bus.find_device(dev.name) is not dev:
+                    raise DaxError(errno.ENXIO, f"{dev.name} was destroyed")
+                self.bus.set_access(dev.name, attr.st_uid if fields.update_uid else None,
+                                    attr.st_gid if fields.update_gid else None,
+                                    stat.S_IMODE(attr.st_mode) if fields.update_mode else None)
+            await self.bus.apply([set_access])
         current = await self.getattr(inode)
         if fields.update_size and inode in self._devices and attr.st_size != current.st_size:
             # fio and PMDK truncate to the current size; any other size

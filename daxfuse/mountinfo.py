@@ -10,6 +10,12 @@ class Mount:
     point: str
     fstype: str
     source: str
+    options: str  # the superblock's: a FUSE mount's say whose it is (user_id=)
+
+    @property
+    def user_id(self) -> int | None:
+        m = re.search(r"(?:^|,)user_id=([0-9]+)", self.options)
+        return int(m[1]) if m else None
 
 
 def _unescape(field: str) -> str:
@@ -24,13 +30,13 @@ def mounts() -> list[Mount]:
         for line in f:
             fields = line.split()
             sep = fields.index("-")
-            out.append(Mount(_unescape(fields[4]), fields[sep + 1], _unescape(fields[sep + 2])))
+            out.append(Mount(_unescape(fields[4]), fields[sep + 1], _unescape(fields[sep + 2]), fields[sep + 3]))
     return out
 
 
-def daxfuse_mounts() -> list[str]:
-    """Mount points of daxfuse daemons visible here, in mount order."""
-    return [m.point for m in mounts() if m.fstype == FSTYPE]
+def daxfuse_mounts() -> list[Mount]:
+    """daxfuse mounts visible here, in mount order."""
+    return [m for m in mounts() if m.fstype == FSTYPE]
 
 
 def mounted(point: str) -> bool:

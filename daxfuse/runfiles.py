@@ -5,8 +5,10 @@ A pid file holds the daemon's pid and its start time, so that a pid reused
 by another process after a SIGKILL is never taken for the daemon; stale pid
 files are removed whenever a daemon starts.
 """
+import errno
 import glob
 import os
+import stat
 
 
 def run_dir() -> str:
@@ -27,7 +29,15 @@ def run_file(mountpoint: str, suffix: str) -> str:
 
 
 def make_run_dir() -> None:
-    os.makedirs(run_dir(), mode=0o700, exist_ok=True)
+    """The run directory, which must be this user's alone: in /tmp another
+    user could have made it first, to read logs or plant pid files."""
+    path = run_dir()
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if path != "/run/daxfuse" and (not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid()
+                                   or st.st_mode & 0o077):
+        raise PermissionError(errno.EPERM, f"{path} is not a directory of this user's alone (mode 0700): "
+                                           f"remove it, or set XDG_RUNTIME_DIR")
 
 
 def _start_time(pid: int) -> str | None:

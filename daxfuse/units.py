@@ -7,6 +7,7 @@ from .errors import DaxError, shown
 
 U64_MAX = (1 << 64) - 1  # sizes and addresses, as the kernel's u64
 INT_MAX = (1 << 31) - 1  # ids, as the kernel's int
+ID_MAX = (1 << 32) - 2  # uids and gids: (u32)-1 means "no change" to chown
 
 _SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _NUMBER = r"(0[xX][0-9a-fA-F]+|[0-9]+)"

@@ -11,7 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from daxfuse.core import DaxCore
 from daxfuse.errors import DaxError
-from daxfuse.dax import ALIGNS, DaxBus, DaxFile, Range
+from daxfuse.dax import ALIGNS, Access, DaxBus, DaxFile, Range
 from daxfuse.dax.layout import LayoutStore, _check as check_record
 from daxfuse.memory import MemoryFile
 
@@ -113,7 +113,7 @@ def test_create_region_defaults(bus, memory):
     assert bus.layout() == [{"id": 0, "start": 0, "size": 8 * M, "align": M2,
                              "available_size": 8 * M, "devices": [
                                  {"name": "dax0.0", "id": 0, "size": 0, "align": M2, "state": "disabled",
-                                  "minor": 0, "ranges": [], "badblocks": []}]}]
+                                  "minor": 0, "uid": 0, "gid": 0, "mode": "0600", "ranges": [], "badblocks": []}]}]
     assert region.seed is bus.device("dax0.0"), "born with its seed, as a kernel region"
 
 
@@ -197,6 +197,22 @@ def test_create_device_default_counts_what_the_seed_has(bus):
     apply(bus, P(bus.create_device, 0, M2), P(bus.create_device, 0, 0), P(bus.resize_device, "dax0.1", 4 * M))
     (dev,) = apply(bus, P(bus.create_device, 0))
     assert (dev.name, dev.size, dev.enabled) == ("dax0.1", 6 * M, True)
+
+
+def test_access_is_the_mounts_then_the_devices_own(memory):
+    bus = DaxBus(DaxCore(), memory, access=Access(1000, 100, 0o640))
+    apply(bus, P(bus.create_region, 8 * M, K4), P(bus.create_device, 0, M), P(bus.create_device, 0, M, uid=7))
+    assert [d.access for d in sorted(bus.devices(), key=lambda d: d.name)] == [
+        Access(1000, 100, 0o640), Access(7, 100, 0o640)], "the seed and a new device: the mount's; uid given"
+    apply(bus, P(bus.set_access, "dax0.0", mode=0o600), P(bus.set_access, "dax0.0", gid=5))
+    assert bus.device("dax0.0").access == Access(1000, 5, 0o600)
+    apply(bus, P(bus.disable_device, "dax0.0"), P(bus.resize_device, "dax0.0", 2 * M), P(bus.enable_device, "dax0.0"))
+    assert bus.device("dax0.0").access == Access(1000, 5, 0o600), "for the device's life"
+    for bad in (dict(mode=0o1777), dict(mode=-1), dict(uid=1 << 32), dict(gid=-1)):
+        fails(errno.EINVAL, bus, P(bus.set_access, "dax0.0", uid=1), P(bus.set_access, "dax0.0", **bad))
+    assert bus.device("dax0.0").access == Access(1000, 5, 0o600), "a failed batch changes no access"
+    d0 = bus.layout()[0]["devices"][0]
+    assert (d0["uid"], d0["gid"], d0["mode"]) == (1000, 5, "0600")
 
 
 def test_create_device_size_zero_is_disabled(bus):
@@ -620,6 +636,7 @@ op_strategy = st.one_of(
     st.tuples(st.just("enable"), NAME),
     st.tuples(st.just("destroy"), NAME, DISABLE_FIRST),
     st.tuples(st.just("set_align"), NAME, DISABLE_FIRST, st.sampled_from(ALIGNS)),
+    st.tuples(st.just("set_access"), NAME, st.integers(0, 3), st.sampled_from([None, 0o600, 0o660, 0o1000])),
 )
 
 
@@ -659,6 +676,8 @@ class BusMachine(RuleBasedStateMachine):
             return pre + [P(bus.resize_device, name, spec[3] * unit)]
         if kind == "set_align":
             return pre + [P(bus.set_align, name, spec[3])]
+        if kind == "set_access":
+            return [P(bus.set_access, name, uid=spec[2], mode=spec[3])]
         return pre + [P(getattr(bus, f"{kind}_device"), name)]
 
     @rule(specs=st.lists(op_strategy, min_size=1, max_size=4))
@@ -700,6 +719,9 @@ class BusMachine(RuleBasedStateMachine):
                 bus.device(op.args[0])
         elif name == "set_align":
             assert bus.device(op.args[0]).align == op.args[1]
+        elif name == "set_access":
+            access = bus.device(op.args[0]).access
+            assert access.uid == op.keywords["uid"] and op.keywords["mode"] in (None, access.mode)
 
     @invariant()
     def recorded_layout_restores_exactly(self):

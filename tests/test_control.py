@@ -67,6 +67,10 @@ def one(bus, line):
     ("create-device region=0", ("create_device", (), {"region_id": 0})),
     ("create-device region=1 size=2M align=4K", ("create_device", (), {"region_id": 1, "size": 2 * M,
                                                                        "align": 4 * K})),
+    ("create-device region=0 owner=root group=0 mode=0660", ("create_device", (), {"region_id": 0, "uid": 0,
+                                                                                   "gid": 0, "mode": 0o660})),
+    ("create-device region=0 owner=4294967294 mode=600", ("create_device", (), {"region_id": 0,
+                                                                              "uid": (1 << 32) - 2, "mode": 0o600})),
     ("resize-device dax0.1 size=0", ("resize_device", ("dax0.1",), {"size": 0})),
     ("disable-device dax0.0", ("disable_device", ("dax0.0",), {})),
     ("enable-device dax1.2", ("enable_device", ("dax1.2",), {})),
@@ -246,6 +250,12 @@ def test_parse_garbage_only_raises_dax_error(text):
     ("create-region size=2Q", "invalid size '2Q'"),
     ("create-region size=-4K", "invalid size '-4K'"),
     ("create-device region=0 align=big", "invalid size 'big'"),
+    ("create-device region=0 owner=no-such-user", "no user named 'no-such-user'"),
+    ("create-device region=0 owner=4294967295", "user '4294967295' is out of range (0 to 4294967294)"),
+    ("create-device region=0 group=-1", "no group named '-1'"),
+    ("create-device region=0 mode=0778", "invalid mode '0778' (octal, at most 0777)"),
+    ("create-device region=0 mode=1000", "invalid mode '1000' (octal, at most 0777)"),
+    ("create-device region=0 mode=", "invalid mode '' (octal, at most 0777)"),
 ])
 def test_parse_errors(bus, line, message):
     with pytest.raises(DaxError) as ei:

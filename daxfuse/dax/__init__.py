@@ -1,7 +1,7 @@
 """Device DAX: regions carved from the memory file and the dev_dax devices
 carved from regions (the kernel's drivers/dax/bus.c and device.c)."""
 from .bus import ALIGNS, DaxBus
-from .device import DaxRegion, DevDax, Range
+from .device import Access, DaxRegion, DevDax, Range
 from .file import DaxFile
 
-__all__ = ["ALIGNS", "DaxBus", "DaxFile", "DaxRegion", "DevDax", "Range"]
+__all__ = ["ALIGNS", "Access", "DaxBus", "DaxFile", "DaxRegion", "DevDax", "Range"]

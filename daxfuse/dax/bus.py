@@ -20,9 +20,9 @@ import trio
 from ..core import DaxCore
 from ..errors import DaxError, shown
 from ..memory import MemoryFile
-from ..units import INT_MAX, parse_index, size_text
+from ..units import ID_MAX, INT_MAX, parse_index, size_text
 from .badblocks import SECTOR, Badblocks, sectors
-from .device import DaxRegion, DevDax, Range
+from .device import Access, DaxRegion, DevDax, Range
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,20 @@ Listener = Callable[[str, DevDax], Awaitable[None]]
 def _check_align(align: int) -> None:
     if align not in ALIGNS:
         raise DaxError(errno.EINVAL, f"align {size_text(align)} is not one of 4K, 2M, 1G")
+
+
+def _check_id(value: int, what: str) -> int:
+    """A uid or gid, 0 to ID_MAX."""
+    if not 0 <= value <= ID_MAX:
+        raise DaxError(errno.EINVAL, f"{what} {value} is out of range (0 to {ID_MAX})")
+    return value
+
+
+def _check_mode(mode: int) -> int:
+    """Permission bits only: no setuid, setgid or sticky on a device."""
+    if not 0 <= mode <= 0o777:
+        raise DaxError(errno.EINVAL, f"mode {mode:#o} is not within 0777")
+    return mode
 
 
 def _check_multiple(size: int, align: int, what: str) -> None:
@@ -73,10 +87,11 @@ class _Txn:
 
 
 class DaxBus:
-    def __init__(self, core: DaxCore, memory: MemoryFile, store=None) -> None:
+    def __init__(self, core: DaxCore, memory: MemoryFile, store=None, access: Access = Access()) -> None:
         self.core = core
         self.memory = memory
         self.store = store  # where the layout persists (a LayoutStore), or None
+        self.access = access  # what a new device is given (the mount's --owner, --group, --mode)
         self.badblocks = Badblocks()  # poisoned sectors of the memory file
         self.injected = Badblocks()   # the errors injected through ARS (ndctl inject-error --status)
         self.scrubs = 0  # address range scrubs done (nfit/scrub)
@@ -223,11 +238,13 @@ class DaxBus:
         self._record(lambda: self.regions.__setitem__(id_, region))
 
     # --- devices --------------------------------------------------------------------------
-    def create_device(self, region_id: int, size: int | None = None, align: int | None = None) -> DevDax:
+    def create_device(self, region_id: int, size: int | None = None, align: int | None = None,
+                      uid: int | None = None, gid: int | None = None, mode: int | None = None) -> DevDax:
         """The control file's create-device, as daxctl create-device: the
         region's seed is configured when it has one (daxR.0 of a new region),
         else a new device is made; enabled when its size is > 0. The default
-        size is all that is available (to the seed: its own size too)."""
+        size is all that is available (to the seed: its own size too);
+        owner, group and mode not given are the mount's."""
         region = self.region(region_id)
         align = region.align if align is None else align
         _check_align(align)
@@ -238,6 +255,8 @@ class DaxBus:
         dev = region.seed or self._new_device(region, align)
         if dev.align != align:
             self.set_align(dev.name, align)
+        if (uid, gid, mode) != (None, None, None):
+            self.set_access(dev.name, uid, gid, mode)
         if size:
             self.resize_device(dev.name, size)
             self.enable_device(dev.name)
@@ -247,6 +266,7 @@ class DaxBus:
         """A size-0, disabled device at the lowest free id: the region's seed
         unless it has one (the kernel tracks one unconfigured seed)."""
         dev = DevDax(region, -1, align)
+        dev.access = self.access
         dev.dax_dev = self.core.alloc_dax(dev)  # may fail: nothing claimed yet
         dev.id = region.ida.get()
         region.devices[dev.id] = dev
@@ -344,6 +364,18 @@ class DaxBus:
         dev.align = align
         self._record(lambda: setattr(dev, "align", old), self._notify("realigned", dev))
 
+    def set_access(self, name: str, uid: int | None = None, gid: int | None = None,
+                   mode: int | None = None) -> None:
+        """Owner, group and mode, as chown and chmod (or a udev rule) set them;
+        what is not given stays. They stay for the device's life."""
+        dev = self.device(name)
+        old = dev.access
+        new = Access(old.uid if uid is None else _check_id(uid, "uid"),
+                     old.gid if gid is None else _check_id(gid, "gid"),
+                     old.mode if mode is None else _check_mode(mode))
+        dev.access = new
+        self._record(lambda: setattr(dev, "access", old), self._notify("access", dev))
+
     def disable_device(self, name: str) -> None:
         dev = self.device(name)
         if not dev.enabled:
@@ -394,6 +426,7 @@ class DaxBus:
             self.regions[region.id] = region
             for d in r["devices"]:
                 dev = DevDax(region, d["id"], d["align"])
+                dev.access = Access(d["uid"], d["gid"], d["mode"])
                 dev.dax_dev = self.core.alloc_dax(dev)
                 region.ida.claim(dev.id)
                 dev.set_ranges([Range(start, end) for start, end in d["ranges"]])
@@ -533,6 +566,7 @@ class DaxBus:
                 "name": dev.name, "id": dev.id, "size": dev.size, "align": dev.align,
                 "state": "enabled" if dev.enabled else "disabled",
                 "minor": dev.dax_dev.minor,
+                "uid": dev.access.uid, "gid": dev.access.gid, "mode": f"{dev.access.mode:04o}",
                 "ranges": [{"start": r.start, "end": r.end - 1, "page_offset": off}
                            for r, off in zip(dev.ranges, dev.page_offsets())],
                 "badblocks": [{"offset": b, "length": n} for b, n in self.device_badblocks(dev)],

@@ -14,6 +14,15 @@ from ..core.minors import Ida
 
 
 @dataclass(frozen=True)
+class Access:
+    """Who may open a device: the owner, group and mode that udev rules give
+    /dev/daxR.I on a real machine (the kernel itself makes it root's, 0600)."""
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o600
+
+
+@dataclass(frozen=True)
 class Range:
     start: int
     end: int
@@ -60,6 +69,7 @@ class DevDax:
         self.ranges: list[Range] = []
         self.enabled = False
         self.dax_dev: DaxDevice | None = None
+        self.access = Access()
         self._starts: list[int] = [0]  # device offset of each range, plus the size
         self.changed = time.time_ns()  # created, resized, realigned, enabled or disabled
 

@@ -15,6 +15,7 @@ import json
 import os
 
 from ..errors import DaxError
+from ..units import ID_MAX
 
 FORMAT = "daxfuse-layout"
 VERSION = 1
@@ -52,6 +53,8 @@ def _check(record: dict) -> None:
         ranges = []
         for d in r["devices"]:
             whole(d["size"], "device size"), whole(d["align"], "device align"), bool(d["enabled"])
+            if whole(d["uid"], "uid") > ID_MAX or whole(d["gid"], "gid") > ID_MAX or whole(d["mode"], "mode") > 0o777:
+                raise ValueError(f"dax{r['id']}.{d['id']} owner, group or mode")
             ranges += [(whole(a, "range"), whole(b, "range"), f"dax{r['id']}.{d['id']}") for a, b in d["ranges"]]
             if any(b <= a for a, b in d["ranges"]) or sum(b - a for a, b in d["ranges"]) != d["size"]:
                 raise ValueError(f"dax{r['id']}.{d['id']} ranges do not add up to its size")
@@ -119,6 +122,7 @@ class LayoutStore:
                 "id": r.id, "start": r.res.start, "size": r.size, "align": r.align,
                 "seed": r.seed and r.seed.id, "youngest": r.youngest and r.youngest.id,
                 "devices": [{"id": d.id, "size": d.size, "align": d.align, "enabled": d.enabled,
+                             "uid": d.access.uid, "gid": d.access.gid, "mode": d.access.mode,
                              "ranges": [[x.start, x.end] for x in d.ranges]}
                             for d in sorted(r.devices.values(), key=lambda d: d.id)],
             } for r in sorted(bus.regions.values(), key=lambda r: r.id)],
