@@ -47,14 +47,15 @@ class DaxMount:
     def __init__(self, mountpoint: str, *options: str) -> None:
         self.mountpoint = str(mountpoint)
         self.log_path = f"{self.mountpoint}.log"
-        sock_path = f"{self.mountpoint}.notify"
+        # abstract: a path under a deep temp dir can pass sun_path's 108 bytes
+        notify = f"daxfuse-testing-{os.getpid()}-{time.monotonic_ns()}"
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self._sock.bind(sock_path)
+        self._sock.bind("\0" + notify)
         self._sock.settimeout(0.2)
         try:
             with open(self.log_path, "wb") as log:
                 self.proc = subprocess.Popen([*DAXFUSE, "mount", "--foreground", self.mountpoint, *options],
-                                             env={**os.environ, "NOTIFY_SOCKET": sock_path}, stdin=subprocess.DEVNULL,
+                                             env={**os.environ, "NOTIFY_SOCKET": "@" + notify}, stdin=subprocess.DEVNULL,
                                              stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
             deadline = time.monotonic() + READY_WAIT
             while not self._ready():
@@ -66,7 +67,6 @@ class DaxMount:
                     raise RuntimeError(f"daxfuse mount {self.mountpoint} not ready within {READY_WAIT:.0f} s")
         finally:
             self._sock.close()
-            os.unlink(sock_path)
 
     def _ready(self) -> bool:
         try:

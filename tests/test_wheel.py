@@ -1,6 +1,7 @@
 """The package as users install it: a wheel built from this tree, installed
 into a fresh venv (not the editable install scripts/setup makes), mounts and
-serves with its own CLI."""
+serves with its own CLI, and its pytest plugin runs the README's downstream
+test as written."""
 import os
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ def test_a_wheel_installed_daxfuse_mounts_and_serves(fuse, tmp_path):
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(src))
     (wheel,) = wheels.iterdir()
     run("/usr/bin/python3", "-m", "venv", str(venv))
-    run(str(venv / "bin" / "pip"), "install", "-q", str(wheel))
+    run(str(venv / "bin" / "pip"), "install", "-q", str(wheel), "pytest")
     daxfuse = str(venv / "bin" / "daxfuse")
     mnt.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -46,3 +47,19 @@ def test_a_wheel_installed_daxfuse_mounts_and_serves(fuse, tmp_path):
     finally:
         run(daxfuse, "umount", str(mnt), cwd=str(tmp_path), env=env)
     assert str(mnt) not in mounted_paths()
+    downstream = tmp_path / "downstream"
+    downstream.mkdir()
+    (downstream / "test_engine.py").write_text(readme_block("<!-- downstream test:"))
+    out = run(str(venv / "bin" / "python"), "-m", "pytest", "-v", f"--basetemp={tmp_path / 'base'}",
+              cwd=str(downstream), env=env)
+    assert "test_engine.py::test_my_engine_survives_hot_unplug PASSED" in out
+    assert not [p for p in mounted_paths() if p.startswith(str(tmp_path))]
+
+
+def readme_block(marker: str) -> str:
+    """The fenced block that follows marker in the README."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    after = text[text.index(marker):]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start:after.index("```", start)]
