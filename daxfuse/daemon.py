@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pyfuse3
 import trio
 
-from . import runfiles
+from . import runfiles, watchdog
 from .core import DaxCore
 from .dax import Access, DaxBus
 from .dax.layout import LayoutStore
@@ -178,6 +178,7 @@ async def _serve(bus: DaxBus, config: MountConfig, options: set[str], stack: con
 
         nursery.start_soon(main)
         st = await trio.to_thread.run_sync(os.stat, config.mountpoint)
+        stack.callback(watchdog.stop, watchdog.start(config.mountpoint, st.st_dev))  # from the main thread
         direct = DirectServer(bus, st.st_dev)
         await nursery.start(direct.serve)
         await nursery.start(_stop_on_signal, ops, direct, nursery)

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import DAXFUSE
+from daxfuse.testing import DaxMount
 
 pytestmark = [pytest.mark.mounted, pytest.mark.torture, pytest.mark.timeout(240)]
 
@@ -345,3 +346,43 @@ def test_a_disable_running_at_sigterm_finishes_and_is_answered(daxfuse_factory, 
         assert dirtier.returncode == -signal.SIGBUS
     finally:
         dirtier.kill()
+
+
+def in_invalidation(pid: int) -> bool:
+    """A thread of pid is inside FUSE_NOTIFY_INVAL_INODE (kernel stacks: root)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stack") as f:
+                if "fuse_reverse_inval_inode" in f.read():
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="kernel stacks (/proc/PID/task/TID/stack) need root")
+def test_a_sigkill_amid_a_writeback_invalidation_leaves_nothing_hung(fuse, tmp_path):
+    """The race, lost on purpose: SIGKILL lands while a worker thread is in
+    the kernel invalidating a dirty mapping's pages, waiting for WRITEs only
+    the dead trio thread would answer. The process could not exit, so the
+    connection stayed, and its clients in D state, until umount -f; the
+    watchdog now aborts the connection once the daemon's main thread dies."""
+    for round_ in range(3):
+        (tmp_path / f"m{round_}").mkdir()
+        d = DaxMount(str(tmp_path / f"m{round_}"), "--size", "512M")  # killed on purpose: not the factory's
+        dirtier = child(DIRTIER, d.device(), "1")
+        assert dirtier.stdout.readline() == "dirty\n", dirtier.stderr.read()
+        disable = subprocess.Popen([*DAXFUSE, "disable-device", "dax0.0", "-m", d.mountpoint],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: in_invalidation(d.proc.pid), "the disable's invalidation", timeout=20)
+            d.proc.kill()
+            d.proc.wait(15)  # it hung here for good
+            wait_for(lambda: not d.mounted(), "the mount to go", timeout=15)
+            for p in (dirtier, disable):
+                p.wait(15)  # freed, not in D state
+        finally:
+            d.kill()  # first: umount -f frees clients a hung daemon holds
+            for p in (dirtier, disable):
+                p.kill()
+                p.wait()
