@@ -32,7 +32,6 @@ import random
 import select
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -43,11 +42,12 @@ import traceback
 
 import numpy as np
 
+from daxfuse.testing import DAXFUSE, DaxMount
+
 MiB = 1 << 20
 PAGE = 4096
 TIMEOUT = 30.0  # no operation may take longer
 ALIGNS = (4 << 10, 2 << 20, 1 << 30)
-DAXFUSE = [sys.executable, "-m", "daxfuse"]
 MAX_VIOLATIONS = 50  # a workload stops once it found this many
 
 
@@ -127,41 +127,16 @@ class Hung(Exception):
     """An operation outlived TIMEOUT; the mount was forced off to free it."""
 
 
-class Daemon:
-    """A foreground daxfuse daemon on a fresh mount point, as tests/conftest.py
-    starts one (ready once it said READY=1), its log in a file: a pipe would
-    fill up over a long run. Every operation the harness makes on the mount
-    runs under bounded(): one that outlives TIMEOUT is a violation, and
-    umount -f frees its caller."""
+class Daemon(DaxMount):
+    """daxfuse.testing's foreground daemon on a fresh mount point, named for
+    the figures. Every operation the harness makes on the mount runs under
+    bounded(): one that outlives TIMEOUT is a violation, and umount -f frees
+    its caller."""
 
     def __init__(self, workdir: str, name: str, stats: Stats, *args: str) -> None:
         self.name, self.stats, self.hung = name, stats, False
-        self.mountpoint = os.path.join(workdir, name)
-        os.mkdir(self.mountpoint)
-        self.log_path = self.mountpoint + ".log"
-        sock_path = self.mountpoint + ".notify"
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, open(self.log_path, "wb") as log:
-            sock.bind(sock_path)
-            sock.settimeout(0.2)
-            self.proc = subprocess.Popen([*DAXFUSE, "mount", "--foreground", self.mountpoint, *args],
-                                         env={**os.environ, "NOTIFY_SOCKET": sock_path},
-                                         stdout=log, stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + TIMEOUT
-            while time.monotonic() < deadline:
-                with contextlib.suppress(socket.timeout):
-                    if b"READY=1" in sock.recv(4096):
-                        return
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{name}: daemon exited {self.proc.returncode}: {self.log()}")
-        self.close()
-        raise RuntimeError(f"{name}: daemon not ready within {TIMEOUT:.0f} s: {self.log()}")
-
-    def path(self, *parts: str) -> str:
-        return os.path.join(self.mountpoint, *parts)
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
+        os.mkdir(os.path.join(workdir, name))
+        super().__init__(os.path.join(workdir, name), *args)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -182,13 +157,14 @@ class Daemon:
             raise Hung(what)
 
     def hang(self, what: str, task: str) -> None:
-        """A violation, with the kernel stacks of the task that hangs
-        (PID/task/TID) and of the daemon's threads; then free every client
-        of the mount."""
+        """A violation, with the kernel stacks of the tasks that hang
+        (PID/task/TID...) and of the daemon's threads; then free every
+        client of the mount."""
         if not self.hung:
             self.hung = True
             with contextlib.suppress(OSError):
-                task += "".join(f" {self.proc.pid}/task/{t}" for t in os.listdir(f"/proc/{self.proc.pid}/task"))
+                task += "".join(f" {self.proc.pid}/task/{t}" for t in os.listdir(f"/proc/{self.proc.pid}/task")
+                                if t != str(self.proc.pid))
             self.stats.violation(f"{self.name}: {what} did not return within {TIMEOUT:.0f} s; kernel stacks: "
                                  + "; ".join(map(stack, task.split())))
             self.force_unmount()
@@ -260,11 +236,7 @@ class Daemon:
 
     def close(self) -> None:
         """Leave nothing behind: no mount, no process."""
-        if mounted(self.mountpoint):
-            self.force_unmount()
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait(TIMEOUT)
+        self.kill()
         if not self.wait_unmounted():
             self.force_unmount()
 
@@ -765,7 +737,7 @@ def worker(index: int, seed: int, mountpoint: str, board: Board, lock, events, s
                         me.ops[me.kind] += 1
                         closed = f.close()
                         if closed:  # the old handles' report of the change: never a violation
-                            events.put(("errno", "close", closed, "old handles", STEPS[step], name))
+                            events.put(("errno", "close", closed, "changed", STEPS[step], name))
                     me.kind = KINDS.index("open")
                     me.ops[me.kind] += 1
                     f = files[s] = Files(os.path.join(mountpoint, "dax", name), seq, size)
@@ -782,9 +754,8 @@ def worker(index: int, seed: int, mountpoint: str, board: Board, lock, events, s
             with lock:
                 stable = seq % 2 == 0 and board.slots[s].seq == seq
                 me.slot, me.since = 0, 0.0
-            steps = STEPS[step] if step == board.step else f"{STEPS[step]}..{STEPS[board.step]}"
             if err:
-                events.put(("errno", KINDS[me.kind], err, "published" if stable else "changing", steps, name))
+                events.put(("errno", KINDS[me.kind], err, "published" if stable else "changing", STEPS[step], name))
             if problem and (always or stable):
                 events.put(("violation", f"worker {index}: {kind} of {name} (slot {s}, gen {gen}, "
                                          f"{'published' if stable else 'changing'}): {problem}"))
@@ -795,10 +766,12 @@ def worker(index: int, seed: int, mountpoint: str, board: Board, lock, events, s
 
 class Churner:
     """The lifecycle under the workers. A change marks its slots changing (seq
-    odd); one that may change a device's ranges (resize, re-create) then
-    closes them to new operations, waits for the running ones, zero-fills the
-    device through pwrite and only then publishes it with a new generation:
-    a new device over old ranges legitimately sees old bytes (pmem)."""
+    odd: workers go on only with the handles they have, so the change lands
+    on operations in flight), then closes them to new operations and waits
+    for the running ones; one that may change a device's ranges (resize,
+    re-create) zero-fills the device through pwrite and only then publishes
+    it with a new generation: a new device over old ranges legitimately sees
+    old bytes (pmem)."""
 
     def __init__(self, d: Daemon, board: Board, lock, rng: random.Random, stats: Stats) -> None:
         self.d, self.board, self.lock, self.rng, self.stats = d, board, lock, rng, stats
@@ -809,11 +782,8 @@ class Churner:
         self.board.step = STEPS.index(name)
 
     def control(self, text: str, step: str) -> list[str]:
-        self.step(step)
-        try:
-            return self.d.control(text)
-        finally:
-            self.step("idle")
+        self.step(step)  # until the next step: "disable" covers the time the device is off
+        return self.d.control(text)
 
     def new_size(self, s: int) -> int:
         return self.rng.randrange(16 * MiB, 64 * MiB + 1, REGION_ALIGN[SLOT_REGION[s]])
@@ -835,56 +805,55 @@ class Churner:
                 self.board.slots[s].seq += 1
 
     def publish(self, slots, names: dict | None = None, sizes: dict | None = None) -> None:
-        """Make slots usable again; with new names or sizes, only once no
-        operation runs on them and the devices are zero-filled. A writeback
-        error of the change (dirty pages past a new end: ENOSPC; dirtied
-        again between a disable's writeback and its kill: ENXIO) is reported
-        once, to the first fsync after it (errseq): the churner takes it,
-        not a worker's fresh handle."""
-        for s in slots:
-            self.take_writeback_error((names or {}).get(s) or self.name(s))
-        if sizes:
-            with self.lock:
-                for s in slots:
-                    self.board.slots[s].closed = 1
-            while any(w.slot - 1 in slots for w in self.board.workers):
-                if self.d.hung:
-                    raise Hung("barrier")
-                time.sleep(0.001)
+        """Make slots usable again, once no operation runs on them: with new
+        names or sizes, zero-filled under a new generation. A writeback error
+        of the change (dirty pages past a new end: ENOSPC; dirtied again
+        between a disable's writeback and its kill: ENXIO; left when the last
+        writable handle went: EIO) is reported to the first fsync after it
+        (errseq), and as EIO or ENOSPC to the first O_DIRECT I/O or close
+        (the mapping's AS_EIO flag): the churner takes it, not a worker."""
+        with self.lock:
             for s in slots:
-                self.zero_fill((names or {}).get(s) or self.name(s), sizes[s])
-            self.gen += 1
+                self.board.slots[s].closed = 1
+        while any(w.slot - 1 in slots for w in self.board.workers):
+            if self.d.hung:
+                raise Hung("barrier")
+            time.sleep(0.001)
+        names = names or {s: self.name(s) for s in slots}
+        self.gen += bool(sizes)
+        for s in slots:
+            self.make_ready(names[s], sizes and sizes[s])
         with self.lock:
             for s in slots:
                 slot = self.board.slots[s]
-                if names:
-                    slot.name = names[s].encode()
+                slot.name, slot.closed = names[s].encode(), 0
                 if sizes:
-                    slot.size, slot.gen, slot.closed = sizes[s], self.gen, 0
+                    slot.size, slot.gen = sizes[s], self.gen
                 slot.seq += 1
+        self.step("idle")
 
-    def take_writeback_error(self, name: str) -> None:
-        with self.d.bounded(f"fsync of {name}"):
-            fd = os.open(self.d.path("dax", name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            except OSError as e:
-                self.stats.error("concurrency churner fsync before publishing", e.errno)
-            finally:
-                os.close(fd)
-
-    def zero_fill(self, name: str, size: int) -> None:
-        self.step("zero-fill")
-        with self.d.bounded(f"zero-fill of {name}"):
+    def make_ready(self, name: str, zero_fill: int | None) -> None:
+        """Zero-fill the first zero_fill bytes of a device through pwrite
+        (any failure is a violation), then take the change's writeback error
+        with an fsync and a close (either may report it; counted)."""
+        if zero_fill:
+            self.step("zero-fill")
+        with self.d.bounded(f"settling {name}"):
             fd = os.open(self.d.path("dax", name), os.O_WRONLY)
             try:
-                for off in range(0, size, MiB):
-                    n = min(MiB, size - off)
+                for off in range(0, zero_fill or 0, MiB):
+                    n = min(MiB, zero_fill - off)
                     if os.pwrite(fd, self.zeros[:n], off) != n:
                         raise OSError(errno.EIO, f"short zero-fill of {name} at {off:#x}")
+                try:
+                    os.fsync(fd)
+                except OSError as e:
+                    self.stats.error("concurrency churner fsync before publishing", e.errno)
             finally:
-                os.close(fd)
-                self.step("idle")
+                try:
+                    os.close(fd)
+                except OSError as e:
+                    self.stats.error("concurrency churner close before publishing", e.errno)
 
     def pause(self) -> None:
         time.sleep(self.rng.uniform(0, 0.05))
@@ -897,7 +866,6 @@ class Churner:
             for attr in ("unbind", "bind"):
                 self.step(attr)
                 err, _ = self.d.write(f"sys/bus/dax/drivers/device_dax/{attr}", self.name(slots[0]).encode())
-                self.step("idle")
                 if err:
                     raise OSError(err, f"{attr} {self.name(slots[0])}")
                 self.pause()
@@ -961,7 +929,8 @@ class Churner:
         except Hung:
             pass
         except Exception:
-            self.stats.violation(f"churner failed: {traceback.format_exc()}")
+            if not stop.is_set():  # else the run is being torn down under it
+                self.stats.violation(f"churner failed: {traceback.format_exc()}")
 
 
 def verify_devices(d: Daemon, board: Board, stats: Stats) -> None:
@@ -984,8 +953,10 @@ def verify_devices(d: Daemon, board: Board, stats: Stats) -> None:
             fd = os.open(d.path("dax", name), os.O_RDONLY | os.O_DIRECT)
             try:
                 for off in range(0, slot.size, MiB):
-                    got = os.preadv(fd, [memoryview(buf)[:min(MiB, slot.size - off)]], off)
-                    problem = wrong_records(memoryview(buf)[:got], off, s, slot.gen)
+                    n = min(MiB, slot.size - off)
+                    got = os.preadv(fd, [memoryview(buf)[:n]], off)
+                    problem = wrong_records(memoryview(buf)[:got], off, s, slot.gen) or (
+                        f"short: {got} of {n} bytes at {off:#x}" if got != n else None)
                     if problem:
                         stats.violation(f"concurrency: final read of {name} (slot {s}): {problem}")
                         break
@@ -1024,9 +995,10 @@ class Workers:
         self.drain()
         now = time.monotonic()
         for i, w in enumerate(self.board.workers):
-            if w.since and now - w.since > TIMEOUT and not self.d.hung:
-                self.d.hang(f"worker {i}'s {KINDS[w.kind]} on {self.board.slots[w.slot - 1].name.decode()} "
-                            f"(churner in {STEPS[self.board.step]})", f"{self.procs[i].pid}/task/{self.procs[i].pid}")
+            since, kind, slot = w.since, KINDS[w.kind], self.board.slots[w.slot - 1].name.decode()
+            if since and now - since > TIMEOUT and not self.d.hung:
+                self.d.hang(f"worker {i}'s {kind} on {slot} (churner in {STEPS[self.board.step]})",
+                            f"{self.procs[i].pid}/task/{self.procs[i].pid}")
 
     def reap(self, i: int, code: int) -> None:
         """A dead worker: counted by signal; SIGBUS is expected only through
@@ -1052,9 +1024,9 @@ class Workers:
             if message[0] == "violation":
                 self.stats.violation(f"concurrency: {message[1]}")
                 continue
-            _, kind, err, state, steps, name = message
+            _, kind, err, state, step, name = message
             self.stats.error(f"concurrency {kind}", err)
-            self.stats.circumstances[f"concurrency {ename(err)} {kind}, {state}, {steps}"] += 1
+            self.stats.circumstances[f"concurrency {ename(err)} {kind}, {state} device, churner: {step}"] += 1
             if state == "published" and not self.d.hung:
                 self.stats.violation(f"concurrency: {kind} of {name} failed {ename(err)} while it was "
                                      f"published and nothing changed")
@@ -1077,14 +1049,13 @@ def concurrency(stats: Stats, seconds: float, rng: random.Random, workdir: str) 
     """NWORKERS worker processes against the churner on NSLOTS devices of
     16-64 MiB in two regions; then every device is read back whole."""
     d = Daemon(workdir, "concurrency", stats, "--size", "256M", "--no-default-device")
-    workers, first = None, len(stats.violations)
+    workers, first, stop = None, len(stats.violations), threading.Event()
     try:
         workers = Workers(d, rng, stats)
         board = workers.board
         churner = Churner(d, board, workers.lock, rng, stats)
         churner.setup()
         workers.start()
-        stop = threading.Event()
         thread = threading.Thread(target=churner.run, args=(stop,), daemon=True)
         thread.start()
         end = time.monotonic() + seconds
@@ -1104,6 +1075,7 @@ def concurrency(stats: Stats, seconds: float, rng: random.Random, workdir: str) 
     except Hung:
         pass
     finally:
+        stop.set()
         if workers is not None:
             workers.close()
         d.close()
@@ -1226,10 +1198,15 @@ def kill_round(stats: Stats, rng: random.Random, workdir: str, n: int, point: st
             d.proc.send_signal(signal.SIGSTOP)
         clients["blocked reader"].stdin.write("go\n")
         clients["blocked reader"].stdin.flush()
-        time.sleep(rng.uniform(0.05, 0.5))
+        time.sleep(rng.uniform(0.01, 0.2) if point == "during a disable" else rng.uniform(0.05, 0.5))
         d.proc.kill()
-        d.proc.wait(TIMEOUT)
         stats.ops[f"crash SIGKILL {point}"] += 1
+        try:
+            d.proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:  # stuck in the kernel: abort the connection
+            d.hang(f"the daemon's exit after SIGKILL {point}", " ".join(
+                f"{p.pid}/task/{p.pid}" for p in [d.proc, *clients.values()]))
+            d.proc.wait(TIMEOUT)
         if not d.wait_unmounted():
             stats.violation(f"{d.name}: still mounted 10 s after SIGKILL {point}")
         settle(stats, f"{d.name}: SIGKILL {point}", clients, {"reader", "blocked reader"} | (
@@ -1273,25 +1250,18 @@ def term_round(stats: Stats, rng: random.Random, workdir: str, n: int, disable: 
         time.sleep(rng.uniform(0.05, 0.3))
         d.proc.send_signal(signal.SIGTERM)
         stats.ops[f"crash SIGTERM {'during a disable' if disable else 'during I/O'}"] += 1
-        try:
-            rc = d.proc.wait(TIMEOUT)
-            if rc != 0:
-                stats.violation(f"{name}: exited {rc} on SIGTERM; log: {d.log()[-2000:]}")
-        except subprocess.TimeoutExpired:
-            stats.violation(f"{name}: still running {TIMEOUT:.0f} s after SIGTERM")
-            return
-        if not d.wait_unmounted():
-            stats.violation(f"{name}: still mounted after a clean exit")
+        d.finish()
         outcomes = settle(stats, f"{name}: SIGTERM", clients, clients.keys() & {"reader", "pwriter", "disabler"})
         if disable and outcomes["disabler"] not in ("ok", "ESHUTDOWN"):
             stats.violation(f"{name}: the disable running at SIGTERM ended {outcomes['disabler']}")
+        if d.proc.returncode != 0:
+            return
         with open(memory, "rb") as f:
             data = f.read()
         lost = [p for p in range(pages) if data[(x := physical(ranges, p * PAGE)):x + PAGE] != stored_page(p)]
         if lost:
             stats.violation(f"{name}: {len(lost)} of {pages} pages stored before SIGTERM are not in the "
                             f"memory file (the first: page {lost[0]})")
-        d.check_log()
     finally:
         for p in clients.values():
             if p.poll() is None:
@@ -1346,6 +1316,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seed = random.randrange(1 << 32) if args.seed is None else args.seed
     workloads = list(WORKLOADS) if args.workload == "all" else [args.workload]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: unmount, stop what runs
     workdir = tempfile.mkdtemp(prefix="daxfuse-torture-")
     start = time.monotonic()
     try:

@@ -41,6 +41,6 @@ def test_concurrency(run):
 
 
 def test_crash(run):
-    stats = run("crash", 10)
+    stats = run("crash", 20)
     assert sum(n for key, n in stats.ops.items() if key.startswith("crash SIGKILL")) >= 3
     assert stats.ops["crash SIGTERM during I/O"] and stats.ops["crash SIGTERM during a disable"]
