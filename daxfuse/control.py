@@ -19,6 +19,7 @@ ignored. A read returns the result of the last write on the same handle
 import errno
 import functools
 import json
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -33,6 +34,10 @@ from .users import parse_group, parse_mode, parse_owner
 # 1 MiB - 4 KiB always arrives whole, however its buffer is aligned: larger
 # writes are refused whole rather than applied in pieces.
 MAX_WRITE = (1 << 20) - 4096
+# Lines end at \n, words part at ASCII blanks: no other Unicode space or line
+# break (NBSP, U+2028, \x1c) separates anything; it is part of a word.
+_BLANK = " \t\r"
+_WORDS = re.compile(r"[ \t\r]+")
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ _COMMANDS = {
 
 def parse_line(bus: DaxBus, line: str) -> tuple[functools.partial, Callable[[object], str]]:
     """One command line -> (a bound bus operation, what reports its result)."""
-    words = line.split()
+    words = _WORDS.split(line)
     name, args = words[0], words[1:]
     command = _COMMANDS.get(name)
     if command is None:
@@ -108,7 +113,7 @@ def parse_line(bus: DaxBus, line: str) -> tuple[functools.partial, Callable[[obj
 
 
 def parse(bus: DaxBus, text: str) -> list[tuple[functools.partial, Callable[[object], str]]]:
-    lines = [(number, ln.split("#", 1)[0].strip()) for number, ln in enumerate(text.splitlines(), 1)]
+    lines = [(number, ln.split("#", 1)[0].strip(_BLANK)) for number, ln in enumerate(text.split("\n"), 1)]
     lines = [(number, ln) for number, ln in lines if ln]
     if not lines:
         raise DaxError(errno.EINVAL, "empty command")

@@ -36,7 +36,7 @@ def parse_size(text: str) -> int:
     """Decimal (a leading zero is still decimal) or 0x hex, with an optional
     binary K/M/G/T suffix in either case (4K, 4k, 4KiB, 0x10M) or B; at most
     2^64 - 1 bytes."""
-    m = _SIZE.fullmatch(text.strip())
+    m = _SIZE.fullmatch(text.strip(" \t\r\n"))
     if not m:
         raise DaxError(errno.EINVAL, f"invalid size {shown(text)}")
     value = bounded_int(*_digits(m), U64_MAX)
