@@ -10,7 +10,12 @@ stay in D state: only an abort frees them. The watchdog is a shell that
 gets SIGTERM when the daemon's main thread ends (PR_SET_PDEATHSIG, through
 setpriv) and then aborts the connection if it is still mounted: through
 fusectl's abort file (writable by the mounter) when it is mounted, else
-umount -f (root). On a clean stop the daemon kills it first.
+umount -f (root). Then it detaches the mount (fusermount3 -u -z): the
+auto_unmount that fusermount3 does wants ENOTCONN from an open of the mount
+point, and gets ECONNABORTED when that open was sent before the dying
+daemon's /dev/fuse fd closed (it closes the socket fusermount3 waits on
+first), so it leaves the mount, and umount -f cannot take it while clients
+hold files in it (EBUSY). On a clean stop the daemon kills the watchdog first.
 """
 import os
 import signal
@@ -20,6 +25,7 @@ _SCRIPT = r'''
 trap 'kill $! 2>/dev/null
       if grep -q "^[0-9]* [0-9]* $2 " /proc/self/mountinfo; then
           { [ -w "$3" ] && echo 1 >"$3"; } 2>/dev/null || umount -f "$1" 2>/dev/null
+          fusermount3 -u -z -q "$1" 2>/dev/null
       fi
       exit 0' TERM
 while :; do sleep 86400 & wait $!; done

@@ -1,6 +1,7 @@
 """The torture tier: races lost on purpose, crashes, leaks and fuzzing, each
 against a real daemon driven by real processes. Bounded so that the suite
 stays within minutes; scripts/torture runs the same workloads for longer."""
+import contextlib
 import errno
 import mmap
 import os
@@ -386,3 +387,67 @@ def test_a_sigkill_amid_a_writeback_invalidation_leaves_nothing_hung(fuse, tmp_p
             for p in (dirtier, disable):
                 p.kill()
                 p.wait()
+
+
+def pidfd_getfd(pid: int, fd: int) -> int:
+    """A duplicate of another process's fd (pidfd_getfd(2); needs ptrace rights)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        dup = libc.syscall(438, pidfd, fd, 0)  # SYS_pidfd_getfd
+        if dup < 0:
+            raise OSError(ctypes.get_errno(), "pidfd_getfd")
+        return dup
+    finally:
+        os.close(pidfd)
+
+
+def argv(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return [b""]
+
+
+def processes(word: str) -> list[int]:
+    """The pids with word as an argument."""
+    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and word.encode() in argv(int(pid))]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="pidfd_getfd of the daemon's /dev/fuse needs ptrace rights")
+def test_a_sigkill_that_fusermount3s_auto_unmount_misjudges_leaves_no_mount(fuse, tmp_path):
+    """The race, lost on purpose: fusermount3's auto_unmount wakes when the
+    dying daemon closes its socket and opens the mount point, expecting
+    ENOTCONN; when the daemon's /dev/fuse fd (a higher number) is closed
+    after that open was sent, the open fails ECONNABORTED instead, and it
+    leaves the mount alone. The watchdog's umount -f then aborted the
+    connection but could not unmount while a client held a file open (EBUSY):
+    a stale mount (tests/test_torture_runs.py::test_crash, once in CI). Here a
+    duplicate of the daemon's /dev/fuse fd holds the connection open while
+    fusermount3 decides, and the watchdog is stopped until it has."""
+    (tmp_path / "mnt").mkdir()
+    d = DaxMount(str(tmp_path / "mnt"), "--size", "64M")  # killed on purpose: not the factory's
+    holder = os.open(d.device(), os.O_RDONLY)  # a client with a file open: umount without -l is EBUSY
+    try:
+        fuse_fd = next(int(fd) for fd in os.listdir(f"/proc/{d.proc.pid}/fd")
+                       if os.readlink(f"/proc/{d.proc.pid}/fd/{fd}") == "/dev/fuse")
+        connection = pidfd_getfd(d.proc.pid, fuse_fd)
+        auto_unmount, = [p for p in processes(d.mountpoint) if argv(p)[0].endswith(b"fusermount3")]
+        watchdog, = [p for p in processes(d.mountpoint) if b"daxfuse-watchdog" in argv(p)]
+        os.kill(watchdog, signal.SIGSTOP)
+        try:
+            d.proc.kill()
+            d.proc.wait(15)
+            time.sleep(0.5)  # fusermount3's open of the mount point waits on the live connection
+            os.close(connection)  # the abort fails that open ECONNABORTED
+            wait_for(lambda: not os.path.exists(f"/proc/{auto_unmount}"), "fusermount3 to give up", 15)
+            assert d.mounted()  # fusermount3 left it: the watchdog's to clean up
+        finally:
+            os.kill(watchdog, signal.SIGCONT)
+        wait_for(lambda: not d.mounted(), "the watchdog to unmount", timeout=15)
+    finally:
+        with contextlib.suppress(OSError):  # ENOTCONN: the connection is gone
+            os.close(holder)
+        d.kill()
