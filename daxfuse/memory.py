@@ -2,9 +2,10 @@
 
 A sparse file mapped MAP_SHARED with numpy. Offsets in it play the role of
 physical addresses. By default it is an unlinked file, gone with the daemon:
-as root on a tmpfs of the daemon's own mounted with huge=always and attached
-to no path (2M- and 1G-aligned devices then get huge-page mappings, as the
-kernel's PMD faults), else in /dev/shm. A user-given path is kept, so its
+on a tmpfs of the daemon's own mounted with huge=always and attached to no
+path (2M- and 1G-aligned devices then get huge-page mappings, as the
+kernel's PMD faults, and the daemon's own mapping costs a fault per 2 MiB,
+not per page), else in /dev/shm. A user-given path is kept, so its
 contents persist across mounts (pmem semantics), and locked, so two daemons
 never share it. The file only grows: resources are carved out of it.
 """
@@ -13,6 +14,9 @@ import errno
 import fcntl
 import mmap
 import os
+import socket
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -36,9 +40,40 @@ def _syscall(*args) -> int:
 
 
 def _huge_tmpfs_file() -> int | None:
+    """An unlinked file on a tmpfs mounted with huge=always: made here as
+    root, else by a child in a user and mount namespace of its own (where
+    the user may mount a tmpfs) and passed back; None where neither may."""
+    fd = _mount_huge_tmpfs_file()
+    return fd if fd is not None or os.geteuid() == 0 else _huge_tmpfs_file_from_user_namespace()
+
+
+def _huge_tmpfs_file_from_user_namespace() -> int | None:
+    ours, theirs = socket.socketpair()
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where this daxfuse is imported from
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [top, os.environ.get("PYTHONPATH")]))}
+    with ours, theirs:
+        try:
+            subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c",
+                            f"import daxfuse.memory as m; m.send_huge_tmpfs_file({theirs.fileno()})"],
+                           pass_fds=[theirs.fileno()], env=env, check=True, capture_output=True, timeout=30)
+            _, fds, _, _ = socket.recv_fds(ours, 1, 1)
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return fds[0] if fds else None
+
+
+def send_huge_tmpfs_file(sock_fd: int) -> None:
+    """The child's side: the file, over the socket at sock_fd."""
+    fd = _mount_huge_tmpfs_file()
+    if fd is None:
+        sys.exit("daxfuse: no tmpfs in a user namespace either")
+    socket.send_fds(socket.socket(fileno=sock_fd), [b"m"], [fd])
+
+
+def _mount_huge_tmpfs_file() -> int | None:
     """An unlinked file on a tmpfs mounted with huge=always and attached to
     no path (fsopen/fsmount: nothing to unmount, gone with its last file),
-    as large as /dev/shm; None where that is not allowed (not root)."""
+    as large as /dev/shm; None where mounting is not allowed."""
     shm = os.statvfs("/dev/shm")
     try:
         fsfd = _syscall(_FSOPEN, b"tmpfs", _CLOEXEC)

@@ -2,6 +2,8 @@
 writes that fail instead of killing the daemon."""
 import errno
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -19,6 +21,35 @@ def test_default_file_is_unlinked_at_once():
         assert bytes(m.read(0, 4)) == b"gone"
     finally:
         m.close()
+
+
+NOBODY = """
+import mmap, os
+from daxfuse.memory import MemoryFile
+m = MemoryFile()
+m.ensure(8 << 20)
+view = mmap.mmap(m.fileno(), 8 << 20)
+view[:] = b"x" * (8 << 20)
+print(m.name)
+print(os.readlink(f"/proc/self/fd/{m.fileno()}"))
+print(*(line.split()[1] for line in open("/proc/self/smaps_rollup") if line.startswith("ShmemPmdMapped")))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a child as nobody")
+def test_without_root_the_default_file_is_on_a_huge_page_tmpfs_too():
+    """A user who may not mount gets the file from a user namespace of its
+    own: stores in it are mapped 2 MiB at a time, and nothing is in /dev/shm."""
+    if subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "unshare", "--user",
+                       "--map-root-user", "--mount", "true"], capture_output=True).returncode:
+        pytest.skip("no user namespaces for nobody here")
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", NOBODY],
+                       capture_output=True, text=True, timeout=60, cwd="/", env={"PYTHONPATH": top, "PATH": os.environ["PATH"]})
+    assert r.returncode == 0, r.stderr
+    name, path, pmd_kib = r.stdout.split("\n")[:3]
+    assert (name, path) == ("on a huge-page tmpfs of its own (unlinked)", "/memory (deleted)")
+    assert int(pmd_kib) == 8192
 
 
 def test_a_persistent_file_serves_one_daemon(tmp_path):
