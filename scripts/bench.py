@@ -51,8 +51,8 @@ class Target:
 
     _dst: np.ndarray | None = None  # the warm copy's destination, shared and pre-touched
 
-    def __init__(self, path: str, size: int) -> None:
-        self.path, self.size = path, size
+    def __init__(self, path: str, size: int, pid: int | None = None) -> None:
+        self.path, self.size, self.pid = path, size, pid  # pid: the daemon serving path
         self.buf = mmap.mmap(-1, MiB)  # page-aligned, as O_DIRECT wants
         self.buf.write(os.urandom(MiB))
         rng = random.Random(42)
@@ -330,6 +330,31 @@ def disable_with_mapper(mnt: str, ctl: "Control", revoke: str, stop: bool) -> fl
         proc.wait()
 
 
+def placement(targets: dict[str, Target], runs: int) -> dict:
+    """Cold sequential reads with each daemon's threads and the reader pinned
+    to one CPU, then to two. Unpinned, that is the scheduler's choice from
+    run to run: on one CPU the daemon's work and the reader's copies take
+    turns, on two they overlap."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return {}
+
+    def pinned(target: Target, daemon_cpu: int, reader_cpu: int) -> float:
+        subprocess.run(["taskset", "-a", "-p", "-c", str(daemon_cpu), str(target.pid)], check=True,
+                       capture_output=True)
+        os.sched_setaffinity(0, {reader_cpu})
+        try:
+            return target.seq(False, False)["seq_read_GBps"]
+        finally:
+            os.sched_setaffinity(0, cpus)
+            subprocess.run(["taskset", "-a", "-p", "-c", ",".join(map(str, cpus)), str(target.pid)], check=True,
+                           capture_output=True)
+
+    return {name: samples_of({"seq_read_one_cpu_GBps": lambda t=t: pinned(t, cpus[0], cpus[0]),
+                              "seq_read_two_cpus_GBps": lambda t=t: pinned(t, cpus[0], cpus[1])}, runs)
+            for name, t in targets.items()}
+
+
 def idle_after_run(pid: int, target: Target) -> dict:
     """Seconds from the data-path run's end until the idle daemon has dropped
     its mappings of the memory file (it checks every UNMAP_IDLE seconds, so
@@ -407,6 +432,12 @@ def table(result: dict) -> str:
         fmt = "{:,.0f}" if unit == "IOPS" else "{:.2f}"
         lines.append(f"| {label} ({unit}) | {fmt.format(d)} | {fmt.format(t)} | {d / t:.2f}x | {fmt.format(c)} | "
                      f"{d / c:.2f}x | {fmt.format(py)} | {d / py:.2f}x | {target} |")
+    if result["placement"]:
+        lines += ["", "| sequential read 1M (cold), pinned (GB/s) | daxfuse | C libfuse | ratio |", "|---|---|---|---|"]
+        for key, label in (("seq_read_one_cpu_GBps", "daemon and reader on one CPU"),
+                           ("seq_read_two_cpus_GBps", "daemon and reader on two CPUs")):
+            d, c = (result["placement"][name][key] for name in ("daxfuse", "c_libfuse"))
+            lines.append(f"| {label} | {d:.2f} | {c:.2f} | {d / c:.2f}x |")
     lines += ["", "| the personality (inside daxfuse exec) | with | without | ratio | target |", "|---|---|---|---|---|"]
     for with_key, without_key, label, unit, target in PERSONALITY_ROWS:
         w, wo = result["personality"][with_key], result["personality"][without_key]
@@ -429,7 +460,7 @@ def table(result: dict) -> str:
 
 def baseline(mnt: str, argv: list[str]):
     """A baseline daemon (argv: its command, FILE and MOUNTPOINT last) serving
-    FILE as MOUNTPOINT/data, until the context ends."""
+    FILE as MOUNTPOINT/data, until the context ends: (that path, its pid)."""
     os.mkdir(mnt)
     daemon = subprocess.Popen(argv)
     try:
@@ -439,7 +470,7 @@ def baseline(mnt: str, argv: list[str]):
             if time.monotonic() > deadline or daemon.poll() is not None:
                 raise RuntimeError(f"the baseline {argv[0]} did not mount")
             time.sleep(0.05)
-        yield data
+        yield data, daemon.pid
     finally:
         subprocess.run(["fusermount3", "-u", mnt], check=False)
         daemon.wait(10)
@@ -487,10 +518,11 @@ def main() -> None:
                     os.pwrite(fd, data[:size - off], off)
                 os.fsync(fd)
                 os.close(fd)
-            with c_libfuse(work, ref) as cdata, bare_pyfuse3(work, ref) as pydata:
-                targets = {"daxfuse": Target(dev, size), "tmpfs": Target(ref, size),
-                           "c_libfuse": Target(cdata, size), "pyfuse3": Target(pydata, size)}
+            with c_libfuse(work, ref) as cfuse, bare_pyfuse3(work, ref) as pyfuse:
+                targets = {"daxfuse": Target(dev, size, pid), "tmpfs": Target(ref, size),
+                           "c_libfuse": Target(cfuse[0], size, cfuse[1]), "pyfuse3": Target(pyfuse[0], size)}
                 result = interleaved(targets, args.runs)
+                result["placement"] = placement({k: targets[k] for k in ("daxfuse", "c_libfuse")}, args.runs)
             idle = idle_after_run(pid, targets["daxfuse"])
             result["machine"] = {"cpus": os.cpu_count(), "kernel": platform.release(),
                                  "python": platform.python_version(), "size": format_size(size),
