@@ -12,6 +12,7 @@ import tempfile
 import time
 
 from . import listing, mountinfo, personality, runfiles
+from .devdir import HOST_DEV, HOST_MOUNTED
 from .errors import DaxError
 from .units import parse_size
 from .users import parse_group, parse_mode, parse_owner
@@ -154,12 +155,14 @@ def cmd_umount(args) -> None:
 
 
 # --- exec in a namespace with the emulated /sys and /dev -----------------------------------
-# host /dev goes to dev/.host first (recursively: pts, shm), so that the rbind of
-# dev/ over /dev carries it along and dev/'s links into .host/ resolve; the
-# personality's library is preloaded into COMMAND alone. $3 runs COMMAND: as
+# host /dev goes to dev/.host first (recursively: pts, shm), and the nodes of
+# HOST_MOUNTED onto their names in dev/, so that the rbind of dev/ over /dev
+# carries them along and dev/'s links into .host/ resolve; the personality's library is preloaded into COMMAND alone. $3 runs COMMAND: as
 # is for root; for anyone else, who is root only in the user namespace made
 # for the mounts, under their own uid and gid again (an inner user namespace).
-_EXEC = ('mount --bind "$1/sys" /sys && mount --rbind /dev "$1/dev/.host" && '
+_EXEC = (f'mount --bind "$1/sys" /sys && mount --rbind /dev "$1/dev/{HOST_DEV}" && '
+         f'for n in {" ".join(HOST_MOUNTED)}; do if [ -e "/dev/$n" ] && [ ! -L "/dev/$n" ]; then '
+         'mount --bind "/dev/$n" "$1/dev/$n" || exit; fi; done && '
          'mount --rbind "$1/dev" /dev && preload=$2 && as=$3 && shift 3 && '
          'if [ -n "$preload" ]; then set -- env LD_PRELOAD="$preload${LD_PRELOAD:+:$LD_PRELOAD}" "$@"; fi && '
          'exec $as "$@"')

@@ -86,4 +86,9 @@ class Chardev:
     open: Callable[[], object]
 
 
-Node = Dir | Attr | Link | Device | Chardev
+@dataclass(frozen=True)
+class Mountpoint:
+    """An empty file that `daxfuse exec` mounts a host node on (/dev/null)."""
+
+
+Node = Dir | Attr | Link | Device | Chardev | Mountpoint

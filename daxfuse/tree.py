@@ -1,17 +1,18 @@
 """The mount's tree: control, dax/ (the devices), sys/ (the sysfs view) and
 dev/ (a /dev for `daxfuse exec`: the devices, plus every other name of the
-host's /dev as a link into .host/, where exec mounts the host's /dev)."""
+host's /dev as a link into .host/, where exec mounts the host's /dev; the
+names of HOST_MOUNTED, as a place where exec mounts that host node itself)."""
 import functools
 import os
 
 from .control import Control
 from .dax import DaxBus
 from .ars import NdctlFile
+from .devdir import HOST_DEV, HOST_MOUNTED
 from .devt import NDCTL_INO
-from .nodes import Attr, AttrFile, Chardev, Device, Dir, Link, table
+from .nodes import Attr, AttrFile, Chardev, Device, Dir, Link, Mountpoint, table
 from .sysfs import SysfsView
 
-HOST_DEV = ".host"
 NDCTL = "ndctl0"
 
 
@@ -46,7 +47,10 @@ class Tree:
             return self.ndctl
         if name.startswith("dax") and (node := self._device(name)):
             return node
-        return Link(f"{HOST_DEV}/{name}") if os.path.lexists(f"/dev/{name}") else None
+        host = f"/dev/{name}"
+        if name in HOST_MOUNTED and os.path.exists(host) and not os.path.islink(host):
+            return Dir(lambda: [], lambda _: None) if os.path.isdir(host) else Mountpoint()
+        return Link(f"{HOST_DEV}/{name}") if os.path.lexists(host) else None
 
     def resolve(self, path: tuple[str, ...]):
         node = self.root

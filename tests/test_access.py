@@ -217,7 +217,8 @@ x dd if=/dev/urandom of="$1/data" bs=1M count=4 status=none
 x dd if="$1/data" of="$mnt/dax/dax0.0" bs=1M conv=notrunc status=none
 x cmp -n 4194304 "$1/data" "$mnt/dax/dax0.0"
 x $DAXFUSE create-device -r 0 -s 0 >/dev/null
-x $DAXFUSE exec -- sh -c 'stat -c "%F %u" /dev/dax0.0 && daxctl list -D | grep -c chardev && id -u'
+x $DAXFUSE exec -- sh -c 'stat -c "%F %u" /dev/dax0.0 && daxctl list -D | grep -c chardev && id -u &&
+  echo "null: $(stat -c %F /dev/null)"'
 x $DAXFUSE exec -- "$PYTHON" -c 'import ctypes, mmap, os
 m = mmap.mmap(os.open("/dev/dax0.0", os.O_RDWR), 4096)
 m[:6] = b"stored"
@@ -257,6 +258,7 @@ def test_a_user_mounts_uses_execs_and_unmounts_its_own(stranger, tmp_path):
         assert r.returncode == 0, out + r.stderr
         assert f"-rw------- 1 {uid} " in out, "its devices are its own"
         assert "character special file" in out and f"\n1\n{uid}\n" in out, "exec: personality, daxctl, its own uid"
+        assert "null: character special file" in out, "exec: the host's /dev/null mounted on its name"
         assert f"{uid} stored direct" in out, "its own daemon's memory, mapped directly"
         assert "read-ahead stays at the kernel's 128 KiB" in out and "a quarter slower" in out
         assert "allow_other: daxfuse: EPERM: -o allow_other needs a line user_allow_other in /etc/fuse.conf" in out

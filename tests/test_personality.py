@@ -57,3 +57,21 @@ def test_opt_outs(daxfuse_factory):
     assert r.returncode == 1 and "Invalid argument" in r.stderr, "read() of a device refused by default"
     assert inside(d, *show, options=["--read-write"]).stdout == "True b'plain bytes'\n"
     assert inside(d, *show, options=["--no-personality"]).stdout == "False b'plain bytes'\n"
+
+
+def test_inside_exec_the_hosts_busy_nodes_are_the_hosts_own(daxfuse_factory):
+    """/dev/null, /dev/shm and the other HOST_MOUNTED names are the host's
+    nodes mounted on their names, not links that FUSE resolves at every path
+    walk; the rest of the host's /dev is reached through links into .host/."""
+    d = daxfuse_factory("--size", "64M")
+    show = ["python3", "-c", "import os, sys; print(*[(lambda s: (s.st_mode, s.st_rdev, s.st_dev, s.st_ino))"
+            "(os.lstat(p)) for p in sys.argv[1:]], os.readlink('/dev/fuse'))", "/dev/null", "/dev/shm"]
+    r = inside(d, *show)
+    assert r.returncode == 0, r.stderr
+    host = [(s.st_mode, s.st_rdev, s.st_dev, s.st_ino) for s in map(os.lstat, ("/dev/null", "/dev/shm"))]
+    assert r.stdout == f"{host[0]} {host[1]} .host/fuse\n"
+    open(os.path.join("/dev/shm", "daxfuse-test-probe"), "w").close()
+    try:  # POSIX shared memory (glibc's shm_open) is the host's
+        assert inside(d, "ls", "/dev/shm/daxfuse-test-probe").returncode == 0
+    finally:
+        os.unlink("/dev/shm/daxfuse-test-probe")

@@ -4,6 +4,7 @@ import errno
 import itertools
 import json
 import os
+import stat
 import shutil
 import subprocess
 
@@ -78,7 +79,8 @@ def test_tree_matches_the_kernels_layout(region):
     assert os.path.realpath(sys_path(d, "dev", "char", major_minor)) == base
     assert read_attr(sys_path(d, "module", "device_dax", "initstate")) == "live"
     assert os.path.exists(d.path("dev", "dax0.0"))
-    assert os.readlink(d.path("dev", "null")) == ".host/null"  # resolves under daxfuse exec
+    assert os.readlink(d.path("dev", "fuse")) == ".host/fuse"  # resolves under daxfuse exec
+    assert stat.S_ISREG(os.lstat(d.path("dev", "null")).st_mode)  # where exec mounts the host's
 
 
 def test_attribute_writes_follow_the_kernel(region):
