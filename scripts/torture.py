@@ -1145,6 +1145,14 @@ def wait_ready(p: subprocess.Popen, what: str) -> None:
         raise RuntimeError(f"{what} did not get ready (exit {p.wait()}): {p.stderr.read()[-2000:]}")
 
 
+def end_clients(clients: dict) -> None:
+    """SIGKILL the clients still running, and reap them."""
+    for p in clients.values():
+        if p.poll() is None:
+            p.kill()
+            p.wait(TIMEOUT)
+
+
 def settle(stats: Stats, where: str, clients: dict, must_end: set) -> dict:
     """After the daemon is gone: the clients that wait on it end with an
     error within TIMEOUT / 2, and every other one ends on SIGKILL (a client
@@ -1219,10 +1227,7 @@ def kill_round(stats: Stats, rng: random.Random, workdir: str, n: int, point: st
         settle(stats, f"{d.name}: SIGKILL {point}", clients, {"reader", "blocked reader"} | (
             clients.keys() & {"disabler", "batcher"}))
     finally:
-        for p in clients.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait(TIMEOUT)
+        end_clients(clients)
         d.close()
 
 
@@ -1270,10 +1275,7 @@ def term_round(stats: Stats, rng: random.Random, workdir: str, n: int, disable: 
             stats.violation(f"{name}: {len(lost)} of {pages} pages stored before SIGTERM are not in the "
                             f"memory file (the first: page {lost[0]})")
     finally:
-        for p in clients.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait(TIMEOUT)
+        end_clients(clients)
         d.close()
 
 
