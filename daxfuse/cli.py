@@ -157,9 +157,10 @@ def cmd_umount(args) -> None:
 # --- exec in a namespace with the emulated /sys and /dev -----------------------------------
 # host /dev goes to dev/.host first (recursively: pts, shm), and the nodes of
 # HOST_MOUNTED onto their names in dev/, so that the rbind of dev/ over /dev
-# carries them along and dev/'s links into .host/ resolve; the personality's library is preloaded into COMMAND alone. $3 runs COMMAND: as
-# is for root; for anyone else, who is root only in the user namespace made
-# for the mounts, under their own uid and gid again (an inner user namespace).
+# carries them along and dev/'s links into .host/ resolve; the personality's
+# library is preloaded into COMMAND alone. $3 runs COMMAND: as is for root;
+# for anyone else, who is root only in the user namespace made for the
+# mounts, under their own uid and gid again (an inner user namespace).
 _EXEC = (f'mount --bind "$1/sys" /sys && mount --rbind /dev "$1/dev/{HOST_DEV}" && '
          f'for n in {" ".join(HOST_MOUNTED)}; do if [ -e "/dev/$n" ] && [ ! -L "/dev/$n" ]; then '
          'mount --bind "/dev/$n" "$1/dev/$n" || exit; fi; done && '
