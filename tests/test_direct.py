@@ -44,6 +44,15 @@ def descendants(pid):
     return found
 
 
+def mapping(daxfuse_factory, tmp_path, revoke, mode):
+    """A mount on a memory file of the test's, and the revoke program in
+    mode mapping its dax0.0 inside exec: (memory file, mount, process)."""
+    memory = tmp_path / "memory"
+    d = daxfuse_factory("--size", "64M", "--memory-file", str(memory))
+    return memory, d, subprocess.Popen([*DAXFUSE, "exec", "-m", d.mountpoint, "--", revoke, "/dev/dax0.0", mode],
+                                       stdout=subprocess.PIPE, text=True)
+
+
 @pytest.mark.parametrize("mode,offsets,stop", [
     ("spin", [0], False),
     ("spin", [0], True),
@@ -51,10 +60,7 @@ def descendants(pid):
     ("fork", [0, 4096], False),
 ], ids=["running", "stopped", "threads", "forked-child"])
 def test_a_disable_revokes_direct_mappings_everywhere(daxfuse_factory, tmp_path, revoke, mode, offsets, stop):
-    memory = tmp_path / "memory"
-    d = daxfuse_factory("--size", "64M", "--memory-file", str(memory))
-    proc = subprocess.Popen([*DAXFUSE, "exec", "-m", d.mountpoint, "--", revoke, "/dev/dax0.0", mode],
-                            stdout=subprocess.PIPE, text=True)
+    memory, d, proc = mapping(daxfuse_factory, tmp_path, revoke, mode)
     try:
         assert proc.stdout.readline() == "ready\n"
         mappers = descendants(proc.pid)[-(2 if mode == "fork" else 1):]
@@ -100,10 +106,7 @@ def test_a_mapper_that_blocks_the_revocation_signal_is_stopped_all_the_same(daxf
     keeps the handler away while the thread runs: the daemon kills the
     process, the one way left to stop its loads. Either way no store lands
     after the disable."""
-    memory = tmp_path / "memory"
-    d = daxfuse_factory("--size", "64M", "--memory-file", str(memory))
-    proc = subprocess.Popen([*DAXFUSE, "exec", "-m", d.mountpoint, "--", revoke, "/dev/dax0.0", mode],
-                            stdout=subprocess.PIPE, text=True)
+    memory, d, proc = mapping(daxfuse_factory, tmp_path, revoke, mode)
     try:
         assert proc.stdout.readline() == "ready\n"
         d.control("disable-device dax0.0")

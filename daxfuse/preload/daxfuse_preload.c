@@ -186,80 +186,38 @@ DECLARE(int, lstat, const char *, struct stat64 *);
 DECLARE(int, lstat64, const char *, struct stat64 *);
 DECLARE(int, fstat, int, struct stat64 *);
 
-int stat(const char *path, struct stat *st)
-{
-	RESOLVE(stat);
-	int rc = REAL(stat)(path, (struct stat64 *)st);
-	if (rc == 0)
-		as_chardev((struct stat64 *)st);
-	return rc;
-}
-
-int stat64(const char *path, struct stat64 *st)
-{
-	RESOLVE(stat64);
-	int rc = REAL(stat64)(path, st);
-	if (rc == 0)
-		as_chardev(st);
-	return rc;
-}
-
-int lstat(const char *path, struct stat *st)
-{
-	RESOLVE(lstat);
-	int rc = REAL(lstat)(path, (struct stat64 *)st);
-	if (rc == 0)
-		as_chardev((struct stat64 *)st);
-	return rc;
-}
-
-int lstat64(const char *path, struct stat64 *st)
-{
-	RESOLVE(lstat64);
-	int rc = REAL(lstat64)(path, st);
-	if (rc == 0)
-		as_chardev(st);
-	return rc;
-}
-
-int fstat(int fd, struct stat *st)
-{
-	RESOLVE(fstat);
-	int rc = REAL(fstat)(fd, (struct stat64 *)st);
-	if (rc == 0)
-		as_chardev((struct stat64 *)st);
-	return rc;
-}
-
-int fstat64(int fd, struct stat64 *st)
-{
-	RESOLVE(fstat64);
-	int rc = REAL(fstat64)(fd, st);
-	if (rc == 0)
-		as_chardev(st);
-	return rc;
-}
+/* What libc says, with an emulated device shown as a character device;
+ * the plain and 64 forms share one layout on 64-bit glibc. */
+#define STAT_WRAPPER(name, arg_t, stat_t)                                      \
+	int name(arg_t arg, stat_t *st)                                        \
+	{                                                                      \
+		RESOLVE(name);                                                 \
+		int rc = REAL(name)(arg, (struct stat64 *)st);                 \
+		if (rc == 0)                                                   \
+			as_chardev((struct stat64 *)st);                       \
+		return rc;                                                     \
+	}
+STAT_WRAPPER(stat, const char *, struct stat)
+STAT_WRAPPER(stat64, const char *, struct stat64)
+STAT_WRAPPER(lstat, const char *, struct stat)
+STAT_WRAPPER(lstat64, const char *, struct stat64)
+STAT_WRAPPER(fstat, int, struct stat)
+STAT_WRAPPER(fstat64, int, struct stat64)
 
 DECLARE(int, fstatat, int, const char *, struct stat64 *, int);
 DECLARE(int, fstatat64, int, const char *, struct stat64 *, int);
 
-int fstatat(int dirfd, const char *path, struct stat *st, int flags)
-{
-	RESOLVE(fstatat);
-	int rc = REAL(fstatat)(dirfd, path, (struct stat64 *)st, flags);
-	if (rc == 0)
-		as_chardev((struct stat64 *)st);
-	return rc;
-}
-
-int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags)
-{
-	RESOLVE(fstatat64);
-	int rc = REAL(fstatat64)(dirfd, path, st, flags);
-	if (rc == 0)
-		as_chardev(st);
-	return rc;
-}
+#define FSTATAT_WRAPPER(name, stat_t)                                          \
+	int name(int dirfd, const char *path, stat_t *st, int flags)           \
+	{                                                                      \
+		RESOLVE(name);                                                 \
+		int rc = REAL(name)(dirfd, path, (struct stat64 *)st, flags);  \
+		if (rc == 0)                                                   \
+			as_chardev((struct stat64 *)st);                       \
+		return rc;                                                     \
+	}
+FSTATAT_WRAPPER(fstatat, struct stat)
+FSTATAT_WRAPPER(fstatat64, struct stat64)
 
 /* The legacy entry points of binaries built before glibc 2.33. */
 #define XSTAT_WRAPPER(name, arg_t)                                             \
