@@ -2,7 +2,11 @@
 LD_PRELOAD library, built as an extension so that every pip install (wheel
 or editable) compiles it with the system C compiler. It is loaded through
 LD_PRELOAD by `daxfuse exec`, never imported."""
+import glob
+
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("daxfuse.libdaxfuse_preload", ["daxfuse/preload/daxfuse_preload.c"],
-                             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"])])
+setup(ext_modules=[Extension("daxfuse.libdaxfuse_preload", sorted(glob.glob("daxfuse/preload/*.c")),
+                             depends=sorted(glob.glob("daxfuse/preload/*.h")),
+                             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+                             extra_link_args=["-pthread"])])

@@ -32,7 +32,7 @@ class NdctlFile:
         self.bus = bus
         self.reply = b""
 
-    def read(self, off: int, size: int) -> bytes:
+    async def read(self, off: int, size: int) -> bytes:
         return self.reply[off:off + size]
 
     async def write(self, off: int, buf: bytes) -> int:

@@ -176,7 +176,7 @@ class ControlFile:
         self.result: bytes | None = None  # of the last write on this handle
         self.text = b""                   # what a read from offset 0 rendered
 
-    def read(self, off: int, size: int) -> bytes:
+    async def read(self, off: int, size: int) -> bytes:
         if self.result is not None:
             return self.result[off:off + size]
         if off == 0:

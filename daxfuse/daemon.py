@@ -115,7 +115,7 @@ def _user_allow_other() -> bool:
         return False
 
 
-async def _stop_on_signal(ops: DaxOperations, direct: DirectServer, nursery: trio.Nursery,
+async def _stop_on_signal(ops: DaxOperations, nursery: trio.Nursery,
                           task_status=trio.TASK_STATUS_IGNORED) -> None:
     """The first SIGTERM or SIGINT shuts down; later ones are only logged
     (left to their default, a second one would kill the daemon mid-way).
@@ -129,16 +129,16 @@ async def _stop_on_signal(ops: DaxOperations, direct: DirectServer, nursery: tri
                 log.info("%s: already shutting down", name)
                 continue
             log.info("%s: writing mapped pages back, then unmounting", name)
-            nursery.start_soon(_shut_down, ops, direct)
+            nursery.start_soon(_shut_down, ops)
 
 
-async def _shut_down(ops: DaxOperations, direct: DirectServer) -> None:
+async def _shut_down(ops: DaxOperations) -> None:
     """Let the running batch finish, write clients' dirty mapped pages back
-    (as a disable does), revoke direct mappings (as the devices go), let
+    (as a disable does), close windows (revoking direct mappings, as the devices go), let
     clients read their batches' results, then end the FUSE loop."""
     async with ops.bus.closed():
         await ops.write_back()
-        await direct.revoke_all()
+        await ops.bus.close_windows()
         if ops.bus.store is not None:
             ops.bus.store.state = "clean"
             await ops.bus.persist()
@@ -179,9 +179,11 @@ async def _serve(bus: DaxBus, config: MountConfig, options: set[str], stack: con
         nursery.start_soon(main)
         st = await trio.to_thread.run_sync(os.stat, config.mountpoint)
         stack.callback(watchdog.stop, watchdog.start(config.mountpoint, st.st_dev))  # from the main thread
-        direct = DirectServer(bus, st.st_dev)
+        runfiles.make_run_dir()
+        direct = DirectServer(bus, st.st_dev, runfiles.socket_path(st.st_dev))
         await nursery.start(direct.serve)
-        await nursery.start(_stop_on_signal, ops, direct, nursery)
+        ops.tree.direct_socket = direct.path
+        await nursery.start(_stop_on_signal, ops, nursery)
         nursery.start_soon(_unmap_when_idle, bus.memory)
         _raise_read_ahead(st.st_dev)
         stack.callback(os.unlink, runfiles.write_pid_file(config.mountpoint))

@@ -1,320 +1,268 @@
-"""Direct mappings: the personality maps a device's memory itself (the
-memory file's ranges), at memory speed, and this server grants and revokes
-those mappings.
+"""Direct mappings: the socket through which the personality library asks
+for a device's window (memory/window.py), to map the device's memory itself.
 
-Protocol: one SOCK_SEQPACKET connection per client process to the abstract
-socket "daxfuse/<st_dev of the mount>", text messages, fds as SCM_RIGHTS:
+The protocol's wire format is daxfuse/preload/daxfuse_wire.h (wire.py). A
+connection carries one request and its reply. Trust comes from the kernel:
 
-  hello PID SIGNAL             -> ok NR_DAX WORDS      + [the shared table, read-only]
-  map OFFSET LENGTH WRITE      + [the device's fd]
-                               -> ok GEN ALIGN SIZE PHYS:LEN... + [memory file]
-                                | err ERRNO | fuse (map the FUSE file instead)
-  inherit MINOR GEN            (a forked child holds such a mapping)
-  unmap MINOR GEN              (the client unmapped it)
-  ack SEQ                      (the client revoked what the table said, up to SEQ)
+- the socket lives in the daemon's run directory (mode 0700), so only the
+  daemon's user and root reach it, and each peer's uid and pid come from
+  SO_PEERCRED, with a pidfd (SO_PEERPIDFD) that tells whether that pid was
+  reused meanwhile. Only the daemon's own user and root are served;
+- MAP proves the device was opened: the peer names an fd of its own, which
+  the daemon reads in /proc/PID/fdinfo (mount, inode, open flags) without
+  touching the file. No fd ever reaches the daemon: the socket refuses
+  them (SO_PASSRIGHTS), so nothing of another filesystem is ever closed here;
+- REVIVE proves an earlier grant: a token (an HMAC of the device's serial,
+  minor and mode under a key of this daemon's) that came with it, so that a
+  mapping made before a disable works again after the enable, as on the
+  kernel, whether or not the process still holds an fd of the device;
+- a malformed request closes its connection and logs one line (at most a
+  few a second); connections are bounded per user and in all; a peer that
+  sends nothing is dropped after CLIENT_TIMEOUT.
 
-Revocation, as the kernel's unbind zaps every mapping: the device's
-generation in the shared table is bumped (for a media error, the poisoned
-ranges are published there instead, and only those pages die), then every thread of every
-process that holds a mapping of it gets SIGNAL. The library's handler maps a
-dead file (0 bytes: every access SIGBUS) over each mapping whose generation
-is stale, then acks. A revocation is done for a process once it acked, or
-once no thread of it can run a user instruction before the remap: none is
-running, and each has SIGNAL pending and unblocked (the handler comes
-first) or has taken it (it is in the handler or past it). A SIGSTOPped
-process is such, so a disable returns at once. A process that
-does neither within KILL_AFTER (a raw rt_sigprocmask blocked SIGNAL, and it
-stays in user code) is killed with SIGKILL: the one way left to stop its
-loads. Only processes of the daemon's own user get direct mappings: the
-memory file holds every device, so another user given one device would be
-given them all. Others map through FUSE, where the kernel checks each open.
+What a grant reaches, and who may have one, is the Device DAX layer's rule
+(dax/grant.py). Revocation is the kernel's: a window that closes is
+truncated, and every mapping of it faults (memory/window.py). The table
+that comes with each grant lets the library answer mmap of a device it has
+mapped before without asking (alive, and which window is current).
 """
-import ctypes
 import errno
 import fcntl
+import hashlib
+import hmac
 import logging
 import mmap
 import os
+import select
 import socket
+import struct
+import time
 
 import numpy as np
 import trio
 
+from . import wire
 from .dax import DaxBus, DevDax
-from .dax.badblocks import SECTOR
+from .dax.grant import Peer, grant, poison
 from .devt import DAX_INO_BASE
 from .errors import DaxError
 
 log = logging.getLogger(__name__)
 
-KILL_AFTER = 1.0
-# The shared table: a generation per minor, the revocation sequence, then the
-# poisoned byte ranges of the memory file (count, then start and length each).
-MAX_POISON = 512
-_POLL = 0.002
-_libc = ctypes.CDLL(None, use_errno=True)
-_SYS_TGKILL = 234
+CLIENT_TIMEOUT = 5.0
+MAX_CONNECTIONS = 128
+MAX_PER_USER = 32
+SO_PEERPIDFD = 77   # Linux 6.5
+SO_PASSRIGHTS = 83  # Linux 6.16
+_O_PATH = 0o10000000
+_F_ADD_SEALS = 1033
+_F_SEAL_SEAL, _F_SEAL_SHRINK, _F_SEAL_GROW, _F_SEAL_FUTURE_WRITE = 0x1, 0x2, 0x4, 0x10
 
 
-def socket_name(mount_dev: int) -> bytes:
-    return f"\0daxfuse/{mount_dev}".encode()
+class _Quiet:
+    """Log warnings, at most a few a second: a flood of bad requests must not flood the log."""
+
+    def __init__(self, per_second: int = 5) -> None:
+        self.per_second, self.window, self.count, self.dropped = per_second, 0, 0, 0
+
+    def warning(self, message: str, *args) -> None:
+        now = int(time.monotonic())
+        if now != self.window:
+            if self.dropped:
+                log.warning("direct: %d more lines like these left out", self.dropped)
+            self.window, self.count, self.dropped = now, 0, 0
+        self.count += 1
+        if self.count <= self.per_second:
+            log.warning("direct: " + message, *args)
+        else:
+            self.dropped += 1
 
 
-def _tgkill(pid: int, tid: int, sig: int) -> None:
-    _libc.syscall(_SYS_TGKILL, pid, tid, sig)
+class _Refused(Exception):
+    """Close the connection: the request was no request, or from no one served."""
 
 
-def _threads(pid: int) -> list[int]:
+def _peer(sock) -> tuple[Peer, int | None]:
+    """Who is at the other end, and a pidfd of it (None before Linux 6.5)."""
+    pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     try:
-        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        pidfd = sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+    except OSError:
+        pidfd = None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            groups = next((line.split()[1:] for line in f if line.startswith("Groups:")), [])
+    except OSError:
+        groups = []
+    return Peer(pid, uid, frozenset(map(int, groups))), pidfd
+
+
+def _alive(pidfd: int | None) -> bool:
+    """Whether the process the pidfd names still runs (so its pid was not reused)."""
+    if pidfd is None:
+        return True
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return not poller.poll(0)
+
+
+def _opened(pid: int, fd: int, mount_dev: int) -> tuple[int, int] | None:
+    """(inode number, open flags) of peer pid's fd, which must be a file of
+    this mount: read from /proc alone, without a request to any filesystem.
+    None for a process whose fds the daemon may not read."""
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            info = dict(line.split(":", 1) for line in f if ":" in line)
+        flags, mnt_id, ino = int(info["flags"], 8), info["mnt_id"].strip(), int(info["ino"])
+        with open(f"/proc/{pid}/mountinfo") as f:
+            dev = next((line.split()[2] for line in f if line.split(None, 1)[0] == mnt_id), None)
     except FileNotFoundError:
-        return []
-
-
-def _cannot_run_unrevoked(pid: int, tid: int, sig: int) -> bool:
-    """The thread runs no user instruction before the handler of sig has
-    remapped: it is not running, and sig is pending and unblocked (the
-    handler comes first once it runs), or no longer pending (delivered: it
-    is in the handler, or past it). A thread stopped inside the handler is
-    the second case. Gone threads touch nothing."""
-    try:
-        with open(f"/proc/{pid}/task/{tid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        with open(f"/proc/{pid}/task/{tid}/status") as f:
-            status = dict(line.split(":", 1) for line in f if ":" in line)
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    if state in ("Z", "X"):
-        return True
-    bit = 1 << (sig - 1)
-    pending = (int(status["SigPnd"], 16) | int(status["ShdPnd"], 16)) & bit
-    blocked = int(status["SigBlk"], 16) & bit
-    return state != "R" and not (pending and blocked)
-
-
-class _Client:
-    """A connected process: the generations of what it maps, per minor."""
-
-    def __init__(self, sock) -> None:
-        self.sock = sock
-        self.pid = 0
-        self.signal = 0
-        self.grants: dict[int, list] = {}  # minor -> [gen, dax_dev, count]
-        self.signalled: set[int] = set()  # threads sent the signal of the revocation under way
-        self.acked = 0
-        self.acked_event = trio.Event()
+        raise DaxError(errno.EBADF, f"no fd {fd}") from None
+    except PermissionError:
+        return None
+    if flags & _O_PATH:
+        raise DaxError(errno.EBADF, f"fd {fd} is an O_PATH fd")
+    if dev != f"{os.major(mount_dev)}:{os.minor(mount_dev)}" or ino < DAX_INO_BASE:
+        raise DaxError(errno.ENODEV, f"fd {fd} is not a device of this mount")
+    return ino, flags
 
 
 class DirectServer:
-    def __init__(self, bus: DaxBus, mount_dev: int) -> None:
+    def __init__(self, bus: DaxBus, mount_dev: int, path: str) -> None:
         self.bus = bus
-        self.core = bus.core
         self.mount_dev = mount_dev
-        self.clients: set[_Client] = set()
-        self.seq = 0
-        words = self.core.nr_dax + 2 + 2 * MAX_POISON
-        fd = os.memfd_create("daxfuse-generations", os.MFD_CLOEXEC)
-        os.ftruncate(fd, 8 * words)
-        self._table_fd = fd
-        self._table = np.frombuffer(mmap.mmap(fd, 8 * words), dtype=np.uint64)
-        self._seq_at = self.core.nr_dax
+        self.path = path
+        self._key = os.urandom(32)
+        self._users: dict[int, int] = {}  # connections open, per uid
+        self._quiet = _Quiet()
+        nr = bus.core.nr_dax
+        fd = os.memfd_create("daxfuse-table", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        os.ftruncate(fd, 8 * nr)
+        self._table = np.frombuffer(mmap.mmap(fd, 8 * nr), dtype=np.uint64)
+        # readers only from now on, whatever they reopen it as
+        fcntl.fcntl(fd, _F_ADD_SEALS, _F_SEAL_SHRINK | _F_SEAL_GROW | _F_SEAL_FUTURE_WRITE | _F_SEAL_SEAL)
+        self._table_fd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+        os.close(fd)
+        for dev in bus.devices():
+            self._publish(dev)
         bus.listeners.append(self._on_change)
 
-    # --- serving -------------------------------------------------------------------------
+    # --- the table --------------------------------------------------------------------------------
+    def _publish(self, dev: DevDax, gone: bool = False) -> None:
+        gen = 0 if gone or dev.window is None else dev.window.serial
+        self._table[dev.dax_dev.minor] = gen << 1 | (not gone and dev.dax_dev.alive)
+
+    async def _on_change(self, event: str, dev: DevDax) -> None:
+        if event in ("added", "enabled", "disabled", "window", "removed"):
+            self._publish(dev, gone=event == "removed")
+
+    # --- serving ------------------------------------------------------------------------------------
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        await listener.bind(socket_name(self.mount_dev))
-        listener.listen(64)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, SO_PASSRIGHTS, 0)
+        except OSError:
+            log.warning("direct: this kernel cannot refuse fds on a socket (SO_PASSRIGHTS, Linux 6.16); "
+                        "fds sent to it are dropped unread")
+        try:
+            os.unlink(self.path)  # a daemon killed before left it (the run directory is ours)
+        except FileNotFoundError:
+            pass
+        await listener.bind(self.path)
+        listener.listen(MAX_CONNECTIONS)
         task_status.started()
-        async with trio.open_nursery() as nursery:
-            while True:
-                sock, _ = await listener.accept()
-                nursery.start_soon(self._client, sock)
-
-    async def _client(self, sock) -> None:
-        client = _Client(sock)
-        uid = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-        peer_uid = int.from_bytes(uid[4:8], "little")
-        trusted = peer_uid == os.getuid()
-        self.clients.add(client)
         try:
-            with sock:
+            async with trio.open_nursery() as nursery:
                 while True:
-                    msg, fds = await self._receive(sock)
-                    if msg is None:
-                        return
                     try:
-                        await self._handle(client, msg, fds, trusted)
-                    finally:
-                        for fd in fds:  # a file of this mount: its FLUSH asks this daemon
-                            await trio.to_thread.run_sync(os.close, fd)
-        except OSError as e:
-            log.debug("direct client %d: %s", client.pid, e)
+                        sock, _ = await listener.accept()
+                    except OSError as e:  # EMFILE, ENFILE, ENOMEM: wait for room
+                        self._quiet.warning("cannot accept: %s", e.strerror)
+                        await trio.sleep(0.1)
+                        continue
+                    nursery.start_soon(self._connection, sock)
         finally:
-            self.clients.discard(client)
-            for gen, dax_dev, count in client.grants.values():
-                self.core.put_dax(dax_dev)
-
-    @staticmethod
-    async def _receive(sock):
-        data, ancdata, flags, _ = await sock.recvmsg(4096, socket.CMSG_SPACE(4 * 4))
-        if not data:
-            return None, []
-        fds = []
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds += np.frombuffer(payload[:len(payload) - len(payload) % 4], dtype=np.int32).tolist()
-        return data.decode(errors="replace").split(), fds
-
-    @staticmethod
-    async def _send(sock, words, fds=()) -> None:
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, np.array(fds, dtype=np.int32).tobytes())] if fds else []
-        await sock.sendmsg([" ".join(map(str, words)).encode()], anc)
-
-    async def _handle(self, client: _Client, msg: list[str], fds: list[int], trusted: bool) -> None:
-        match msg:
-            case ["hello", pid, sig]:
-                client.pid, client.signal = int(pid), int(sig)
-                await self._send(client.sock, ["ok", self.core.nr_dax, len(self._table)], [self._table_fd])
-            case ["map", offset, length, write] if len(fds) == 1:
-                await self._map(client, int(offset), int(length), write == "1", fds[0], trusted)
-            case ["inherit", minor, gen]:
-                self._inherit(client, int(minor), int(gen))
-            case ["unmap", minor, gen]:
-                self._release(client, int(minor), int(gen))
-            case ["ack", seq]:
-                client.acked = max(client.acked, int(seq))
-                client.acked_event.set()
-            case _:
-                log.warning("direct client %d: unknown message %r", client.pid, msg[:4])
-
-    # --- grants ------------------------------------------------------------------------------
-    async def _device_of(self, fd: int) -> DevDax:
-        # in a worker: an fstat of a file of this mount may ask this daemon (GETATTR)
-        st = await trio.to_thread.run_sync(os.fstat, fd)
-        if st.st_dev != self.mount_dev or st.st_ino < DAX_INO_BASE:
-            raise DaxError(errno.EBADF, "not a device of this mount")
-        minor = st.st_ino - DAX_INO_BASE
-        for dev in self.bus.devices():
-            if dev.dax_dev.minor == minor:
-                return dev
-        raise DaxError(errno.ENXIO, "no such device any more")
-
-    async def _map(self, client: _Client, offset: int, length: int, write: bool, fd: int, trusted: bool) -> None:
-        if not trusted or not client.pid:
-            await self._send(client.sock, ["fuse"])
-            return
-        try:
-            dev = await self._device_of(fd)
-            if write and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
-                raise DaxError(errno.EACCES, "the device was opened read-only")
-            with self.core.read_locked():
-                if not self.core.dax_alive(dev.dax_dev):
-                    raise DaxError(errno.ENXIO, f"{dev.name} is disabled")
-                segments = list(dev.segments(offset, length))
-                minor = dev.dax_dev.minor
-                gen = int(self._table[minor])
-                self._hold(client, minor, gen, dev)
-            memory = self.bus.memory.reopen(write)
-        except DaxError as e:
-            await self._send(client.sock, ["err", e.errno])
-            return
-        try:
-            await self._send(client.sock, ["ok", gen, dev.align, dev.size, *(f"{p}:{n}" for p, n in segments)],
-                             [memory])
-        finally:
-            os.close(memory)
-
-    def _hold(self, client: _Client, minor: int, gen: int, dev: DevDax) -> None:
-        grant = client.grants.get(minor)
-        if grant is None or grant[0] != gen:
-            if grant is not None:
-                self.core.put_dax(grant[1])
-            grant = client.grants[minor] = [gen, self.core.get_dax(dev.dax_dev), 0]
-        grant[2] += 1
-
-    def _inherit(self, client: _Client, minor: int, gen: int) -> None:
-        if int(self._table[minor]) != gen:
-            return  # already revoked: the child kills its copy itself
-        for dev in self.bus.devices():
-            if dev.dax_dev.minor == minor:
-                self._hold(client, minor, gen, dev)
-
-    def _release(self, client: _Client, minor: int, gen: int) -> None:
-        grant = client.grants.get(minor)
-        if grant is not None and grant[0] == gen:
-            grant[2] -= 1
-            if grant[2] <= 0:
-                del client.grants[minor]
-                self.core.put_dax(grant[1])
-
-    # --- revocation -----------------------------------------------------------------------------
-    async def _on_change(self, event: str, dev: DevDax) -> None:
-        if event == "disabled":  # dead: kill_dax returned, no new grant can start
-            await self.revoke(dev)
-        elif event in ("poisoned", "cleared"):
-            await self.poison(dev)
-
-    async def poison(self, dev: DevDax) -> None:
-        """Publish the poisoned ranges; mappers of dev map the dead file over
-        the poisoned pages (the rest of the mapping lives on)."""
-        bad = [(s * SECTOR, c * SECTOR) for s, c in self.bus.badblocks.ranges()][:MAX_POISON]
-        base = self._seq_at + 1
-        for i, (start, length) in enumerate(bad):
-            self._table[base + 1 + 2 * i:base + 3 + 2 * i] = (start, length)
-        self._table[base] = len(bad)
-        await self._signal([c for c in self.clients if dev.dax_dev.minor in c.grants], dev)
-
-    @staticmethod
-    def _revoked_meanwhile(client: _Client) -> bool:
-        """Signal the threads not signalled yet (new ones too: a thread made
-        before its maker took the signal has no signal of its own); true
-        when none of them can run a user instruction before the remap."""
-        threads = _threads(client.pid)
-        for tid in threads:
-            if tid not in client.signalled:
-                _tgkill(client.pid, tid, client.signal)
-                client.signalled.add(tid)
-        return all(_cannot_run_unrevoked(client.pid, t, client.signal) for t in threads)
-
-    async def revoke_all(self) -> None:
-        """A clean shutdown: every direct mapping goes, as the devices do."""
-        for dev in list(self.bus.devices()):
-            await self.revoke(dev)
-
-    async def revoke(self, dev: DevDax) -> None:
-        """Once this returns, no process loads from or stores to dev's
-        memory through a direct mapping, and its next access raises SIGBUS."""
-        minor = dev.dax_dev.minor
-        if not any(minor in c.grants for c in self.clients):
-            self._table[minor] += 1  # a grant in flight sees it is stale
-            return
-        self._table[minor] += 1
-        holders = [c for c in self.clients if minor in c.grants]
-        for client in holders:
-            gen, dax_dev, _ = client.grants.pop(minor)
-            self.core.put_dax(dax_dev)
-        await self._signal(holders, dev)
-
-    async def _signal(self, holders: list[_Client], dev: DevDax) -> None:
-        """Have every holder apply the table as it now is (see the module)."""
-        self.seq += 1
-        self._table[self._seq_at] = self.seq
-        seq = self.seq
-        for client in holders:
-            client.signalled = set()
-        waiting = set(holders)
-        with trio.move_on_after(KILL_AFTER):
-            while waiting:
-                waiting = {c for c in waiting if c.acked < seq and not self._revoked_meanwhile(c)}
-                if waiting:
-                    await trio.sleep(_POLL)
-        for client in waiting:
-            log.warning("pid %d neither revoked its mapping of %s nor can run: killed", client.pid, dev.name)
+            listener.close()
             try:
-                os.kill(client.pid, 9)
-            except ProcessLookupError:
-                continue
-            while _threads(client.pid) and not all(_cannot_run_unrevoked(client.pid, t, 9)
-                                                   for t in _threads(client.pid)):
-                await trio.sleep(_POLL)
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    async def _connection(self, sock) -> None:
+        with sock:
+            peer, pidfd = _peer(sock)
+            try:
+                if sum(self._users.values()) >= MAX_CONNECTIONS or self._users.get(peer.uid, 0) >= MAX_PER_USER:
+                    return  # too many already: closed at once
+                self._users[peer.uid] = self._users.get(peer.uid, 0) + 1
+                try:
+                    await self._one(sock, peer, pidfd)
+                finally:
+                    self._users[peer.uid] -= 1
+            except _Refused as e:
+                self._quiet.warning("pid %d uid %d: %s", peer.pid, peer.uid, e)
+            except OSError as e:  # it went away
+                log.debug("direct: pid %d: %s", peer.pid, e)
+            finally:
+                if pidfd is not None:
+                    os.close(pidfd)
+
+    async def _one(self, sock, peer: Peer, pidfd: int | None) -> None:
+        if peer.uid not in (0, os.geteuid()):
+            await sock.send(wire.reply(errno.EACCES))
+            raise _Refused("not the daemon's user, nor root")
+        with trio.move_on_after(CLIENT_TIMEOUT):
+            data = await sock.recv(wire.REQUEST.size + 1)
+            req = wire.request(data)
+            if req is None:
+                raise _Refused(f"malformed request ({len(data)} bytes)")
+            try:
+                message, fds = await self._answer(req, peer, pidfd)
+            except DaxError as e:
+                message, fds = wire.reply(e.errno), []
+            try:
+                await sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+                                   if fds else [])
+            finally:
+                for fd in fds[:1]:  # the window's, opened for this grant; the table's stays
+                    os.close(fd)
+            return
+        raise _Refused(f"nothing sent within {CLIENT_TIMEOUT:.0f} s")
+
+    async def _answer(self, req, peer: Peer, pidfd: int | None) -> tuple[bytes, list[int]]:
+        write = bool(req.write)
+        if req.op == wire.OP_MAP:
+            opened = _opened(peer.pid, req.fd, self.mount_dev)
+            if not _alive(pidfd):
+                raise _Refused("gone before its fd was read")
+            if opened is None:  # a process the daemon may not look into (not dumpable): through FUSE
+                return wire.reply(wire.STATUS_FUSE), []
+            ino, flags = opened
+            dev = self._device(ino - DAX_INO_BASE, None)
+            opened_for_write = flags & os.O_ACCMODE != os.O_RDONLY
+        elif req.op == wire.OP_REVIVE:
+            if not hmac.compare_digest(req.token, self._token(req.serial, req.minor, write)):
+                raise _Refused("a revival with a token this daemon never gave")
+            dev, opened_for_write = self._device(req.minor, req.serial), write
+        else:
+            raise _Refused(f"unknown operation {req.op}")
+        window = await grant(self.bus, dev, peer, write, opened_for_write)
+        if window is None:
+            return wire.reply(wire.STATUS_FUSE), []
+        bad = poison(self.bus, dev)
+        if len(bad) > wire.MAX_POISON:
+            return wire.reply(wire.STATUS_FUSE), []
+        serial, minor = dev.dax_dev.serial, dev.dax_dev.minor
+        fd = window.reopen(write)
+        return (wire.reply(0, minor, serial, window.serial, dev.align, dev.size,
+                           self._token(serial, minor, write), bad), [fd, self._table_fd])
+
+    def _device(self, minor: int, serial: int | None) -> DevDax:
+        """The device of minor (and of serial, when given: the one granted before)."""
+        for dev in self.bus.devices():
+            if dev.dax_dev.minor == minor and serial in (None, dev.dax_dev.serial):
+                return dev
+        raise DaxError(errno.ENXIO, f"no device of minor {minor} any more")
+
+    def _token(self, serial: int, minor: int, write: bool) -> bytes:
+        return hmac.new(self._key, struct.pack("<QQI", serial, minor, write), hashlib.sha256).digest()

@@ -290,7 +290,7 @@ class DaxOperations(pyfuse3.Operations):
 
     @_handler
     async def read(self, fh, off, size):
-        return self._handles[fh].read(off, size)
+        return await self._handles[fh].read(off, size)
 
     @_handler
     async def write(self, fh, off, buf):
@@ -310,6 +310,8 @@ class DaxOperations(pyfuse3.Operations):
 
     # --- lifecycle: keep the kernel's caches true ----------------------------------------
     async def _on_change(self, event: str, dev: DevDax) -> None:
+        if event == "window":  # where the data lives: nothing the kernel caches changes
+            return
         ino = dev.dax_dev.ino
         for listing in filter(None, map(self._paths.get, DEVICE_DIRS)):
             if event in ("added", "removed"):

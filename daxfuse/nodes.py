@@ -40,7 +40,7 @@ class AttrFile:
     def __init__(self, attr: Attr, bus: DaxBus) -> None:
         self.attr, self.bus, self.text = attr, bus, b""
 
-    def read(self, off: int, size: int) -> bytes:
+    async def read(self, off: int, size: int) -> bytes:
         if self.attr.show is None:
             raise DaxError(errno.EACCES, "write-only attribute")
         if off == 0:

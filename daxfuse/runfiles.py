@@ -28,6 +28,12 @@ def run_file(mountpoint: str, suffix: str) -> str:
     return os.path.join(run_dir(), f"{key}.{suffix}")
 
 
+def socket_path(mount_dev: int) -> str:
+    """Where the daemon of the mount whose st_dev is mount_dev takes direct
+    mapping requests: short, for sun_path's 108 bytes."""
+    return os.path.join(run_dir(), f"{os.major(mount_dev)}:{os.minor(mount_dev)}.sock")
+
+
 def make_run_dir() -> None:
     """The run directory, which must be this user's alone: in /tmp another
     user could have made it first, to read logs or plant pid files."""

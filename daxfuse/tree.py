@@ -1,4 +1,5 @@
-"""The mount's tree: control, dax/ (the devices), sys/ (the sysfs view) and
+"""The mount's tree: control, dax/ (the devices), sys/ (the sysfs view),
+.direct (a link to the socket of direct mappings, daxfuse/direct.py) and
 dev/ (a /dev for `daxfuse exec`: the devices, plus every other name of the
 host's /dev as a link into .host/, where exec mounts the host's /dev; the
 names of HOST_MOUNTED, as a place where exec mounts that host node itself)."""
@@ -22,7 +23,9 @@ class Tree:
         self.control = Control(bus)
         self.sysfs = SysfsView(bus)
         self.ndctl = Chardev(NDCTL_INO, functools.partial(NdctlFile, bus))
+        self.direct_socket: str | None = None  # where direct mappings are asked for, once it serves
         self.root = table({
+            ".direct": lambda: self.direct_socket and Link(self.direct_socket),
             "control": lambda: self.control,
             "dax": lambda: Dir(self._device_names, self._device),
             "dev": lambda: Dir(self._dev_names, self._dev),

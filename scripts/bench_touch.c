@@ -8,6 +8,8 @@
  *   bench_touch stat PATH N            N stat() calls: prints ns per call
  *   bench_touch persist PATH SIZE N    N 64-byte stores, each persisted with
  *                                      libpmem2 (built with -DWITH_PMEM2): seconds
+ *   bench_touch remap PATH N           N times: map 2 MiB, store a byte, unmap
+ *                                      (a client that maps per I/O): us each
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -72,6 +74,26 @@ static int stats(const char *path, long n)
 	return 0;
 }
 
+static int remap(const char *path, long n)
+{
+	int fd = open(path, O_RDWR);
+	double start = now();
+	long i;
+
+	for (i = 0; i < n; i++) {
+		volatile uint8_t *p = mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+		if (fd < 0 || p == MAP_FAILED) {
+			perror(path);
+			return 1;
+		}
+		p[(i * 4096) % (2 << 20)] = 1;
+		munmap((void *)p, 2 << 20);
+	}
+	printf("%.3f\n", (now() - start) / n * 1e6);
+	return 0;
+}
+
 #ifdef WITH_PMEM2
 #include <libpmem2.h>
 
@@ -115,6 +137,9 @@ int main(int argc, char **argv)
 #endif
 	if (argc == 4 && !strcmp(argv[1], "stat"))
 		return stats(argv[2], strtol(argv[3], NULL, 0));
-	fprintf(stderr, "usage: bench_touch touch PATH SIZE read|write|warm | stat PATH N | persist PATH SIZE N\n");
+	if (argc == 4 && !strcmp(argv[1], "remap"))
+		return remap(argv[2], strtol(argv[3], NULL, 0));
+	fprintf(stderr, "usage: bench_touch touch PATH SIZE read|write|warm | stat PATH N | persist PATH SIZE N | "
+		"remap PATH N\n");
 	return 2;
 }

@@ -146,6 +146,61 @@ def test_a_user_given_a_device_uses_it_and_is_refused_everything_else(stranger, 
         assert f.read(16) == b"strangervia exec"
 
 
+def test_another_user_cannot_reach_the_direct_mapping_socket(stranger, shared):
+    """The socket lives in the daemon's run directory (0700): a user given a
+    device on root's mount maps it through FUSE, and cannot even connect."""
+    uid, _ = stranger
+    d = shared("--size", "64M", "-o", "allow_other")
+    r = as_user(uid, sys.executable, "-c", textwrap.dedent("""
+        import socket, sys
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            s.connect(sys.argv[1])
+        except PermissionError:
+            print("refused")
+    """), os.readlink(d.path(".direct")))
+    assert r.stdout == "refused\n", r.stderr
+
+
+def plant(uid: int, *argv: str) -> None:
+    as_user(uid, *argv, check=True)
+
+
+def test_a_root_daemon_is_not_steered_by_what_another_user_plants(stranger, shared):
+    """In a directory others may write (sticky, as /tmp), another user
+    plants a link or a file of theirs where the memory file, its layout
+    record or the record's temporary go: a root daemon follows no link,
+    uses no file of theirs, and overwrites nothing of root's."""
+    uid, _ = stranger
+    sticky = tempfile.mkdtemp(prefix="daxfuse-sticky-")
+    os.chmod(sticky, 0o1777)
+    secret = os.path.join(sticky, "root-only")
+    try:
+        with open(secret, "w") as f:
+            f.write("root's own\n")
+        os.chmod(secret, 0o600)
+        memory, point = os.path.join(sticky, "memory"), os.path.join(sticky, "refused")
+        os.mkdir(point)
+        plant(uid, "ln", "-s", secret, memory)
+        r = subprocess.run([*DAXFUSE, "mount", point, "--memory-file", memory], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1 and "a symbolic link; refused" in r.stderr, r.stderr
+        os.unlink(memory)
+        plant(uid, "touch", memory)
+        r = subprocess.run([*DAXFUSE, "mount", point, "--memory-file", memory], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1 and f"belongs to uid {uid}" in r.stderr, r.stderr
+        os.unlink(memory)
+        d = shared("--size", "64M", "--memory-file", memory)
+        plant(uid, "ln", "-s", secret, memory + ".layout.tmp")
+        d.control("create-device region=0 size=0")  # a change: the record is written again
+        assert open(secret).read() == "root's own\n"
+        assert not os.path.islink(memory + ".layout") and os.stat(memory + ".layout").st_uid == 0
+        assert d.stop() == 0
+    finally:
+        shutil.rmtree(sticky)
+
+
 def test_chmod_and_chown_by_root_stick_and_persist(stranger, shared, tmp_path):
     uid, gid = stranger
     memory = str(tmp_path / "memory")
@@ -225,6 +280,12 @@ m[:6] = b"stored"
 at = "%x-" % ctypes.addressof(ctypes.c_char.from_buffer(m))
 (line,) = [ln for ln in open("/proc/self/maps") if ln.startswith(at)]
 print(os.getuid(), bytes(m[:6]).decode(), "fuse" if "dax0.0" in line else "direct")'
+x $DAXFUSE create-region -s 8M -a 4K >/dev/null
+x $DAXFUSE create-device -r 1 -s 2M --owner 0 --mode 0644 >/dev/null
+x $DAXFUSE exec -- "$PYTHON" -c 'import mmap, os
+m = mmap.mmap(os.open("/dev/dax1.0", os.O_RDONLY), 4096, prot=mmap.PROT_READ)
+fuse = any(ln.rstrip().endswith("dax1.0") for ln in open("/proc/self/maps"))
+print("read-only, not writable by it:", "fuse" if fuse else "direct")'
 echo "log: $(cat "$(ls -d /tmp/daxfuse-$(id -u) "${XDG_RUNTIME_DIR:-/nonexistent}/daxfuse" 2>/dev/null | head -1)"/*.log)"
 x $DAXFUSE umount
 if $DAXFUSE mount "$mnt" -o allow_other 2>"$1/err"; then echo "allow_other mounted"; $DAXFUSE umount; fi
@@ -260,6 +321,7 @@ def test_a_user_mounts_uses_execs_and_unmounts_its_own(stranger, tmp_path):
         assert "character special file" in out and f"\n1\n{uid}\n" in out, "exec: personality, daxctl, its own uid"
         assert "null: character special file" in out, "exec: the host's /dev/null mounted on its name"
         assert f"{uid} stored direct" in out, "its own daemon's memory, mapped directly"
+        assert "read-only, not writable by it: fuse" in out, "a window it could open read-write is not given"
         assert "read-ahead stays at the kernel's 128 KiB" in out and "a quarter slower" in out
         assert "allow_other: daxfuse: EPERM: -o allow_other needs a line user_allow_other in /etc/fuse.conf" in out
         assert not any(p.startswith(work) for p in mounted_paths()), "its namespace is gone, and its mount"

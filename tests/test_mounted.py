@@ -36,7 +36,7 @@ def child(code: str, *args: str, **kw) -> subprocess.Popen:
 
 
 def test_tree(dax):
-    assert sorted(os.listdir(dax.mountpoint)) == ["control", "dax", "dev", "sys"]
+    assert sorted(os.listdir(dax.mountpoint)) == [".direct", "control", "dax", "dev", "sys"]
     assert os.listdir(dax.path("dax")) == ["dax0.0"]
     st = os.stat(dax.path(*DEV))
     assert st.st_size == 64 * MiB

@@ -20,10 +20,11 @@ from .srcu import Srcu
 class DaxDevice:
     """Anchor object for dax services (the kernel's struct dax_device)."""
 
-    __slots__ = ("minor", "ino", "private", "alive", "refs")
+    __slots__ = ("minor", "serial", "ino", "private", "alive", "refs")
 
-    def __init__(self, minor: int, private) -> None:
+    def __init__(self, minor: int, serial: int, private) -> None:
         self.minor = minor
+        self.serial = serial  # never reused, where the minor is: tells two devices of one minor apart
         self.ino = DAX_INO_BASE + minor
         self.private = private
         self.alive = False
@@ -42,6 +43,7 @@ class DaxCore:
         self.srcu = Srcu()
         self._minors = Ida(nr_dax)
         self._count = 0
+        self._serials = 0
 
     # --- read side -------------------------------------------------------
     def read_lock(self) -> int:
@@ -71,7 +73,8 @@ class DaxCore:
         if minor is None:
             raise DaxError(errno.ENOSPC, f"no free dax minor (nr_dax={self.nr_dax})")
         self._count += 1
-        return DaxDevice(minor, private)
+        self._serials += 1
+        return DaxDevice(minor, self._serials, private)
 
     def get_dax(self, dax_dev: DaxDevice) -> DaxDevice:
         assert dax_dev.refs > 0, f"get_dax() on released {dax_dev!r}"

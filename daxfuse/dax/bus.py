@@ -9,6 +9,7 @@ batch succeeded, in order.
 """
 import contextlib
 import errno
+import functools
 import itertools
 import logging
 import time
@@ -19,7 +20,7 @@ import trio
 
 from ..core import DaxCore
 from ..errors import DaxError, shown
-from ..memory import MemoryFile
+from ..memory import MemoryFile, Window
 from ..units import ID_MAX, INT_MAX, parse_index, size_text
 from .badblocks import SECTOR, Badblocks, sectors
 from .device import Access, DaxRegion, DevDax, Range
@@ -32,7 +33,8 @@ DEFAULT_ALIGN = 2 << 20
 # A listener hears (event, dev_dax) for: "added", "disabling" (still alive:
 # write dirty pages back), "disabled" (dead: revoke mappings), "enabled",
 # "resized", "realigned", "removed", "flush" (write back what is held for it),
-# "poisoned", "cleared" (media errors in its ranges).
+# "poisoned", "cleared" (media errors in its ranges), "access" (owner, group
+# or mode), "window" (a window opened or closed: see window()).
 Listener = Callable[[str, DevDax], Awaitable[None]]
 
 
@@ -146,7 +148,7 @@ class DaxBus:
 
     def _notify(self, event: str, dev: DevDax) -> Callable[[], Awaitable[None]]:
         async def effect() -> None:
-            if event != "flush":  # the one event that changes nothing
+            if event not in ("flush", "window"):  # the events that change nothing a user sees
                 dev.changed = dev.region.changed = time.time_ns()
             for listener in self.listeners:
                 try:
@@ -385,8 +387,11 @@ class DaxBus:
         async def kill() -> None:
             await self.core.kill_dax(dev.dax_dev)
 
+        async def revoke() -> None:
+            await self._close_window(dev)
+
         self._record(lambda: setattr(dev, "enabled", True),
-                     self._notify("disabling", dev), kill, self._notify("disabled", dev))
+                     self._notify("disabling", dev), kill, revoke, self._notify("disabled", dev))
 
     def enable_device(self, name: str) -> None:
         dev = self.device(name)
@@ -412,14 +417,82 @@ class DaxBus:
         devices = [d for d in self.devices() if d.enabled]
 
         async def sync() -> None:
+            windows = [d.window for d in devices if d.window is not None]
+            await trio.to_thread.run_sync(lambda: [w.flush() for w in windows] and None)
             await trio.to_thread.run_sync(self.memory.flush, 0, self.memory.size)
 
         self._record(lambda: None, *[self._notify("flush", d) for d in devices], sync)
+
+    # --- windows: a device's memory in a file of its own (memory/window.py) ---------------------------
+    async def window(self, dev: DevDax) -> Window:
+        """dev's window, opened first when it has none: ENXIO once dev is
+        disabled or gone, EOPNOTSUPP where this memory can have none. It
+        closes again when dev is disabled (revoked: every mapping of it in
+        any process faults), when media errors change in it, and at a
+        clean shutdown."""
+        if not self.memory.windows:
+            raise DaxError(errno.EOPNOTSUPP, f"the memory file {self.memory.name} cannot have windows")
+        async with self._lock:
+            self._check_open()
+            if not dev.enabled or self.find_device(dev.name) is not dev:
+                raise DaxError(errno.ENXIO, f"{dev.name} is disabled")
+            if dev.window is None:
+                await self._moving(dev, functools.partial(self._open_window, dev))
+                await self._notify("window", dev)()
+            return dev.window
+
+    async def _open_window(self, dev: DevDax) -> None:
+        extents = [(r.start, r.size) for r in dev.ranges]
+        window = await trio.to_thread.run_sync(self.memory.open_window, extents, dev.name)
+        dev.window = window
+        if window.path is not None:
+            try:
+                await self.persist()  # the record names it before the memory file's copy goes
+            except DaxError:
+                dev.window = None
+                window.close()
+                raise
+        await trio.to_thread.run_sync(window.release_source)
+
+    async def _close_window(self, dev: DevDax) -> None:
+        """Move dev's window back into the memory file, if it has one."""
+        window = dev.window
+        if window is None:
+            return
+
+        async def capture() -> None:
+            await trio.to_thread.run_sync(window.capture)
+            dev.window = None
+        await self._moving(dev, capture)
+        window.close()
+        if window.path is not None:
+            try:
+                await self.persist()  # a record that still names it is right too: nothing to move back
+            except DaxError as e:
+                log.warning("%s: %s", dev.name, e)
+        await self._notify("window", dev)()
+
+    async def _moving(self, dev: DevDax, work: Callable[[], Awaitable[None]]) -> None:
+        """Run work while dev's I/O waits (DaxFile._enter), once the I/O
+        that began before has ended."""
+        dev.moving = trio.Event()
+        try:
+            await self.core.srcu.synchronize()
+            await work()
+        finally:
+            moved, dev.moving = dev.moving, None
+            moved.set()
+
+    async def close_windows(self) -> None:
+        """A clean shutdown: every window moves back, as the devices go."""
+        for dev in list(self.devices()):
+            await self._close_window(dev)
 
     # --- a layout restored ------------------------------------------------------------------------
     def restore(self, record: dict) -> None:
         """Rebuild the layout a LayoutStore recorded (before serving, no batch):
         the same ids, ranges, states, seeds and bad blocks; fresh minors."""
+        windowed = []
         for r in record["regions"]:
             region = DaxRegion(r["id"], Range(r["start"], r["start"] + r["size"]), r["align"])
             self.memory.ensure(region.res.end)
@@ -431,11 +504,16 @@ class DaxBus:
                 region.ida.claim(dev.id)
                 dev.set_ranges([Range(start, end) for start, end in d["ranges"]])
                 region.devices[dev.id] = dev
+                if d.get("window"):
+                    windowed.append(dev)
                 if d["enabled"]:
                     dev.enabled = True
                     self.core.run_dax(dev.dax_dev, dev)
             region.seed = region.devices.get(r["seed"])
             region.youngest = region.devices.get(r["youngest"])
+        for dev in windowed:  # what a daemon that died had open moves back
+            self.memory.recover([(r.start, r.size) for r in dev.ranges], dev.name)
+        self.memory.remove_stale_windows()
         self.badblocks = Badblocks(record["badblocks"])
         self.injected = Badblocks(record["injected"])
         self.dirty_shutdown = record["dirty_shutdown"]
@@ -470,8 +548,12 @@ class DaxBus:
         notifies = [self._notify("poisoned" if poison else "cleared", d) for d in touched]
 
         async def effect() -> None:
-            """Dropping the cached pages writes dirty ones back first, over
-            the fresh poison: those stores predate it and must not clear it."""
+            """Direct mappings of the devices go (mappers map them again,
+            around the poison); dropping the cached pages writes dirty ones
+            back first, over the fresh poison: those stores predate it and
+            must not clear it."""
+            for dev in touched:
+                await self._close_window(dev)
             self.poisoning += poison
             try:
                 for notify in notifies:

@@ -9,8 +9,11 @@ import time
 from bisect import bisect_right
 from dataclasses import dataclass
 
+import trio
+
 from ..core import DaxDevice
 from ..core.minors import Ida
+from ..memory import Window
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,14 @@ class Access:
     uid: int = 0
     gid: int = 0
     mode: int = 0o600
+
+    def may_write(self, uid: int, gids: set[int]) -> bool:
+        """Whether a process of uid (in groups gids) may open the device for
+        writing, now or after a chmod: root, the owner (who may chmod it),
+        else the mode's bits for its group or for others."""
+        if uid in (0, self.uid):
+            return True
+        return bool(self.mode & (0o020 if self.gid in gids else 0o002))
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,8 @@ class DevDax:
         self.enabled = False
         self.dax_dev: DaxDevice | None = None
         self.access = Access()
+        self.window: Window | None = None  # its memory in a file of its own, while mapped directly
+        self.moving: trio.Event | None = None  # set once a window has opened or closed: I/O waits for it
         self._starts: list[int] = [0]  # device offset of each range, plus the size
         self.changed = time.time_ns()  # created, resized, realigned, enabled or disabled
 

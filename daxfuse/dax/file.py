@@ -23,13 +23,13 @@ class DaxFile:
         self.core = core = bus.core
         self.memory = bus.memory
         self.dax_dev = dax_dev
-        idx = self._enter()
+        idx = self._enter_now()
         try:
             core.get_dax(dax_dev)
         finally:
             core.read_unlock(idx)
 
-    def _enter(self) -> int:
+    def _enter_now(self) -> int:
         """Take the read lock and check liveness; the caller unlocks. Plain
         calls, not read_locked(): a generator-based context manager would
         add about a microsecond to every request."""
@@ -39,15 +39,29 @@ class DaxFile:
             raise DaxError(errno.ENXIO, f"dax minor {self.dax_dev.minor} is disabled or destroyed")
         return idx
 
-    def read(self, offset: int, size: int):
+    async def _enter(self) -> int:
+        """_enter_now, once the device's memory is not on the move between
+        the memory file and a window (DaxBus.window)."""
+        while True:
+            idx = self._enter_now()
+            moving = self.dax_dev.private.moving
+            if moving is None:
+                return idx
+            self.core.read_unlock(idx)
+            await moving.wait()
+
+    async def read(self, offset: int, size: int):
         """Bytes at offset; empty at or past the end. A single range is served
         as the memory file gives it (a zero-copy view where allocated). A
         poisoned sector fails the whole read with EIO, as on pmem."""
-        idx = self._enter()
+        idx = await self._enter()
         try:
-            segments = list(self.dax_dev.private.segments(offset, size))
+            dev = self.dax_dev.private
+            segments = list(dev.segments(offset, size))
             if self.bus.badblocks and any(self.bus.badblocks.overlaps(*sectors(p, n)) for p, n in segments):
-                raise DaxError(errno.EIO, f"a media error in {self.dax_dev.private.name} at {offset:#x}")
+                raise DaxError(errno.EIO, f"a media error in {dev.name} at {offset:#x}")
+            if dev.window is not None:
+                return dev.window.read(offset, sum(n for _, n in segments))
             pieces = [self.memory.read(p, n) for p, n in segments]
         finally:
             self.core.read_unlock(idx)
@@ -57,17 +71,21 @@ class DaxFile:
 
     async def write(self, offset: int, data) -> int:
         """Write what fits; ENOSPC at or past the end, as a block device."""
-        idx = self._enter()
+        idx = await self._enter()
         try:
             dev = self.dax_dev.private
             if offset >= dev.size and data:
                 raise DaxError(errno.ENOSPC, f"write at {offset:#x} is past the end of {dev.name} ({dev.size:#x})")
             segments = list(dev.segments(offset, len(data)))
             cleared = self.bus.badblocks and not self.bus.poisoning and self._clear_on_write(segments)
-            done = 0
-            for phys, n in segments:
-                self.memory.write(phys, data[done:done + n])
-                done += n
+            done = sum(n for _, n in segments)
+            if dev.window is not None:
+                dev.window.write(offset, data[:done])
+            else:
+                done = 0
+                for phys, n in segments:
+                    self.memory.write(phys, data[done:done + n])
+                    done += n
         finally:
             self.core.read_unlock(idx)
         if cleared:
@@ -92,11 +110,12 @@ class DaxFile:
 
     async def fsync(self) -> None:
         """msync the device's ranges; the read side is held across the wait."""
-        idx = self._enter()
+        idx = await self._enter()
         try:
-            ranges = list(self.dax_dev.private.ranges)
+            dev = self.dax_dev.private
+            ranges, window = list(dev.ranges), dev.window
             await trio.to_thread.run_sync(
-                lambda: [self.memory.flush(r.start, r.size) for r in ranges])
+                lambda: window.flush() if window else [self.memory.flush(r.start, r.size) for r in ranges])
         finally:
             self.core.read_unlock(idx)
 

@@ -14,11 +14,13 @@ import hashlib
 import json
 import os
 
+from .. import files
 from ..errors import DaxError
 from ..units import ID_MAX
 
 FORMAT = "daxfuse-layout"
 VERSION = 1
+MAX_RECORD = 64 << 20  # a record of 2^31 devices' worth would not fit either: anything larger is no record
 
 
 def _checksum(body: dict) -> str:
@@ -53,6 +55,8 @@ def _check(record: dict) -> None:
         ranges = []
         for d in r["devices"]:
             whole(d["size"], "device size"), whole(d["align"], "device align"), bool(d["enabled"])
+            if type(d.get("window", False)) is not bool:
+                raise ValueError(f"dax{r['id']}.{d['id']} window {d['window']!r}")
             if whole(d["uid"], "uid") > ID_MAX or whole(d["gid"], "gid") > ID_MAX or whole(d["mode"], "mode") > 0o777:
                 raise ValueError(f"dax{r['id']}.{d['id']} owner, group or mode")
             ranges += [(whole(a, "range"), whole(b, "range"), f"dax{r['id']}.{d['id']}") for a, b in d["ranges"]]
@@ -82,14 +86,21 @@ class LayoutStore:
 
     def load(self) -> dict | None:
         """The record, verified; None when there is none. A record that is
-        corrupt, foreign or from a newer daxfuse fails in one line."""
+        corrupt, foreign or from a newer daxfuse fails in one line; what is
+        not a regular file of this user's, or is larger than any record,
+        fails before a byte is read (files.py)."""
         try:
-            with open(self.path, "rb") as f:
-                raw = f.read()
+            fd = files.open_file(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         except OSError as e:
             raise DaxError(e.errno, f"{self.path}: cannot read the layout record: {e.strerror}") from None
+        with open(fd, "rb") as f:
+            size = os.fstat(fd).st_size
+            if size > MAX_RECORD:
+                raise DaxError(errno.EFBIG, f"{self.path}: {size} bytes, more than a layout record holds "
+                                            f"({MAX_RECORD}); the memory file was not touched")
+            raw = f.read(MAX_RECORD + 1)
 
         def bad(what: str) -> DaxError:
             return DaxError(errno.EINVAL, f"{self.path}: {what}; the memory file was not touched")
@@ -122,6 +133,7 @@ class LayoutStore:
                 "id": r.id, "start": r.res.start, "size": r.size, "align": r.align,
                 "seed": r.seed and r.seed.id, "youngest": r.youngest and r.youngest.id,
                 "devices": [{"id": d.id, "size": d.size, "align": d.align, "enabled": d.enabled,
+                             "window": d.window is not None and d.window.path is not None,
                              "uid": d.access.uid, "gid": d.access.gid, "mode": d.access.mode,
                              "ranges": [[x.start, x.end] for x in d.ranges]}
                             for d in sorted(r.devices.values(), key=lambda d: d.id)],
@@ -135,12 +147,19 @@ class LayoutStore:
         data = json.dumps({**record, "sha256": _checksum(record)}, separators=(",", ":")).encode()
         tmp = self.path + ".tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                fd = files.create_file(tmp)
+            except FileExistsError:  # left by a daemon killed mid-save, or planted: never followed
+                os.unlink(tmp)
+                fd = files.create_file(tmp)
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
                 os.fsync(fd)
+            except OSError:  # a full disk: no half record is left behind
+                os.unlink(tmp)
+                raise
             finally:
                 os.close(fd)
             os.rename(tmp, self.path)

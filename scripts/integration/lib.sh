@@ -78,3 +78,34 @@ cleanup() {
 }
 
 dev_size() { stat -c %s "$1"; }
+
+# word_at DEV OFFSET: the 64-bit word at OFFSET of DEV, read through FUSE.
+word_at() {
+  "$python" -c "import os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+print(struct.unpack('<Q', os.pread(fd, 8, int(sys.argv[2])))[0])" "$1" "$2"
+}
+
+# disable_under PATTERN CMD...: CMD maps $DEV, counts at its offset 0 nonstop and prints
+# "ready". The device is disabled under it: the disable must return, CMD must end as its next
+# store faults (saying PATTERN, an extended regex), and what it stored before must be in the
+# device once it is enabled again.
+disable_under() {
+  local pattern=$1 out runner status devname
+  shift
+  devname=$(basename "$DEV")
+  out=$(mktemp)
+  ( st=0; "$@" >"$out" 2>&1 || st=$?; echo $st >"$out.status" ) 2>/dev/null &
+  runner=$!
+  for _ in $(seq 300); do grep -q ready "$out" && break; sleep 0.1; done
+  grep -q ready "$out" || fail "$1 did not start: $(cat "$out")"
+  check "disable-device returns while it stores" timeout 60 "$daxfuse" disable-device "$devname" -m "$MNT"
+  timeout 30 tail --pid=$runner -f /dev/null || fail "it still runs 30 s after the disable: $(cat "$out")"
+  wait $runner || true
+  status=$(cat "$out.status")
+  grep -qE "$pattern" "$out" || fail "it ended (status $status) without saying $pattern: $(cat "$out")"
+  say "it ended (status $status): $(grep -m1 -E "$pattern" "$out")"
+  check "enable-device" "$daxfuse" enable-device "$devname" -m "$MNT"
+  check "its stores before the disable are in the device" test "$(word_at "$DEV" 0)" -ge 1000
+  rm -f "$out" "$out.status"
+}

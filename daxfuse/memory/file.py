@@ -9,108 +9,45 @@ not per page), else in /dev/shm. A user-given path is kept, so its
 contents persist across mounts (pmem semantics), and locked, so two daemons
 never share it. The file only grows: resources are carved out of it.
 """
-import ctypes
 import errno
 import fcntl
+import glob
 import mmap
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
 
-from .errors import DaxError
+from ..errors import DaxError
+from .. import files
+from . import tmpfs
+from .window import Window, punch, remove
 
 _PAGE = mmap.PAGESIZE
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_FSOPEN, _FSCONFIG, _FSMOUNT = 430, 431, 432  # x86_64: the new mount API
-_FSCONFIG_SET_STRING, _FSCONFIG_CMD_CREATE = 1, 6
-_CLOEXEC = 1
-
-
-def _syscall(*args) -> int:
-    r = _libc.syscall(*args)
-    if r < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return r
-
-
-def _huge_tmpfs_file() -> int | None:
-    """An unlinked file on a tmpfs mounted with huge=always: made here as
-    root, else by a child in a user and mount namespace of its own (where
-    the user may mount a tmpfs) and passed back; None where neither may."""
-    fd = _mount_huge_tmpfs_file()
-    return fd if fd is not None or os.geteuid() == 0 else _huge_tmpfs_file_from_user_namespace()
-
-
-def _huge_tmpfs_file_from_user_namespace() -> int | None:
-    ours, theirs = socket.socketpair()
-    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where this daxfuse is imported from
-    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [top, os.environ.get("PYTHONPATH")]))}
-    with ours, theirs:
-        try:
-            subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c",
-                            f"import daxfuse.memory as m; m.send_huge_tmpfs_file({theirs.fileno()})"],
-                           pass_fds=[theirs.fileno()], env=env, check=True, capture_output=True, timeout=30)
-            _, fds, _, _ = socket.recv_fds(ours, 1, 1)
-        except (OSError, subprocess.SubprocessError):
-            return None
-    return fds[0] if fds else None
-
-
-def send_huge_tmpfs_file(sock_fd: int) -> None:
-    """The child's side: the file, over the socket at sock_fd."""
-    fd = _mount_huge_tmpfs_file()
-    if fd is None:
-        sys.exit("daxfuse: no tmpfs in a user namespace either")
-    socket.send_fds(socket.socket(fileno=sock_fd), [b"m"], [fd])
-
-
-def _mount_huge_tmpfs_file() -> int | None:
-    """An unlinked file on a tmpfs mounted with huge=always and attached to
-    no path (fsopen/fsmount: nothing to unmount, gone with its last file),
-    as large as /dev/shm; None where mounting is not allowed."""
-    shm = os.statvfs("/dev/shm")
-    try:
-        fsfd = _syscall(_FSOPEN, b"tmpfs", _CLOEXEC)
-    except OSError:
-        return None
-    try:
-        for key, value in ((b"huge", b"always"), (b"size", str(shm.f_blocks * shm.f_frsize).encode())):
-            _syscall(_FSCONFIG, fsfd, _FSCONFIG_SET_STRING, key, value, 0)
-        _syscall(_FSCONFIG, fsfd, _FSCONFIG_CMD_CREATE, None, None, 0)
-        mntfd = _syscall(_FSMOUNT, fsfd, _CLOEXEC, 0)
-    except OSError:
-        return None
-    finally:
-        os.close(fsfd)
-    try:
-        fd = os.open("memory", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=mntfd)
-        os.unlink("memory", dir_fd=mntfd)
-        return fd
-    finally:
-        os.close(mntfd)
 
 
 class MemoryFile:
     def __init__(self, path: str | None = None) -> None:
         self.path = path  # None: unlinked, gone with the daemon
+        self.created = False  # path did not exist before: a failed mount removes it again
+        self._mounter = self._tmpfs = None
         if path is None:
-            fd = _huge_tmpfs_file()
+            self._mounter = tmpfs.mounter()
             self.name = "on a huge-page tmpfs of its own (unlinked)"
-            if fd is None:
+            if self._mounter is not None:
+                shm = os.statvfs("/dev/shm")
+                self._tmpfs = self._mounter.mount(shm.f_blocks * shm.f_frsize)
+                fd = self._tmpfs.create()
+            else:
                 # Unlinked at once: nothing is left in /dev/shm however the daemon ends.
                 fd, tmp = tempfile.mkstemp(prefix="daxfuse-mem-", dir="/dev/shm")
                 os.unlink(tmp)
                 self.name = "in /dev/shm (unlinked)"
         else:
             self.name = path
+            self.created = not os.path.lexists(path)
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fd = files.open_file(path, os.O_RDWR, create=True)
             except OSError as e:
                 raise DaxError(e.errno, f"cannot open memory file {path}: {e.strerror}") from None
             try:
@@ -129,12 +66,69 @@ class MemoryFile:
         self._remap(os.fstat(fd).st_size)
         self._mark_data()
 
+    # --- windows --------------------------------------------------------------------------
+    @property
+    def windows(self) -> bool:
+        """Whether devices can be given windows (window.py): on tmpfs
+        instances of the daemon's own, or beside a memory file of the
+        user's; not for a memory file in /dev/shm, where no window could be
+        frozen and none would outlive the daemon either."""
+        return self._mounter is not None or self.path is not None
+
+    def window_path(self, name: str) -> str | None:
+        """Where the window named name lives: beside a memory file of the user's."""
+        return None if self.path is None else f"{self.path}.window.{name}"
+
+    def open_window(self, extents: list[tuple[int, int]], name: str) -> Window:
+        """A new window holding the data of extents (physical start, length),
+        in that order. The memory file keeps its copy until the caller calls
+        release_source() on it (once a named window is recorded)."""
+        size = sum(n for _, n in extents)
+        path = self.window_path(name)
+        instance = None
+        if path is None:
+            instance = self._mounter.mount(size)
+            fd = instance.create()
+        else:
+            fd = files.create_file(path)
+        window = Window(self, extents, fd, instance, path)
+        try:
+            os.ftruncate(fd, size)
+            window.fill()
+        except BaseException:
+            window.close()
+            raise
+        return window
+
+    def recover(self, extents: list[tuple[int, int]], name: str) -> None:
+        """Move back a named window that a daemon which died left open
+        (what its processes still map of it then faults)."""
+        path = self.window_path(name)
+        try:
+            fd = files.open_file(path, os.O_RDWR)
+        except FileNotFoundError:
+            return  # it was moved back and removed, and the record not yet rewritten
+        window = Window(self, extents, fd, None, path)
+        try:
+            window.capture()
+        finally:
+            window.close()
+
+    def remove_stale_windows(self) -> None:
+        """Remove named windows that no record names: a daemon died after
+        making one and before recording it, so its data is here still."""
+        if self.path is not None:
+            for stale in glob.glob(glob.escape(self.path) + ".window.dax*"):
+                remove(stale)
+
+    def punch(self, start: int, length: int) -> None:
+        """[start, start + length) becomes a hole: the data is elsewhere now."""
+        punch(self._fd, start, length)
+        lo, hi = -(-start // _PAGE), (start + length) // _PAGE
+        self._present[lo:hi] = bytes(max(0, hi - lo))
+
     def fileno(self) -> int:
         return self._fd
-
-    def reopen(self, writable: bool) -> int:
-        """A new fd of the file, read-only or read-write, to hand a client."""
-        return os.open(f"/proc/self/fd/{self._fd}", (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
 
     @property
     def size(self) -> int:
@@ -157,7 +151,7 @@ class MemoryFile:
             except OSError:  # ENXIO: no data past offset
                 return
             offset = os.lseek(self._fd, data, os.SEEK_HOLE)
-            self._mark(data, offset)
+            self.mark(data, offset)
 
     def room(self) -> int:
         """Bytes the file can hold: what it holds now plus its filesystem's
@@ -172,7 +166,7 @@ class MemoryFile:
             os.ftruncate(self._fd, size)
             self._remap(size)
 
-    def _mark(self, start: int, end: int) -> None:
+    def mark(self, start: int, end: int) -> None:
         lo, hi = start // _PAGE, -(-end // _PAGE)
         self._present[lo:hi] = b"\1" * (hi - lo)
 
@@ -196,7 +190,7 @@ class MemoryFile:
         try:
             while view:
                 n = os.pwrite(self._fd, view, start)
-                self._mark(start, start + n)
+                self.mark(start, start + n)
                 view, start = view[n:], start + n
         except OSError as e:
             raise DaxError(e.errno, f"memory file: {e.strerror}") from None
@@ -218,3 +212,7 @@ class MemoryFile:
     def close(self) -> None:
         self._map = self._mm = None
         os.close(self._fd)
+        if self._tmpfs is not None:
+            self._tmpfs.close()
+        if self._mounter is not None:
+            self._mounter.close()

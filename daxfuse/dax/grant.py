@@ -1,0 +1,44 @@
+"""What a process may be granted of a device's memory, to map it directly
+(the personality's mappings; the socket it asks through is daxfuse/direct.py).
+The rules, as the kernel's open and mmap of a device-dax apply them, and the
+window's own (memory/window.py):
+
+- the device must be alive: ENXIO, as check_vma()'s dax_alive();
+- a writable mapping needs the device opened for writing: EACCES, as
+  mmap's VM_MAYWRITE;
+- a window is a file of the daemon's user, which whoever holds it can open
+  again read-write if they are that user or root (through /proc/PID/fd):
+  a read-only mapping gets one only where the process may write the device
+  anyway (Access.may_write); it maps through FUSE instead, where the
+  kernel checks every open;
+- where the memory can have no windows, every mapping goes through FUSE.
+"""
+import errno
+from dataclasses import dataclass
+
+from ..errors import DaxError
+from ..memory import Window
+from .bus import DaxBus
+from .device import DevDax
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A process asking, as the kernel names it."""
+    pid: int
+    uid: int
+    gids: frozenset[int]
+
+
+async def grant(bus: DaxBus, dev: DevDax, peer: Peer, write: bool, opened_for_write: bool) -> Window | None:
+    """dev's window for peer to map, or None: through FUSE."""
+    if write and not opened_for_write:
+        raise DaxError(errno.EACCES, f"{dev.name} was opened read-only")
+    if not bus.memory.windows or not (write or dev.access.may_write(peer.uid, peer.gids)):
+        return None
+    return await bus.window(dev)
+
+
+def poison(bus: DaxBus, dev: DevDax) -> list[tuple[int, int]]:
+    """dev's poisoned ranges, in bytes from its start, as a mapping must avoid them."""
+    return [(block * 512, count * 512) for block, count in bus.device_badblocks(dev)]

@@ -1,0 +1,57 @@
+/*
+ * The direct-mapping protocol between the personality library and the
+ * daemon (daxfuse/direct.py), defined once: the library includes this file,
+ * and the daemon reads its constants and structures from it (daxfuse/wire.py).
+ *
+ * One SOCK_SEQPACKET connection per request, to the mount's socket (in the
+ * daemon's run directory, mode 0700): one request, one reply, closed. The
+ * daemon learns who asks from the kernel (SO_PEERCRED, a pidfd), never from
+ * the request, and takes no fd from it (SO_PASSRIGHTS off).
+ *
+ * A reply with status 0 is followed by npoison ranges and comes with two
+ * fds: the device's window (its memory, nothing else, opened for reading or
+ * also for writing as asked) and the table. The table is read-only and
+ * shared: a word per minor, (gen << 1) | alive, where gen names the
+ * device's window (0: none) and changes whenever it opens or closes.
+ */
+#ifndef DAXFUSE_WIRE_H
+#define DAXFUSE_WIRE_H
+#include <stdint.h>
+
+#define DAXFUSE_WIRE_MAGIC 0x3165737566786164ULL /* "daxfuse1" */
+#define DAXFUSE_OP_MAP 1        /* fd: the device, as this process opened it */
+#define DAXFUSE_OP_REVIVE 2     /* minor, serial, token: a device mapped before */
+#define DAXFUSE_STATUS_FUSE (-1) /* no direct mapping of it for this process: map the FUSE file */
+#define DAXFUSE_TOKEN_SIZE 32
+#define DAXFUSE_MAX_POISON 1024 /* more poisoned ranges than this: through FUSE */
+
+struct daxfuse_request {
+	uint64_t magic;
+	uint32_t op;
+	int32_t fd;
+	uint64_t minor;
+	uint64_t serial;
+	uint32_t write;
+	uint32_t reserved;
+	uint8_t token[DAXFUSE_TOKEN_SIZE];
+};
+
+struct daxfuse_reply {
+	uint64_t magic;
+	int32_t status; /* 0, an errno, or DAXFUSE_STATUS_FUSE */
+	uint32_t npoison;
+	uint64_t minor;
+	uint64_t serial; /* the dax_device's: never reused, where the minor is */
+	uint64_t gen;
+	uint64_t align;
+	uint64_t size;
+	uint8_t token[DAXFUSE_TOKEN_SIZE]; /* proves this grant when the mapping is revived */
+};
+
+/* A poisoned range of the device, in bytes from its start. */
+struct daxfuse_range {
+	uint64_t offset;
+	uint64_t length;
+};
+
+#endif

@@ -1,0 +1,535 @@
+/*
+ * The mappings of devices: mmap as drivers/dax/device.c's check_vma() and
+ * dax_get_unmapped_area() allow it, munmap, mprotect and mremap as
+ * dev_dax_may_split() does. Each device mapping is an entry of a table that
+ * the SIGBUS handler reads (sigbus.c); an entry is claimed (MAP_BUSY) by
+ * whoever changes its range, so that a handler never maps over an address
+ * that munmap has just given back.
+ */
+#include "preload.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MAP_SYNC
+#define MAP_SYNC 0x80000
+#endif
+#ifndef MAP_SHARED_VALIDATE
+#define MAP_SHARED_VALIDATE 0x03
+#endif
+
+DECLARE(void *, mmap, void *, size_t, int, int, int, off_t);
+DECLARE(int, munmap, void *, size_t);
+DECLARE(int, mprotect, void *, size_t, int);
+DECLARE(void *, mremap, void *, size_t, size_t, int, ...);
+DECLARE(int, open, const char *, int, ...);
+DECLARE(ssize_t, read, int, void *, size_t);
+DECLARE(int, close, int);
+DECLARE(int, lstat64, const char *, struct stat64 *);
+DECLARE(int, fcntl, int, int, ...);
+
+static struct table maps = {sizeof(struct dax_map), "device mappings", 0, {0}};
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;  /* changes to the table */
+static unsigned long live;  /* entries in use: none, and munmap & co. have nothing to check */
+
+static void resolve_all(void)
+{
+	RESOLVE(mmap);
+	RESOLVE(munmap);
+	RESOLVE(mprotect);
+	RESOLVE(mremap);
+	RESOLVE(open);
+	RESOLVE(read);
+	RESOLVE(close);
+	RESOLVE(lstat64);
+	RESOLVE(fcntl);
+}
+
+static void *fail(int err)
+{
+	errno = err;
+	return MAP_FAILED;
+}
+
+static uintptr_t page_end(uintptr_t start, size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	return start + ((len + page - 1) & ~(page - 1));
+}
+
+/* --- the table ------------------------------------------------------------- */
+
+static struct dax_map *map(unsigned long i)
+{
+	return table_at(&maps, i);
+}
+
+/* Claim an entry: wait while another thread holds it. 0 when it is free. */
+static int claim(struct dax_map *m)
+{
+	for (;;) {
+		int state = __atomic_load_n(&m->state, __ATOMIC_ACQUIRE);
+
+		if (state == MAP_FREE)
+			return 0;
+		if (state == MAP_LIVE &&
+		    __atomic_compare_exchange_n(&m->state, &state, MAP_BUSY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			return 1;
+	}
+}
+
+struct dax_map *map_claim_at(uintptr_t addr)
+{
+	unsigned long i, n = table_count(&maps);
+
+	for (i = 0; i < n; i++) {
+		struct dax_map *m = map(i);
+
+		if (m->start <= addr && addr < m->end && claim(m)) {
+			if (m->start <= addr && addr < m->end)
+				return m;
+			map_release(m);  /* it changed while we waited */
+		}
+	}
+	return NULL;
+}
+
+void map_release(struct dax_map *m)
+{
+	__atomic_store_n(&m->state, MAP_LIVE, __ATOMIC_RELEASE);
+}
+
+/* Map m again from grant fresh, from its window fd when given (a revival;
+ * m is claimed). */
+int map_remap(struct dax_map *m, long fresh, int window)
+{
+	if (direct_map(fresh, m->start, m->end - m->start, m->offset, m->prot, window) < 0)
+		return -1;
+	__atomic_store_n(&m->grant, fresh, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* n free entries, held (MAP_BUSY) until add() fills them or unreserve()
+ * frees them again: 0, or -1 (said aloud) when the table is full. */
+static int reserve(struct dax_map **out, int n)
+{
+	unsigned long i, count = table_count(&maps);
+	int k = 0;
+
+	for (i = 0; i < count && k < n; i++) {
+		struct dax_map *m = map(i);
+		int free_ = MAP_FREE;
+
+		if (__atomic_compare_exchange_n(&m->state, &free_, MAP_BUSY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+			m->start = m->end = 0;
+			out[k++] = m;
+		}
+	}
+	while (k < n) {
+		long fresh = table_add(&maps);
+
+		if (fresh < 0) {
+			while (k)
+				__atomic_store_n(&out[--k]->state, MAP_FREE, __ATOMIC_RELEASE);
+			return -1;
+		}
+		out[k] = map(fresh);
+		__atomic_store_n(&out[k++]->state, MAP_BUSY, __ATOMIC_RELEASE);
+	}
+	return 0;
+}
+
+static void unreserve(struct dax_map **spares, int n)
+{
+	while (n--)
+		if (spares[n] && !spares[n]->end)
+			__atomic_store_n(&spares[n]->state, MAP_FREE, __ATOMIC_RELEASE);
+}
+
+/* Fill a reserved entry and make it live. */
+static void add(struct dax_map *m, uintptr_t start, uintptr_t end, size_t align, uint64_t offset, int prot,
+		long grant)
+{
+	m->align = align;
+	m->offset = offset;
+	m->prot = prot;
+	m->grant = grant;
+	m->start = start;
+	m->end = end;
+	live++;
+	__atomic_store_n(&m->state, MAP_LIVE, __ATOMIC_RELEASE);
+}
+
+/* dev_dax_may_split(): would [start, end) split a device mapping at an
+ * address off its align? */
+static int splits_unaligned(uintptr_t start, uintptr_t end)
+{
+	unsigned long i, n = table_count(&maps);
+
+	for (i = 0; i < n; i++) {
+		struct dax_map *m = map(i);
+
+		if (__atomic_load_n(&m->state, __ATOMIC_ACQUIRE) == MAP_FREE)
+			continue;
+		if ((start > m->start && start < m->end && start % m->align) ||
+		    (end > m->start && end < m->end && end % m->align))
+			return 1;
+	}
+	return 0;
+}
+
+#define MOST 64  /* device mappings one call may touch; more: the call fails (EINVAL), said aloud */
+
+/* Claim every entry [start, end) overlaps, into claimed[]: how many, or -1. */
+static int claim_range(uintptr_t start, uintptr_t end, struct dax_map **claimed)
+{
+	unsigned long i, n = table_count(&maps);
+	int k = 0;
+
+	for (i = 0; i < n; i++) {
+		struct dax_map *m = map(i);
+
+		if (!(m->end > start && m->start < end) || !claim(m))
+			continue;
+		if (k == MOST) {
+			map_release(m);
+			while (k)
+				map_release(claimed[--k]);
+			loud("a call over more than %d device mappings at once (an internal limit): it fails", MOST);
+			return -1;
+		}
+		claimed[k++] = m;
+	}
+	return k;
+}
+
+/* [start, end) is gone from the claimed entries (prot < 0: munmap), or has
+ * prot now (mprotect). What is left of an entry is up to three pieces: the
+ * first stays in it, the others take spares. Entries are released. */
+static void cut(struct dax_map **claimed, int k, uintptr_t start, uintptr_t end, int prot, struct dax_map **spares)
+{
+	int j, i;
+
+	for (j = 0; j < k; j++) {
+		struct dax_map *m = claimed[j], whole = *m;
+		uintptr_t lo = start > whole.start ? start : whole.start, hi = end < whole.end ? end : whole.end;
+		struct { uintptr_t start, end; int prot; } keep[3];
+		int n = 0;
+
+		if (lo > whole.start)
+			keep[n++] = (typeof(keep[0])){whole.start, lo, whole.prot};
+		if (prot >= 0)
+			keep[n++] = (typeof(keep[0])){lo, hi, prot};
+		if (hi < whole.end)
+			keep[n++] = (typeof(keep[0])){hi, whole.end, whole.prot};
+		if (!n) {
+			live--;
+			__atomic_store_n(&m->state, MAP_FREE, __ATOMIC_RELEASE);
+			continue;
+		}
+		for (i = 1; i < n; i++)
+			add(*spares++, keep[i].start, keep[i].end, whole.align,
+			    whole.offset + (keep[i].start - whole.start), keep[i].prot, whole.grant);
+		m->offset = whole.offset + (keep[0].start - whole.start);
+		m->prot = keep[0].prot;
+		m->start = keep[0].start;
+		m->end = keep[0].end;
+		map_release(m);
+	}
+}
+
+/* --- mmap: check_vma() and dax_get_unmapped_area() -------------------------- */
+
+/* A sysfs attribute of device minor, read through the mount (not /sys: the
+ * library also works outside exec). -1 when it cannot be read. */
+static long long device_attr(long minor, const char *attr)
+{
+	char path[PATH_MAX + 64], buf[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/sys/dev/char/%u:%ld/%s", cfg.mount, cfg.major, minor, attr);
+	fd = REAL(open)(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = REAL(read)(fd, buf, sizeof(buf) - 1);
+	REAL(close)(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	return strtoll(buf, NULL, 0);
+}
+
+static int device_enabled(long minor)
+{
+	char path[PATH_MAX + 64];
+	struct stat64 st;
+
+	snprintf(path, sizeof(path), "%s/sys/dev/char/%u:%ld/driver", cfg.mount, cfg.major, minor);
+	return REAL(lstat64)(path, &st) == 0;
+}
+
+static void *dax_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	long minor = fd_minor(fd), grant = -1;
+	int type = flags & MAP_TYPE, mode = REAL(fcntl)(fd, F_GETFL) & O_ACCMODE, direct = 0, alive, window = -1;
+	int write = (prot & PROT_WRITE) != 0;
+	struct dax_map *m;
+	long long align;
+	uintptr_t start;
+	void *area = NULL, *p;
+
+	if (minor < 0)
+		return REAL(mmap)(addr, len, prot, flags, fd, off);
+	if (mode == O_WRONLY || ((type == MAP_SHARED || type == MAP_SHARED_VALIDATE) && write && mode == O_RDONLY))
+		return fail(EACCES);  /* mmap's own checks, before the driver's */
+	if (type != MAP_SHARED && type != MAP_SHARED_VALIDATE) {  /* check_vma: !dax_alive(), then !VM_MAYSHARE */
+		alive = direct_alive(minor);
+		return fail((alive < 0 ? device_enabled(minor) : alive) ? EINVAL : ENXIO);
+	}
+	direct = direct_grant(fd, minor, write, 0, &grant, &window);  /* ENXIO for a dead device */
+	if (direct < 0)
+		return MAP_FAILED;
+	if (!direct && !device_enabled(minor))
+		return fail(ENXIO);  /* check_vma: !dax_alive() */
+	align = direct ? (long long)grant_at(grant)->align : device_attr(minor, "align");
+	if (align <= 0)
+		return fail(ENXIO);  /* gone meanwhile */
+	if (!len || page_end(0, len) % align || off % align)
+		return fail(EINVAL);  /* vm_start, vm_end and the offset on align */
+	if (reserve(&m, 1) < 0)
+		return fail(ENOMEM);
+	if (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) {
+		if ((uintptr_t)addr % align) {
+			unreserve(&m, 1);
+			return fail(EINVAL);
+		}
+		start = (uintptr_t)addr;
+	} else {  /* dax_get_unmapped_area: an address aligned to align */
+		area = REAL(mmap)(NULL, len + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (area == MAP_FAILED) {
+			unreserve(&m, 1);
+			return area;
+		}
+		start = ((uintptr_t)area + align - 1) & ~(uintptr_t)(align - 1);
+	}
+	if (direct) {
+		p = (void *)start;
+		if (direct_map(grant, start, page_end(0, len), off, prot, window) < 0 &&
+		    (window >= 0 || direct_grant(fd, minor, write, 1, &grant, &window) <= 0 ||
+		     direct_map(grant, start, page_end(0, len), off, prot, window) < 0))
+			p = MAP_FAILED;  /* a copy of the cache refused (valgrind): a fresh grant's fd instead */
+		if (window >= 0)
+			REAL(close)(window);
+	} else {  /* FUSE refuses MAP_SYNC; device-dax takes it */
+		p = REAL(mmap)((void *)start, len, prot, (flags & ~(MAP_TYPE | MAP_SYNC)) | MAP_SHARED | MAP_FIXED, fd, off);
+	}
+	if (p == MAP_FAILED) {
+		int err = errno;
+		if (area)
+			REAL(munmap)(area, len + align);
+		unreserve(&m, 1);
+		return fail(err);
+	}
+	if (area) {
+		if (start > (uintptr_t)area)
+			REAL(munmap)(area, start - (uintptr_t)area);
+		if ((uintptr_t)area + align > start)
+			REAL(munmap)((void *)page_end(start, len), (uintptr_t)area + align - start);
+	}
+	add(m, start, page_end(start, len), align, off, prot, direct ? grant : -1);
+	if (direct)
+		sigbus_install();
+	debug("minor %ld mapped at %#lx, %zu bytes at %#llx, %s", minor, (unsigned long)start, len,
+	      (unsigned long long)off, direct ? "directly" : "through FUSE");
+	return p;
+}
+
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	void *p;
+
+	resolve_all();
+	if ((flags & MAP_ANONYMOUS) || fd_kind(fd) != FD_DAX)
+		return REAL(mmap)(addr, len, prot, flags, fd, off);
+	pthread_mutex_lock(&lock);
+	direct_tidy();
+	p = dax_mmap(addr, len, prot, flags, fd, off);
+	pthread_mutex_unlock(&lock);
+	return p;
+}
+
+void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
+{
+	return mmap(addr, len, prot, flags, fd, off);
+}
+
+/* --- munmap, mprotect, mremap: dev_dax_may_split() -------------------------- */
+
+/* Change [start, end) with change(), the entries it touches claimed, and
+ * cut them to what is left (prot < 0: unmapped) once it succeeded. */
+static int change(uintptr_t start, uintptr_t end, int prot, int (*real)(void *, size_t, int), int arg)
+{
+	struct dax_map *claimed[MOST], *spares[2 * MOST] = {0};
+	int k, rc;
+
+	if (splits_unaligned(start, end)) {
+		errno = EINVAL;
+		return -1;
+	}
+	k = claim_range(start, end, claimed);
+	if (k < 0 || reserve(spares, 2 * k) < 0) {
+		while (k > 0)
+			map_release(claimed[--k]);
+		errno = k < 0 ? EINVAL : ENOMEM;
+		return -1;
+	}
+	rc = real((void *)start, end - start, arg);
+	if (rc == 0)
+		cut(claimed, k, start, end, prot, spares);
+	else
+		while (k)
+			map_release(claimed[--k]);
+	unreserve(spares, 2 * MOST);
+	return rc;
+}
+
+static int unmap_range(void *addr, size_t len, int unused)
+{
+	return REAL(munmap)(addr, len);
+}
+
+static int protect_range(void *addr, size_t len, int prot)
+{
+	return REAL(mprotect)(addr, len, prot);
+}
+
+int munmap(void *addr, size_t len)
+{
+	uintptr_t start = (uintptr_t)addr;
+	int rc;
+
+	resolve_all();
+	if (!__atomic_load_n(&live, __ATOMIC_ACQUIRE))
+		return REAL(munmap)(addr, len);
+	pthread_mutex_lock(&lock);
+	rc = change(start, page_end(start, len), -1, unmap_range, 0);
+	pthread_mutex_unlock(&lock);
+	return rc;
+}
+
+int mprotect(void *addr, size_t len, int prot)
+{
+	uintptr_t start = (uintptr_t)addr;
+	int rc;
+
+	resolve_all();
+	if (!__atomic_load_n(&live, __ATOMIC_ACQUIRE))
+		return REAL(mprotect)(addr, len, prot);
+	pthread_mutex_lock(&lock);
+	rc = change(start, page_end(start, len), prot, protect_range, prot);
+	pthread_mutex_unlock(&lock);
+	return rc;
+}
+
+DECLARE(int, madvise, void *, size_t, int);
+
+/* MADV_REMOVE punches a hole in the file a mapping maps: a device is no
+ * file to punch (vfs_fallocate answers ENODEV for a character device),
+ * and a window's hole would lose data. The rest is the kernel's own. */
+int madvise(void *addr, size_t len, int advice)
+{
+	uintptr_t start = (uintptr_t)addr, end = page_end(start, len);
+	unsigned long i, n = table_count(&maps);
+
+	RESOLVE(madvise);
+	if (advice == MADV_REMOVE && __atomic_load_n(&live, __ATOMIC_ACQUIRE))
+		for (i = 0; i < n; i++) {
+			struct dax_map *m = map(i);
+
+			if (__atomic_load_n(&m->state, __ATOMIC_ACQUIRE) != MAP_FREE && m->start < end && m->end > start) {
+				errno = ENODEV;
+				return -1;
+			}
+		}
+	return REAL(madvise)(addr, len, advice);
+}
+
+/* A device mapping moves and grows as its VMA would on the kernel: to an
+ * address on its align, by multiples of it (may_split at both ends). */
+static void *dax_mremap(struct dax_map *m, uintptr_t start, size_t old_len, size_t new_len, int flags, void *target)
+{
+	uintptr_t end = page_end(start, old_len);
+	void *area = NULL, *p;
+	struct dax_map whole = *m;
+
+	if (start != whole.start || end != whole.end || new_len % whole.align ||
+	    ((flags & MREMAP_FIXED) && (uintptr_t)target % whole.align) || (flags & MREMAP_DONTUNMAP))
+		return fail(EINVAL);
+	if ((flags & MREMAP_MAYMOVE) && !(flags & MREMAP_FIXED) && new_len > old_len) {
+		/* where it may move, as dax_get_unmapped_area would place it */
+		area = REAL(mmap)(NULL, new_len + whole.align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+				  -1, 0);
+		if (area == MAP_FAILED)
+			return area;
+		target = (void *)(((uintptr_t)area + whole.align - 1) & ~(uintptr_t)(whole.align - 1));
+		flags |= MREMAP_FIXED;
+	}
+	p = REAL(mremap)((void *)start, old_len, new_len, flags, target);
+	if (area) {
+		int err = errno;
+		uintptr_t t = (uintptr_t)target;
+
+		if (p == MAP_FAILED)
+			REAL(munmap)(area, new_len + whole.align);
+		else {
+			if (t > (uintptr_t)area)
+				REAL(munmap)(area, t - (uintptr_t)area);
+			if ((uintptr_t)area + whole.align > t)
+				REAL(munmap)((void *)(t + new_len), (uintptr_t)area + whole.align - t);
+		}
+		errno = err;
+	}
+	if (p != MAP_FAILED) {
+		m->end = (uintptr_t)p + new_len;
+		m->start = (uintptr_t)p;
+	}
+	return p;
+}
+
+void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
+{
+	uintptr_t start = (uintptr_t)old;
+	struct dax_map *claimed[MOST];
+	void *target = NULL, *p;
+	int k;
+
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		target = va_arg(ap, void *);
+		va_end(ap);
+	}
+	resolve_all();
+	if (!__atomic_load_n(&live, __ATOMIC_ACQUIRE))
+		return REAL(mremap)(old, old_len, new_len, flags, target);
+	pthread_mutex_lock(&lock);
+	k = claim_range(start, page_end(start, old_len ? old_len : 1), claimed);
+	if (k == 0)
+		p = REAL(mremap)(old, old_len, new_len, flags, target);
+	else if (k == 1 && old_len)
+		p = dax_mremap(claimed[0], start, old_len, new_len, flags, target);
+	else
+		p = fail(EINVAL);  /* across mappings, or a copy of one (old size 0) */
+	while (k > 0)
+		map_release(claimed[--k]);
+	pthread_mutex_unlock(&lock);
+	return p;
+}

@@ -1,0 +1,174 @@
+/*
+ * SIGBUS: what the library makes of a fault in a device mapping, before the
+ * program's own handler (or the default action) sees it.
+ *
+ * - A direct mapping whose window closed (the device was disabled, or its
+ *   media errors changed) is mapped again if the device is alive: as the
+ *   kernel's device-dax faults a mapping in again once the device is
+ *   bound. The access is then retried.
+ * - A fault in a poisoned page is memory failure, as the kernel reports
+ *   one: si_code BUS_MCEERR_AR and si_addr_lsb from the mapping's page size.
+ * - Anything else goes to the program, as the kernel sent it.
+ *
+ * Installed at a process's first direct mapping. The program's own SIGBUS
+ * action is kept behind it: sigaction, signal, sigset, bsd_signal and
+ * sysv_signal set and report that one. A runtime that installs its handler
+ * with a raw rt_sigaction (Go) replaces the library's: its mappings are not
+ * revived, and a fault is its SIGBUS, never stale memory.
+ */
+#include "preload.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+DECLARE(int, sigaction, int, const struct sigaction *, struct sigaction *);
+
+static struct sigaction program;  /* what the program asked for SIGBUS */
+static int installed;
+
+static int page_shift(size_t n)
+{
+	int s = 0;
+
+	while ((size_t)1 << s < n)
+		s++;
+	return s;
+}
+
+/* A fault of a kernel's in device mapping m at addr: 1 mapped again (retry
+ * the access), 0 as it was, 2 poison. m is claimed by the caller. */
+static int resolve(struct dax_map *m, uintptr_t addr)
+{
+	long i = __atomic_load_n(&m->grant, __ATOMIC_ACQUIRE), fresh;
+	int window = -1, rc;
+	struct grant *g;
+	uint64_t at;
+	uint32_t p;
+
+	if (i < 0)
+		return 0;
+	g = grant_at(i);
+	at = m->offset + (addr - m->start);
+	for (p = 0; p < g->npoison; p++)
+		if (at >= (g->poison[p].offset & ~(g->align - 1)) &&
+		    at < ((g->poison[p].offset + g->poison[p].length + g->align - 1) & ~(g->align - 1)))
+			return g->gen == direct_gen(g->minor) ? 2 : 0;
+	if (g->gen == direct_gen(g->minor) || (fresh = direct_revive(i, &window)) < 0)
+		return 0;  /* the window is current (past the device's end), or the device is dead */
+	rc = map_remap(m, fresh, window);
+	if (window >= 0)
+		close(window);
+	if (rc < 0)
+		return 0;
+	debug("minor %ld mapped again at %#lx (window %llu)", g->minor, (unsigned long)m->start,
+	      (unsigned long long)grant_at(fresh)->gen);
+	return 1;
+}
+
+/* The program's action, as the kernel would have taken it. */
+static void to_program(int sig, siginfo_t *si, void *uc)
+{
+	struct sigaction act = program;
+
+	if (act.sa_flags & SA_RESETHAND)
+		program.sa_handler = SIG_DFL;
+	if (act.sa_handler == SIG_IGN && si->si_code <= 0)
+		return;  /* sent, not a fault: ignored */
+	if (act.sa_handler == SIG_DFL || act.sa_handler == SIG_IGN) {
+		/* A fault cannot be ignored: its default action, once the
+		 * access is retried (a sent one, once it is raised again). */
+		struct sigaction dfl = {.sa_handler = SIG_DFL};
+
+		REAL(sigaction)(SIGBUS, &dfl, NULL);
+		if (si->si_code <= 0)
+			raise(SIGBUS);
+		return;
+	}
+	if (act.sa_flags & SA_SIGINFO)
+		act.sa_sigaction(sig, si, uc);
+	else
+		act.sa_handler(sig);
+}
+
+static void handler(int sig, siginfo_t *si, void *uc)
+{
+	int saved = errno, r = 0;
+	struct dax_map *m;
+	siginfo_t copy;
+
+	if (si->si_code > 0 && (m = map_claim_at((uintptr_t)si->si_addr))) {
+		r = resolve(m, (uintptr_t)si->si_addr);
+		if (r == 2) {
+			copy = *si;
+			copy.si_code = BUS_MCEERR_AR;
+			copy.si_addr_lsb = page_shift(m->align > 2 << 20 ? 2 << 20 : m->align);
+			si = &copy;
+		}
+		map_release(m);
+	}
+	errno = saved;
+	if (r != 1)
+		to_program(sig, si, uc);
+}
+
+/* Ours, with the program's mask and flags, so that its handler runs as it asked. */
+static void reinstall(void)
+{
+	struct sigaction ours = {.sa_sigaction = handler};
+
+	ours.sa_mask = program.sa_mask;
+	ours.sa_flags = SA_SIGINFO | (program.sa_flags & (SA_ONSTACK | SA_NODEFER | SA_RESTART));
+	REAL(sigaction)(SIGBUS, &ours, NULL);
+}
+
+void sigbus_install(void)
+{
+	RESOLVE(sigaction);
+	if (__atomic_exchange_n(&installed, 1, __ATOMIC_ACQ_REL))
+		return;
+	REAL(sigaction)(SIGBUS, NULL, &program);
+	reinstall();
+	debug("SIGBUS handler installed");
+}
+
+int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+	RESOLVE(sigaction);
+	if (sig != SIGBUS || !__atomic_load_n(&installed, __ATOMIC_ACQUIRE))
+		return REAL(sigaction)(sig, act, old);
+	if (old)
+		*old = program;
+	if (act) {
+		program = *act;
+		reinstall();
+	}
+	return 0;
+}
+
+/* The BSD and System V spellings, which glibc implements with its own
+ * internal sigaction (out of a preload's reach). */
+static __sighandler_t set_handler(int sig, __sighandler_t handler_, int flags)
+{
+	struct sigaction act = {.sa_handler = handler_, .sa_flags = flags}, old;
+
+	if (sigaction(sig, &act, &old) < 0)
+		return SIG_ERR;
+	return old.sa_handler;
+}
+
+#define SIGNAL_WRAPPER(name, flags)                                       \
+	DECLARE(__sighandler_t, name, int, __sighandler_t);               \
+	__sighandler_t name(int sig, __sighandler_t h)                     \
+	{                                                                  \
+		RESOLVE(name);                                             \
+		if (sig != SIGBUS || !__atomic_load_n(&installed, __ATOMIC_ACQUIRE)) \
+			return REAL(name)(sig, h);                         \
+		return set_handler(sig, h, flags);                         \
+	}
+SIGNAL_WRAPPER(signal, SA_RESTART)
+SIGNAL_WRAPPER(bsd_signal, SA_RESTART)
+SIGNAL_WRAPPER(sysv_signal, SA_RESETHAND | SA_NODEFER)
+SIGNAL_WRAPPER(__sysv_signal, SA_RESETHAND | SA_NODEFER)
+SIGNAL_WRAPPER(sigset, 0)
