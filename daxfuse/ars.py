@@ -9,6 +9,9 @@ Injection poisons at once and counts a scrub, as if ARS had found the
 error (ndctl waits for nfit/scrub to count up); un-injection takes it off
 the injection list but leaves the poison, as the kernel leaves its
 badblocks; ND_IOCTL_CLEAR_ERROR clears the poison.
+
+A payload too short for its command is EINVAL, checked before anything is
+done: a call that fails changes nothing.
 """
 import errno
 import struct
@@ -22,6 +25,11 @@ INJECT_SET, INJECT_CLEAR, INJECT_GET = 7, 8, 9  # ND_IOCTL_CALL commands of the 
 MAX_ARS_OUT = 48 + 64 * 24  # room for 64 records in an ARS status
 CLEAR_ERR_UNIT = SECTOR
 ARS_TYPES = 3 << 16  # persistent and volatile scrubs supported (status' high half)
+# the payload each command reads and writes: struct nd_cmd_ars_cap, _start, _clear_error; at least
+# the head of nd_cmd_ars_status and of nd_cmd_pkg
+PAYLOAD = {ARS_CAP: 32, ARS_START: 32, ARS_STATUS: 48, CLEAR_ERROR: 32, CALL: 64}
+# ND_IOCTL_CALL's nd_cmd_ars_err_inj: base, length and (to set) options in; a status out
+INJECTION_IN = {INJECT_SET: 17, INJECT_CLEAR: 16, INJECT_GET: 0}
 
 
 class NdctlFile:
@@ -43,6 +51,7 @@ class NdctlFile:
                    CLEAR_ERROR: self._clear_error, CALL: self._call}.get(nr)
         if handler is None:
             raise DaxError(errno.ENOTTY, f"ndctl ioctl {nr} is not emulated")
+        _need(payload, PAYLOAD[nr], f"ndctl ioctl {nr}")
         await handler(payload)
         self.reply = bytes(payload)
         return len(buf)
@@ -59,7 +68,7 @@ class NdctlFile:
 
     # struct nd_cmd_ars_start {u64 address, length; u16 type; u8 flags, rsvd[5]; u32 status, scrub_time}
     async def _ars_start(self, p: bytearray) -> None:
-        self.bus.scrubs += 1  # a scrub finds what was injected at once
+        await self.bus.apply([self.bus.start_scrub])  # a scrub finds what was injected at once
         struct.pack_into("<II", p, 24, 0, 0)
 
     # struct nd_cmd_ars_status {u32 status, out_length; u64 address, length, restart_address,
@@ -84,6 +93,11 @@ class NdctlFile:
         body = memoryview(p)[64:]
         if family != 0 or command not in (INJECT_SET, INJECT_CLEAR, INJECT_GET):
             raise DaxError(errno.ENOTTY, f"ND_CMD_CALL family {family} command {command} is not emulated")
+        need_in = INJECTION_IN[command]
+        if size_in < need_in or size_out < (8 if command == INJECT_GET else 4):
+            raise DaxError(errno.EINVAL, f"ND_CMD_CALL command {command}: {size_in} bytes in and {size_out} "
+                                         f"out are too few")
+        _need(body, size_in + size_out, f"ND_CMD_CALL command {command}")
         if command == INJECT_GET:  # {u32 status, count; {u64 base, length}[]}
             records = [(s * SECTOR, c * SECTOR) for s, c in self.bus.injected.ranges()][:(size_out - 8) // 16]
             struct.pack_into("<II", body, 0, 0, len(records))
@@ -91,8 +105,13 @@ class NdctlFile:
                 struct.pack_into("<QQ", body, 8 + 16 * i, *record)
             return
         base, length = struct.unpack_from("<QQ", body)
-        op = self.bus.inject_physical if command == INJECT_SET else self.bus.uninject_physical
-        await self.bus.apply([lambda: op(base, length)])
         if command == INJECT_SET:
-            self.bus.scrubs += 1
-        struct.pack_into("<I", body, 17 if command == INJECT_SET else 16, 0)  # status after the input
+            await self.bus.apply([lambda: self.bus.inject_physical(base, length), self.bus.start_scrub])
+        else:
+            await self.bus.apply([lambda: self.bus.uninject_physical(base, length)])
+        struct.pack_into("<I", body, size_in, 0)  # the status, after the input
+
+
+def _need(payload, size: int, what: str) -> None:
+    if len(payload) < size:
+        raise DaxError(errno.EINVAL, f"{what}: {len(payload)} bytes of payload, {size} needed")

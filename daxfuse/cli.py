@@ -84,7 +84,7 @@ def _mount_config(args):
     return MountConfig(mountpoint=args.mountpoint, memory_file=args.memory_file, size=args.size,
                        align=args.align, default_device=not args.no_default_device,
                        nr_dax=args.nr_dax, options=args.o,
-                       access=Access(args.owner, args.group, args.mode))
+                       access=Access(args.owner, args.group, args.mode), fresh=args.fresh)
 
 
 def cmd_mount(args) -> None:
@@ -92,8 +92,13 @@ def cmd_mount(args) -> None:
         raise CliError(f"mount point {args.mountpoint} does not exist")
     if not os.path.isdir(args.mountpoint):
         raise CliError(f"mount point {args.mountpoint} is not a directory")
-    if _canonical(args.mountpoint) in [m.point for m in mountinfo.daxfuse_mounts()]:
-        raise CliError(f"{args.mountpoint} is already a daxfuse mount")
+    point = _canonical(args.mountpoint)
+    for m in mountinfo.daxfuse_mounts():
+        if point == m.point:
+            raise CliError(f"{args.mountpoint} is already a daxfuse mount")
+        if point.startswith(m.point.rstrip("/") + "/"):
+            raise CliError(f"{args.mountpoint} is inside the daxfuse mount {m.point}: it would hide that "
+                           f"mount's devices; mount elsewhere")
     if args.foreground:
         from .daemon import run
         logging.basicConfig(level=logging.INFO, format="daxfuse[%(process)d] %(levelname)s: %(message)s")
@@ -125,33 +130,45 @@ def _mount_detached(args) -> None:
             except socket.timeout:
                 pass
             if child.poll() is not None:
-                error = _last_line(log_path).removeprefix("daxfuse: ")
+                error = _failure(log_path)
                 os.unlink(log_path)
                 raise CliError(error or f"daemon exited with status {child.returncode}")
         child.kill()
         raise CliError(f"daemon did not become ready within {MOUNT_TIMEOUT:.0f}s (log: {log_path})")
 
 
-def _last_line(path: str) -> str:
+def _failure(path: str) -> str:
+    """Why the daemon whose log is path failed: its last line, unless
+    fusermount3 said more than libfuse's "fuse_session_mount failed"."""
     with open(path, errors="replace") as f:
         lines = [ln.strip() for ln in f if ln.strip()]
-    return lines[-1] if lines else ""
+    said = [ln for ln in lines if ln.startswith("fusermount3: ")]
+    return said[-1] if said else lines[-1].removeprefix("daxfuse: ") if lines else ""
 
 
 def cmd_umount(args) -> None:
+    """Stop the mount's daemon and wait for it; say what went wrong if its
+    stop was not clean (the line it left)."""
     mountpoint = find_mount(args.mountpoint)
     pid = runfiles.daemon_pid(mountpoint)
     if pid is None:  # no daemon we know of (another user's, or gone): remove the mount itself
+        owner = next((m.user_id for m in mountinfo.daxfuse_mounts() if m.point == mountpoint), None)
+        if os.geteuid() and owner not in (None, os.getuid()):
+            raise CliError(f"{mountpoint}: permission denied (a daxfuse mount of uid {owner})")
         r = subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True, text=True)
         if r.returncode:
             raise CliError(r.stderr.strip() or f"fusermount3 failed with status {r.returncode}")
         return
+    runfiles.take_error(mountpoint)  # a stale one, of a daemon before this one
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
     while runfiles.running(pid):
         if time.monotonic() > deadline:
             raise CliError(f"daemon {pid} did not exit within 30s")
         time.sleep(0.05)
+    error = runfiles.take_error(mountpoint)
+    if error:
+        raise CliError(f"the daemon of {mountpoint} did not stop cleanly: {error}")
 
 
 # --- exec in a namespace with the emulated /sys and /dev -----------------------------------
@@ -248,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--size", type=_typed(parse_size), help="size of region 0 of a new layout (default 1G)")
     m.add_argument("--align", type=_typed(parse_size), help="align of region 0 of a new layout: 4K, 2M or 1G (default 2M)")
     m.add_argument("--no-default-device", action="store_true", help="do not create dax0.0")
+    m.add_argument("--fresh", action="store_true",
+                   help="a --memory-file that holds data and no layout record becomes new memory (its data lost)")
     m.add_argument("--nr-dax", type=int, default=256, help="most dax devices at once (default 256)")
     m.add_argument("--foreground", action="store_true", help="serve in this process")
     m.add_argument("-o", action="append", default=[], metavar="OPT",

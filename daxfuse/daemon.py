@@ -20,6 +20,7 @@ import trio
 from . import runfiles, watchdog
 from .core import DaxCore
 from .dax import Access, DaxBus
+from .dax.bus import DEFAULT_ALIGN
 from .dax.layout import LayoutStore
 from .direct import DirectServer
 from .errors import DaxError
@@ -51,7 +52,6 @@ MAX_TASKS = 1 << 30
 CONTROL_DRAIN = 5.0
 DEFAULT_SIZE = 1 << 30
 FUSE_CONF = "/etc/fuse.conf"
-DEFAULT_ALIGN = 2 << 20
 
 
 @dataclass
@@ -64,6 +64,7 @@ class MountConfig:
     nr_dax: int
     options: list[str]
     access: Access  # of new devices: --owner, --group, --mode
+    fresh: bool = False  # a memory file with data and no layout record: make it new memory
 
     def check_against(self, record: dict, path: str) -> None:
         """--size, --align and --no-default-device shape a new layout only:
@@ -134,14 +135,14 @@ async def _stop_on_signal(ops: DaxOperations, nursery: trio.Nursery,
 
 async def _shut_down(ops: DaxOperations) -> None:
     """Let the running batch finish, write clients' dirty mapped pages back
-    (as a disable does), close windows (revoking direct mappings, as the devices go), let
+    (as a disable does), close windows (revoking direct mappings, as the
+    devices go), mark the stop clean (every store is in the memory file), let
     clients read their batches' results, then end the FUSE loop."""
     async with ops.bus.closed():
         await ops.write_back()
         await ops.bus.close_windows()
         if ops.bus.store is not None:
-            ops.bus.store.state = "clean"
-            await ops.bus.persist()
+            await trio.to_thread.run_sync(ops.bus.store.end)
         await ops.tree.control.drained(CONTROL_DRAIN)
         pyfuse3.terminate()
 
@@ -158,11 +159,12 @@ async def _unmap_when_idle(memory: MemoryFile) -> None:
 
 
 async def _serve(bus: DaxBus, config: MountConfig, options: set[str], stack: contextlib.ExitStack,
-                 restored: bool) -> None:
+                 restored: bool, served: list) -> None:
     if restored:
-        await bus.persist()  # "running" until a clean shutdown: a crash now counts
+        await bus.persist()  # the unsafe-shutdown count, should it have grown
     else:
-        size, align = config.size or DEFAULT_SIZE, config.align or DEFAULT_ALIGN
+        size = DEFAULT_SIZE if config.size is None else config.size
+        align = DEFAULT_ALIGN if config.align is None else config.align
         ops = [lambda: bus.create_region(size, align, 0)]
         if config.default_device:  # the seed dax0.0, over the whole region
             ops.append(lambda: bus.create_device(0))
@@ -189,6 +191,7 @@ async def _serve(bus: DaxBus, config: MountConfig, options: set[str], stack: con
         stack.callback(os.unlink, runfiles.write_pid_file(config.mountpoint))
         log.info("serving %s", config.mountpoint)
         sd_notify("READY=1")
+        served.append(True)
     sd_notify("STOPPING=1")
 
 
@@ -204,28 +207,49 @@ def _raise_read_ahead(st_dev: int) -> None:
 
 
 def run(config: MountConfig) -> None:
-    """Serve until unmounted or signalled. Raises DaxError / OSError on bad set-up."""
+    """Serve until unmounted or signalled. Raises DaxError / OSError on bad
+    set-up, having removed what it made; one that fails after serving
+    leaves its line for `daxfuse umount` (runfiles' error file)."""
     options = fuse_options(config)  # refused before anything is opened or written
-    with contextlib.ExitStack() as stack:
-        store = record = None
-        if config.memory_file:  # its layout: read, and checked, before the memory is opened
-            store = LayoutStore(config.memory_file)
-            record = store.load()
-            if record is not None:
-                config.check_against(record, config.memory_file)
-        memory = MemoryFile(config.memory_file)
-        stack.callback(memory.close)
-        bus = DaxBus(DaxCore(config.nr_dax), memory, store, config.access)
-        if record is not None:
-            bus.restore(record)
-            if record["state"] != "clean":  # the daemon that served it died: an unsafe shutdown
-                bus.dirty_shutdown += 1
-                log.warning("%s: the last daemon did not shut down cleanly (unsafe shutdowns: %d)",
-                            config.memory_file, bus.dirty_shutdown)
-        try:
-            trio.run(_serve, bus, config, options, stack, record is not None)
-        except BaseExceptionGroup as group:
-            raise _sole(group) from None
+    served: list = []
+    made: list[str] = []  # files this mount made: a mount that fails removes them
+    try:
+        with contextlib.ExitStack() as stack:
+            store = record = None
+            if config.memory_file:  # its layout: read, and checked, before the memory is opened
+                store = LayoutStore(config.memory_file)
+                record = store.load()
+                if record is not None:
+                    config.check_against(record, config.memory_file)
+            memory = MemoryFile(config.memory_file)
+            stack.callback(memory.close)
+            if memory.created:
+                made.append(memory.path)
+            bus = DaxBus(DaxCore(config.nr_dax), memory, store, config.access)
+            if store is not None:
+                store.check(record, memory.fileno(), config.fresh)
+                if record is None:
+                    made.append(store.path)
+                else:
+                    bus.restore(record)
+                if not os.path.exists(store.marker):
+                    made.append(store.marker)
+                if store.begin(memory.fileno()):  # the daemon that served it died: an unsafe shutdown
+                    bus.note_unsafe_shutdown()
+                    log.warning("%s: the last daemon did not shut down cleanly (unsafe shutdowns: %d)",
+                                config.memory_file, bus.dirty_shutdown)
+            try:
+                trio.run(_serve, bus, config, options, stack, record is not None, served)
+            except BaseExceptionGroup as group:
+                raise _sole(group) from None
+    except BaseException as e:
+        if not served:
+            for path in made:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        elif isinstance(e, Exception):
+            runfiles.write_error(config.mountpoint, str(e))
+        raise
     _remove_own_log(config.mountpoint)
 
 

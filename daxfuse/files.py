@@ -76,3 +76,12 @@ def create_file(path: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def fsync_directory(path: str) -> None:
+    """Make a name made or removed in path's directory durable."""
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

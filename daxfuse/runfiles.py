@@ -81,6 +81,24 @@ def _read(path: str) -> int | None:
     return pid if _start_time(pid) == start else None
 
 
+def write_error(mountpoint: str, line: str) -> None:
+    """What ended a daemon that had served mountpoint, for `daxfuse umount` to say."""
+    with open(run_file(mountpoint, "error"), "w") as f:
+        f.write((line.strip().splitlines() or ["failed"])[0] + "\n")
+
+
+def take_error(mountpoint: str) -> str | None:
+    """The line a daemon of mountpoint left when it ended in an error, once."""
+    path = run_file(mountpoint, "error")
+    try:
+        with open(path) as f:
+            line = f.read().strip()
+    except FileNotFoundError:
+        return None
+    os.unlink(path)
+    return line
+
+
 def daemon_pid(mountpoint: str) -> int | None:
     """The pid of mountpoint's running daemon, or None."""
     return _read(run_file(mountpoint, "pid"))

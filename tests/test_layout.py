@@ -62,7 +62,7 @@ def test_a_stale_temporary_record_is_ignored(bus):
     (lambda r: r["regions"].append({**r["regions"][0], "id": 1}), "region 0 overlaps region 1"),
     (lambda r: r["regions"][0]["devices"][0].update(size=1), "do not add up"),
     (lambda r: r["regions"][0].update(seed=7), "seed"),
-    (lambda r: r.update(state="unknown"), "state 'unknown'"),
+    (lambda r: r.update(memory_id="short"), "memory_id 'short'"),
     (lambda r: r.pop("badblocks"), "'badblocks'"),
     (lambda r: r.update(dirty_shutdown=-1), "dirty_shutdown -1"),
 ])

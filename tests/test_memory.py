@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from conftest import as_user
 from daxfuse.errors import DaxError
 from daxfuse.memory import MemoryFile
 
@@ -41,12 +42,9 @@ print(*(line.split()[1] for line in open("/proc/self/smaps_rollup") if line.star
 def test_without_root_the_default_file_is_on_a_huge_page_tmpfs_too():
     """A user who may not mount gets the file from a user namespace of its
     own: stores in it are mapped 2 MiB at a time, and nothing is in /dev/shm."""
-    if subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "unshare", "--user",
-                       "--map-root-user", "--mount", "true"], capture_output=True).returncode:
+    if as_user(65534, "unshare", "--user", "--map-root-user", "--mount", "true", gid=65534).returncode:
         pytest.skip("no user namespaces for nobody here")
-    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", NOBODY],
-                       capture_output=True, text=True, timeout=60, cwd="/", env={"PYTHONPATH": top, "PATH": os.environ["PATH"]})
+    r = as_user(65534, sys.executable, "-c", NOBODY, gid=65534)
     assert r.returncode == 0, r.stderr
     name, path, pmd_kib = r.stdout.split("\n")[:3]
     assert name == "on a huge-page tmpfs of its own (unlinked)"

@@ -4,19 +4,21 @@ import mmap
 import os
 import signal
 import subprocess
+import tempfile
 import sys
 import textwrap
 import time
 
 import pytest
 
-from conftest import DAXFUSE, mounted_paths, mounted_paths_of_type
+from conftest import as_user, DAXFUSE, mounted_paths, mounted_paths_of_type
 from daxfuse.testing import DaxMount
 from daxfuse.runfiles import run_file
 
 MiB = 1 << 20
 DEV = ("dax", "dax0.0")
 
+NOBODY = 65534
 pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]
 
 
@@ -339,9 +341,7 @@ def test_the_mount_table_decides_what_is_a_mount(tmp_path):
 
 
 def test_another_users_mount_is_permission_denied(dax):
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                        *DAXFUSE, "list", "-m", dax.mountpoint], capture_output=True, text=True,
-                       timeout=60, cwd="/", env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})
+    r = as_user(NOBODY, *DAXFUSE, "list", "-m", dax.mountpoint, gid=NOBODY)
     assert r.returncode == 1 and "permission denied" in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
@@ -409,3 +409,46 @@ def test_a_listing_survives_changes_made_while_it_is_read(daxfuse_factory):
                 d.control("disable-device dax1.3\ndestroy-device dax1.3\ncreate-device region=1 size=4K")
     assert len(seen) == len(set(seen)), "an entry came twice"
     assert before - {"dax1.3"} <= set(seen), f"entries skipped: {sorted(before - set(seen) - {'dax1.3'})}"
+
+
+def test_a_mount_inside_another_is_refused(dax):
+    inner = dax.path("dax")
+    r = subprocess.run([*DAXFUSE, "mount", inner], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "inside the daxfuse mount" in r.stderr, r.stderr
+    assert inner not in mounted_paths()
+
+
+def test_another_users_umount_is_permission_denied(dax):
+    r = as_user(NOBODY, *DAXFUSE, "umount", dax.mountpoint, gid=NOBODY)
+    assert (r.returncode, r.stderr) == (1, f"daxfuse: {dax.mountpoint}: permission denied (a daxfuse mount of "
+                                           f"uid 0)\n")
+    assert dax.mounted()
+
+
+def test_a_mount_fusermount3_refuses_says_why_in_the_background():
+    """Only "fuse_session_mount failed" reached the user: fusermount3's own
+    line is what says why (here: nobody may not open /dev/fuse)."""
+    point = tempfile.mkdtemp(prefix="daxfuse-nobody-")
+    os.chmod(point, 0o777)
+    try:
+        r = as_user(NOBODY, *DAXFUSE, "mount", point, "--size", "16M", gid=NOBODY)
+        assert r.returncode == 1 and r.stderr.startswith("daxfuse: fusermount3: "), r.stderr
+        assert r.stderr.count("\n") == 1
+    finally:
+        os.rmdir(point)
+
+
+def test_scripts_run_says_how_to_use_and_unmount(tmp_path):
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    mnt = tmp_path / "mnt"
+    r = subprocess.run([os.path.join(top, "scripts", "run"), str(mnt), "--size", "16M"], capture_output=True,
+                       text=True, timeout=120)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert f"daxfuse serves {mnt}" in r.stdout
+        assert f'export PATH="{top}/.venv/bin:$PATH"' in r.stdout
+        umount = r.stdout.splitlines()[-1].removeprefix("to unmount: ")
+        assert subprocess.run(umount.split(), timeout=60).returncode == 0
+        assert str(mnt) not in mounted_paths()
+    finally:
+        subprocess.run([*DAXFUSE, "umount", str(mnt)], capture_output=True, timeout=60)

@@ -72,3 +72,31 @@ def test_namespaces_follow_the_devices(daxfuse_factory):
     assert inside(d, "ndctl", "list", "-N").stdout == ""
     r = inside(d, "ndctl", "disable-region", "region0")
     assert "disabled 0 regions" in r.stderr
+
+
+def test_short_or_malformed_ioctls_fail_alone_and_change_nothing(daxfuse_factory):
+    """Every command with every payload too short is EINVAL, never EIO with
+    a traceback; an injection whose payload has no room for its status
+    poisons nothing."""
+    import errno
+    import random
+    import struct
+    d = daxfuse_factory("--size", "64M")
+    node = d.path("dev", "ndctl0")
+    fd = os.open(node, os.O_RDWR)
+    rng = random.Random(7)
+    try:
+        for _ in range(500):
+            nr, need = rng.choice([(1, 32), (2, 32), (3, 48), (4, 32), (10, 64)])
+            payload = rng.randbytes(rng.randrange(0, need))
+            with pytest.raises(OSError) as e:
+                os.pwrite(fd, struct.pack("<I", nr) + payload, 0)
+            assert e.value.errno in (errno.EINVAL, errno.ENOTTY), (nr, payload)
+        pkg = struct.pack("<QQII", 0, 7, 17, 4) + bytes(40)  # INJECT_SET, with 16 bytes of body
+        with pytest.raises(OSError) as e:
+            os.pwrite(fd, struct.pack("<I", 10) + pkg + struct.pack("<QQ", 0, 512), 0)
+        assert e.value.errno == errno.EINVAL
+    finally:
+        os.close(fd)
+    assert all(dev["badblocks"] == [] for r in d.layout() for dev in r["devices"]), "nothing poisoned"
+    assert "Traceback" not in d.log()

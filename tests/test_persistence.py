@@ -68,7 +68,7 @@ def test_the_layout_comes_back_exactly(daxfuse_factory, memory_file, tmp_path):
     listing = daxfuse("list", "-m", d.mountpoint, "-RDMi", "--media-errors").stdout
     assert d.stop() == 0
     record = json.load(open(memory_file + ".layout"))
-    assert record["state"] == "clean" and record["version"] == 1
+    assert record["version"] == 2 and not os.path.exists(memory_file + ".running"), "a clean stop"
     again = daxfuse_factory("--memory-file", memory_file, name="second")
     assert daxfuse("list", "-m", again.mountpoint, "-RDMi", "--media-errors").stdout == listing
     fd = os.open(again.path("dax", "dax1.1"), os.O_RDONLY)
@@ -94,7 +94,7 @@ def test_options_that_disagree_with_the_layout_are_refused(daxfuse_factory, memo
 @pytest.mark.parametrize("damage,what", [
     (lambda raw: raw.replace(b'"size":67108864', b'"size":67108865', 1), "checksum mismatch"),
     (lambda raw: raw[:len(raw) // 2], "truncated or corrupt"),
-    (lambda raw: raw.replace(b'"version":1', b'"version":2', 1), "layout version 2"),
+    (lambda raw: raw.replace(b'"version":2', b'"version":3', 1), "layout version 3"),
     (lambda raw: b'{"format":"something else"}', "not a daxfuse-layout record"),
 ])
 def test_a_corrupt_or_foreign_record_fails_the_mount_and_touches_nothing(daxfuse_factory, memory_file, tmp_path,
@@ -221,3 +221,84 @@ def write_quietly(path: str, batch: str) -> None:
             os.close(fd)
     except OSError:
         pass  # refused, or the daemon was killed under it
+
+
+def test_a_memory_file_with_data_and_no_record_is_refused_until_fresh(daxfuse_factory, memory_file, tmp_path):
+    """Its data would be reused as new memory (and the file grown) by
+    accident: refused in one line that names --fresh, which starts afresh."""
+    with open(memory_file, "wb") as f:
+        f.write(b"someone's data")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = daxfuse("mount", str(mnt), "--memory-file", memory_file, check=False)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--fresh" in r.stderr, r.stderr
+    assert open(memory_file, "rb").read() == b"someone's data" and not os.path.exists(memory_file + ".layout")
+    d = daxfuse_factory("--size", "16M", "--memory-file", memory_file, "--fresh", name="fresh")
+    assert os.pread(os.open(d.path("dax", "dax0.0"), os.O_RDONLY), 14, 0) == bytes(14), "new memory"
+
+
+def test_a_truncated_or_swapped_memory_file_is_refused(daxfuse_factory, memory_file, tmp_path):
+    d = daxfuse_factory("--size", "16M", "--memory-file", memory_file, name="a")
+    other = memory_file + "-other"
+    e = daxfuse_factory("--size", "16M", "--memory-file", other, name="b")
+    assert d.stop() == 0 and e.stop() == 0
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    os.rename(memory_file + ".layout", memory_file + ".saved")
+    shutil.copy(other + ".layout", memory_file + ".layout")  # the other file's record, beside this one
+    r = daxfuse("mount", str(mnt), "--memory-file", memory_file, check=False)
+    assert r.returncode == 1 and "belongs to another memory file" in r.stderr and r.stderr.count("\n") == 1
+    os.replace(memory_file + ".saved", memory_file + ".layout")
+    os.truncate(memory_file, 8 * MiB)
+    r = daxfuse("mount", str(mnt), "--memory-file", memory_file, check=False)
+    assert r.returncode == 1 and "it was truncated" in r.stderr, r.stderr
+    assert os.path.getsize(memory_file) == 8 * MiB, "left as it was"
+    for path in (other, other + ".layout"):
+        os.unlink(path)
+
+
+@pytest.mark.parametrize("what", ["fifo", "huge"])
+def test_a_record_that_is_no_file_of_a_record_fails_at_once(daxfuse_factory, memory_file, tmp_path, what):
+    """A FIFO hung the mount; a 512 MiB file cost a gigabyte of RAM before
+    it was refused: both are refused before a byte is read."""
+    d = daxfuse_factory("--size", "16M", "--memory-file", memory_file, name="a")
+    assert d.stop() == 0
+    os.unlink(memory_file + ".layout")
+    if what == "fifo":
+        os.mkfifo(memory_file + ".layout")
+    else:
+        with open(memory_file + ".layout", "wb") as f:
+            f.truncate(512 * MiB)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run([*DAXFUSE, "mount", str(mnt), "--memory-file", memory_file], capture_output=True,
+                       text=True, timeout=20)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert ("not a regular file" if what == "fifo" else "more than a layout record holds") in r.stderr
+    os.unlink(memory_file + ".layout")
+
+
+def test_a_failed_mount_leaves_nothing_it_made(tmp_path, memory_file):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    for args in (["--size", "0"], ["--align", "0"], ["--size", "3M"]):
+        r = daxfuse("mount", str(mnt), "--memory-file", memory_file, *args, check=False)
+        assert r.returncode == 1 and "EINVAL" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert [p for p in os.listdir(os.path.dirname(memory_file)) if p.startswith(os.path.basename(memory_file))] \
+            == [], "the memory file, its record or its marker, left behind"
+
+
+def test_umount_says_what_went_wrong_when_a_stop_is_not_clean(memory_file, tmp_path):
+    """A daemon whose clean stop failed exits non-zero with its line in its
+    log, which `daxfuse umount` said nothing of: it says it, and fails."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    daxfuse("mount", str(mnt), "--size", "16M", "--memory-file", memory_file)
+    subprocess.run(["chattr", "+i", memory_file + ".running"], check=True)  # the clean mark cannot be made
+    try:
+        r = daxfuse("umount", str(mnt), check=False)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert "did not stop cleanly" in r.stderr and "Operation not permitted" in r.stderr, r.stderr
+        assert str(mnt) not in mounted_paths()
+    finally:
+        subprocess.run(["chattr", "-i", memory_file + ".running"], check=True)

@@ -411,9 +411,17 @@ def argv(pid: int) -> list[bytes]:
         return [b""]
 
 
-def processes(word: str) -> list[int]:
-    """The pids with word as an argument."""
-    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and word.encode() in argv(int(pid))]
+def children(pid: int) -> list[int]:
+    """The processes pid started (another suite's, on the same machine, are not)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if entry.isdigit() and int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="pidfd_getfd of the daemon's /dev/fuse needs ptrace rights")
@@ -434,8 +442,8 @@ def test_a_sigkill_that_fusermount3s_auto_unmount_misjudges_leaves_no_mount(fuse
         fuse_fd = next(int(fd) for fd in os.listdir(f"/proc/{d.proc.pid}/fd")
                        if os.readlink(f"/proc/{d.proc.pid}/fd/{fd}") == "/dev/fuse")
         connection = pidfd_getfd(d.proc.pid, fuse_fd)
-        auto_unmount, = [p for p in processes(d.mountpoint) if argv(p)[0].endswith(b"fusermount3")]
-        watchdog, = [p for p in processes(d.mountpoint) if b"daxfuse-watchdog" in argv(p)]
+        auto_unmount, = [p for p in children(d.proc.pid) if argv(p)[0].endswith(b"fusermount3")]
+        watchdog, = [p for p in children(d.proc.pid) if b"daxfuse-watchdog" in argv(p)]
         os.kill(watchdog, signal.SIGSTOP)
         try:
             d.proc.kill()

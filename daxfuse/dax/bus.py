@@ -86,6 +86,7 @@ def _align_in(r: Range, align: int) -> Range | None:
 class _Txn:
     undo: list[Callable[[], None]] = field(default_factory=list)
     effects: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    durable: bool = False  # answered only once its record is written: it changes the layout
 
 
 class DaxBus:
@@ -125,11 +126,13 @@ class DaxBus:
                 self.generation += 1
             try:  # acknowledged only once its record is durable
                 await self.persist()
-            except DaxError:
-                for undo in reversed(txn.undo):
-                    undo()
-                self.generation += 1
-                raise
+            except DaxError as e:
+                if txn.durable:
+                    for undo in reversed(txn.undo):
+                        undo()
+                    self.generation += 1
+                    raise
+                log.warning("%s (the next change that is recorded records this one too)", e)
             for effect in txn.effects:
                 await effect()
             self.changed = time.time_ns()
@@ -141,10 +144,16 @@ class DaxBus:
             record = self.store.snapshot(self)
             await trio.to_thread.run_sync(self.store.save, record)
 
-    def _record(self, undo: Callable[[], None], *effects: Callable[[], Awaitable[None]]) -> None:
+    def _record(self, undo: Callable[[], None], *effects: Callable[[], Awaitable[None]],
+                durable: bool = True) -> None:
+        """What an operation changed: how to undo it, what to do once the
+        batch is committed. durable=False: it may be answered even when its
+        record cannot be written (binding and unbinding, which the kernel
+        never refuses for want of room, and which lose no data)."""
         assert self._txn is not None, "bus operations run inside DaxBus.apply()"
         self._txn.undo.append(undo)
         self._txn.effects.extend(effects)
+        self._txn.durable |= durable
 
     def _notify(self, event: str, dev: DevDax) -> Callable[[], Awaitable[None]]:
         async def effect() -> None:
@@ -391,7 +400,7 @@ class DaxBus:
             await self._close_window(dev)
 
         self._record(lambda: setattr(dev, "enabled", True),
-                     self._notify("disabling", dev), kill, revoke, self._notify("disabled", dev))
+                     self._notify("disabling", dev), kill, revoke, self._notify("disabled", dev), durable=False)
 
     def enable_device(self, name: str) -> None:
         dev = self.device(name)
@@ -403,7 +412,8 @@ class DaxBus:
         region = dev.region
         if region.seed is dev:
             self._set_seeds(region, None, region.youngest)
-        self._record(lambda: setattr(dev, "enabled", False), self._run(dev), self._notify("enabled", dev))
+        self._record(lambda: setattr(dev, "enabled", False), self._run(dev), self._notify("enabled", dev),
+                     durable=False)
 
     def _run(self, dev: DevDax) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
@@ -487,6 +497,11 @@ class DaxBus:
         """A clean shutdown: every window moves back, as the devices go."""
         for dev in list(self.devices()):
             await self._close_window(dev)
+
+    def note_unsafe_shutdown(self) -> None:
+        """The daemon that served this memory died serving it: the DIMM's
+        unsafe-shutdown count grows (recorded with the layout's next write)."""
+        self.dirty_shutdown += 1
 
     # --- a layout restored ------------------------------------------------------------------------
     def restore(self, record: dict) -> None:

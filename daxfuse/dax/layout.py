@@ -8,6 +8,18 @@ and replaced atomically: written to PATH.layout.tmp, fsynced, renamed over
 the record, and the directory fsynced. A SIGKILL at any moment leaves either
 the record before a change or the one after it, never a mix. A change is
 acknowledged only once its record is durable (DaxBus.apply).
+
+A record belongs to one memory file: it names an id that the file carries
+too (an extended attribute, user.daxfuse.id), so that a record copied or
+swapped beside another file is refused. A file that holds data and no
+record, or less than its record lays out (truncated), is refused as well:
+only --fresh makes it new memory, on purpose.
+
+Whether the last daemon stopped cleanly is a file of its own, PATH.running,
+made when a daemon starts and removed when it has stopped cleanly: removing
+it needs no room, so a clean stop on a full disk is clean (the data is in
+the memory file; only a record not rewritten is older than the layout it
+served, which the next change rewrites).
 """
 import errno
 import hashlib
@@ -19,7 +31,8 @@ from ..errors import DaxError
 from ..units import ID_MAX
 
 FORMAT = "daxfuse-layout"
-VERSION = 1
+VERSION = 2  # 1 kept "state" in the record itself, and had no memory_id
+ID_XATTR = "user.daxfuse.id"
 MAX_RECORD = 64 << 20  # a record of 2^31 devices' worth would not fit either: anything larger is no record
 
 
@@ -37,8 +50,10 @@ def _check(record: dict) -> None:
         return value
 
     whole(record["sequence"], "sequence"), whole(record["dirty_shutdown"], "dirty_shutdown")
-    if record["state"] not in ("running", "clean"):
+    if record["version"] == 1 and record["state"] not in ("running", "clean"):
         raise ValueError(f"state {record['state']!r}")
+    if record["version"] >= 2 and not (isinstance(record["memory_id"], str) and len(record["memory_id"]) == 32):
+        raise ValueError(f"memory_id {record['memory_id']!r}")
     spans = []
     for r in record["regions"]:
         start, size = whole(r["start"], "region start"), whole(r["size"], "region size")
@@ -80,9 +95,12 @@ def _apart(spans: list[tuple[int, int, str]]) -> None:
 
 class LayoutStore:
     def __init__(self, memory_path: str) -> None:
+        self.memory_path = memory_path
         self.path = memory_path + ".layout"
-        self.state = "running"  # "clean" once a shutdown finished: anything else was a crash
+        self.marker = memory_path + ".running"
         self.sequence = 0
+        self.memory_id = os.urandom(16).hex()  # a new layout's; a record's own once loaded
+        self._crashed = False  # what a version-1 record said of the last daemon
 
     def load(self) -> dict | None:
         """The record, verified; None when there is none. A record that is
@@ -121,13 +139,55 @@ class LayoutStore:
         except (KeyError, TypeError, ValueError) as e:
             raise bad(f"inconsistent record ({e})") from None
         self.sequence = record["sequence"]
+        self.memory_id = record.get("memory_id", self.memory_id)
+        self._crashed = record.get("state") == "running"
         return record
+
+    def check(self, record: dict | None, memory_fd: int, fresh: bool) -> None:
+        """The memory file at memory_fd may be served with record (None: a
+        new layout): refused, in one line, where data would be reused or
+        lost by accident. fresh empties a file for a new layout."""
+        path, size = self.memory_path, os.fstat(memory_fd).st_size
+        if record is None:
+            if size and not fresh:
+                raise DaxError(errno.EEXIST, f"{path} holds {size} bytes and no layout record ({self.path}): "
+                                             f"to use it as new memory, losing what it holds, pass --fresh")
+            os.ftruncate(memory_fd, 0)
+            return
+        if fresh:
+            raise DaxError(errno.EINVAL, f"--fresh with a layout record ({self.path}): remove the record first "
+                                         f"to start afresh, on purpose")
+        bound = _get_id(memory_fd)
+        if record["version"] >= 2 and bound != self.memory_id:
+            raise DaxError(errno.EINVAL, f"{self.path} belongs to another memory file, not {path} "
+                                         f"(ids {self.memory_id} and {bound}); a copy made without its "
+                                         f"attributes loses the id: copy with cp -a")
+        needed = max((r["start"] + r["size"] for r in record["regions"]), default=0)
+        if size < needed:
+            raise DaxError(errno.EINVAL, f"{path} is {size} bytes, its layout needs {needed}: it was truncated; "
+                                         f"the record and the file were left as they were")
+
+    def begin(self, memory_fd: int) -> bool:
+        """A daemon starts serving: bind the file to the record, mark it
+        running. Whether the last daemon died serving it (an unsafe shutdown)."""
+        _set_id(memory_fd, self.memory_id)
+        try:
+            os.close(files.create_file(self.marker))
+            files.fsync_directory(self.marker)
+        except FileExistsError:
+            return True
+        return self._crashed
+
+    def end(self) -> None:
+        """A clean stop: every store is in the memory file."""
+        os.unlink(self.marker)
+        files.fsync_directory(self.marker)
 
     def snapshot(self, bus) -> dict:
         """The record of bus as it is now."""
         self.sequence += 1
         return {
-            "format": FORMAT, "version": VERSION, "sequence": self.sequence, "state": self.state,
+            "format": FORMAT, "version": VERSION, "sequence": self.sequence, "memory_id": self.memory_id,
             "dirty_shutdown": bus.dirty_shutdown,
             "regions": [{
                 "id": r.id, "start": r.res.start, "size": r.size, "align": r.align,
@@ -163,10 +223,21 @@ class LayoutStore:
             finally:
                 os.close(fd)
             os.rename(tmp, self.path)
-            dirfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dirfd)
-            finally:
-                os.close(dirfd)
+            files.fsync_directory(self.path)
         except OSError as e:
             raise DaxError(e.errno, f"cannot record the layout in {self.path}: {e.strerror}") from None
+
+
+def _get_id(fd: int) -> str | None:
+    try:
+        return os.getxattr(fd, ID_XATTR).decode()
+    except OSError:  # none, or a filesystem without user xattrs
+        return None
+
+
+def _set_id(fd: int, memory_id: str) -> None:
+    try:
+        os.setxattr(fd, ID_XATTR, memory_id.encode())
+    except OSError as e:
+        if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise DaxError(e.errno, f"cannot bind the memory file to its layout record: {e.strerror}") from None

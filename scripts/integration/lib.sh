@@ -27,11 +27,13 @@ need_pkgs() {  # need_pkgs PKG...: apt-get install those not installed
 
 ctl() { "$daxfuse" "$@" -m "$MNT"; }
 
-# mount_or_use "$@": sets MNT (-m MOUNTPOINT, or a fresh emulator unmounted at exit).
+# mount_or_use "$@": sets MNT (-m MOUNTPOINT, or a fresh emulator unmounted at exit), and
+# SCRATCH, a directory for the script's own files, removed at exit whatever happens.
 mount_or_use() {
   local opt OPTIND=1
   [ -x "$daxfuse" ] || "$top/scripts/setup"
   MNT="" WORK="" REGION="" DEVICES=()
+  SCRATCH=$(mktemp -d /tmp/daxfuse-it-scratch.XXXXXX)
   while getopts "m:" opt; do
     case $opt in m) MNT=$OPTARG ;; *) fail "usage: $name [-m MOUNTPOINT]" ;; esac
   done
@@ -75,6 +77,7 @@ cleanup() {
     "$daxfuse" umount "$MNT" || umount -f "$MNT" || true
     rm -rf "$WORK"
   fi
+  rm -rf "$SCRATCH"
 }
 
 dev_size() { stat -c %s "$1"; }
@@ -94,7 +97,7 @@ disable_under() {
   local pattern=$1 out runner status devname
   shift
   devname=$(basename "$DEV")
-  out=$(mktemp)
+  out=$SCRATCH/disable_under.out
   ( st=0; "$@" >"$out" 2>&1 || st=$?; echo $st >"$out.status" ) 2>/dev/null &
   runner=$!
   for _ in $(seq 300); do grep -q ready "$out" && break; sleep 0.1; done
@@ -107,5 +110,4 @@ disable_under() {
   say "it ended (status $status): $(grep -m1 -E "$pattern" "$out")"
   check "enable-device" "$daxfuse" enable-device "$devname" -m "$MNT"
   check "its stores before the disable are in the device" test "$(word_at "$DEV" 0)" -ge 1000
-  rm -f "$out" "$out.status"
 }
