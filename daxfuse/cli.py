@@ -189,6 +189,10 @@ _EXEC = (f'mount --bind "$1/sys" /sys && mount --rbind /dev "$1/dev/{HOST_DEV}" 
 def cmd_exec(args) -> None:
     if not args.argv:
         raise CliError("exec needs a command: daxfuse exec [-m MOUNTPOINT] -- COMMAND...")
+    if not mountinfo.mounted("/"):  # unshare's --propagation private would fail with EINVAL
+        raise CliError("/ is not a mount point here (a chroot?), so exec cannot keep its mounts private: "
+                       "bind-mount the root directory onto itself first (mount --bind DIR DIR), "
+                       "as container runtimes do")
     mountpoint = usable_mount(args.mount)
     preload = ""
     if args.personality:

@@ -52,6 +52,7 @@ MAX_TASKS = 1 << 30
 CONTROL_DRAIN = 5.0
 DEFAULT_SIZE = 1 << 30
 FUSE_CONF = "/etc/fuse.conf"
+MTAB = "/etc/mtab"
 
 
 @dataclass
@@ -105,6 +106,11 @@ def fuse_options(config: MountConfig) -> set[str]:
         # what fusermount3 checks; its own refusal would reach us as a bare "mount failed"
         raise DaxError(errno.EPERM, f"-o allow_other needs a line user_allow_other in {FUSE_CONF} "
                                     f"for a mount by anyone but root")
+    if os.geteuid() and not os.path.exists(MTAB):
+        # fusermount3 finds a user's mount there to unmount it: without it the
+        # mount would stay behind the daemon, every access ENOTCONN
+        raise DaxError(errno.ENOENT, f"a mount by anyone but root needs {MTAB}, which fusermount3 reads to "
+                                     f"unmount it (minimal images lack it): as root, ln -s ../proc/self/mounts {MTAB}")
     return options
 
 

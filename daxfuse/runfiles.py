@@ -12,9 +12,11 @@ import stat
 
 
 def run_dir() -> str:
-    """/run/daxfuse where /run is writable (root), else a directory of the
-    user's own: $XDG_RUNTIME_DIR/daxfuse, or /tmp/daxfuse-UID."""
-    if os.access("/run", os.W_OK):
+    """/run/daxfuse for root where /run is writable, else a directory of the
+    user's own: $XDG_RUNTIME_DIR/daxfuse, or /tmp/daxfuse-UID. Not /run for
+    anyone else, even where it is world-writable (a tmpfs of default mode):
+    root's daemons keep their logs and sockets there."""
+    if os.geteuid() == 0 and os.access("/run", os.W_OK):
         return "/run/daxfuse"
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     return os.path.join(runtime, "daxfuse") if runtime else f"/tmp/daxfuse-{os.getuid()}"

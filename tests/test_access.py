@@ -312,3 +312,30 @@ def test_a_user_mounts_uses_execs_and_unmounts_its_own(stranger, tmp_path):
         assert not any(p.startswith(work) for p in mounted_paths()), "its namespace is gone, and its mount"
     finally:
         shutil.rmtree(work)
+
+
+def test_a_world_writable_run_is_still_roots(stranger):
+    """/run as a tmpfs of default mode (1777, as some containers and chroots
+    have it): another user's daemon keeps its files in a directory of its
+    own, not in root's /run/daxfuse, where it could not write anyway."""
+    uid, _ = stranger
+    where = [sys.executable, "-c", "from daxfuse import runfiles; print(runfiles.run_dir())"]
+    before = "mount -t tmpfs none /run && mkdir -m 0755 /run/daxfuse"
+    assert as_user(uid, *where, before=before).stdout == f"/tmp/daxfuse-{uid}\n"
+    assert as_user(0, *where, before=before).stdout == "/run/daxfuse\n"
+
+
+def test_a_users_mount_where_etc_mtab_is_missing_is_refused_with_the_cure(stranger):
+    """Minimal images lack /etc/mtab, where fusermount3 looks a user's mount
+    up to unmount it: the mount would outlive its daemon, ENOTCONN."""
+    uid, _ = stranger
+    point = tempfile.mkdtemp(prefix="daxfuse-mtab-")
+    os.chmod(point, 0o777)
+    try:
+        before = "mount -t tmpfs none /mnt && cp -a /etc /mnt && rm /mnt/etc/mtab && mount --bind /mnt/etc /etc"
+        r = as_user(uid, *DAXFUSE, "mount", point, "--size", "16M", before=before)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert "needs /etc/mtab" in r.stderr and "ln -s ../proc/self/mounts /etc/mtab" in r.stderr
+        assert point not in mounted_paths()
+    finally:
+        os.rmdir(point)

@@ -75,3 +75,17 @@ def test_inside_exec_the_hosts_busy_nodes_are_the_hosts_own(daxfuse_factory):
         assert inside(d, "ls", "/dev/shm/daxfuse-test-probe").returncode == 0
     finally:
         os.unlink("/dev/shm/daxfuse-test-probe")
+
+
+def test_exec_in_a_chroot_whose_root_is_no_mount_says_what_to_do(tmp_path):
+    """A plain chroot, as a debootstrapped root is until a runtime mounts it:
+    exec cannot keep its mounts private there (unshare fails with EINVAL),
+    and says so, and how to give it a root that is a mount point."""
+    root = tmp_path / "root"
+    (root / "host").mkdir(parents=True)
+    for name in os.listdir("/"):  # the host's tree, reached from a root that is a plain directory
+        os.symlink(f"host/{name}", root / name)
+    r = subprocess.run(["unshare", "--mount", "sh", "-c", 'mount --rbind / "$0/host" && exec chroot "$0" "$@"',
+                        str(root), *DAXFUSE, "exec", "--", "true"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "/ is not a mount point here" in r.stderr and "mount --bind DIR DIR" in r.stderr

@@ -22,7 +22,9 @@ def blocks() -> list[str]:
 
 
 def test_the_readmes_command_blocks_run_as_written(fuse):
-    script = "set -euo pipefail\n" + "\n".join(blocks()) + "\necho README-DONE\n"
+    # A block that fails leaves its mount behind; the namespace would keep its daemon alive unseen.
+    cleanup = ("trap 'for m in $(findmnt -rn -t fuse.daxfuse -o TARGET); do fusermount3 -u -z \"$m\"; done' EXIT\n")
+    script = cleanup + "set -euo pipefail\n" + "\n".join(blocks()) + "\necho README-DONE\n"
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                         'mount -t tmpfs none /mnt && exec bash -c "$0"', script], cwd=TOP, capture_output=True,
                        text=True, timeout=280,
