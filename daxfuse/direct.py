@@ -259,10 +259,10 @@ class DirectServer:
 
     def _device(self, minor: int, serial: int | None) -> DevDax:
         """The device of minor (and of serial, when given: the one granted before)."""
-        for dev in self.bus.devices():
-            if dev.dax_dev.minor == minor and serial in (None, dev.dax_dev.serial):
-                return dev
-        raise DaxError(errno.ENXIO, f"no device of minor {minor} any more")
+        dev = self.bus.device_of_minor(minor)
+        if dev is None or serial not in (None, dev.dax_dev.serial):
+            raise DaxError(errno.ENXIO, f"no device of minor {minor} any more")
+        return dev
 
     def _token(self, serial: int, minor: int, write: bool) -> bytes:
         return hmac.new(self._key, struct.pack("<QQI", serial, minor, write), hashlib.sha256).digest()

@@ -23,19 +23,20 @@ from pyfuse3 import FUSEError
 
 from .dax import DaxBus, DaxFile, DevDax
 from .errors import DaxError
-from .nodes import Attr, Chardev, Device, Dir, Link
+from .nodes import Attr, Chardev, Device, Dir, Link, Mountpoint
 from .tree import Tree
 
 log = logging.getLogger(__name__)
 
 DAX_DIR = ("dax",)
-DEVICE_DIRS = (DAX_DIR, ("dev",))  # where devices have entries: kept true on every change
-# Lifecycle changes invalidate the kernel's caches of dax/ and dev/
-# explicitly (a stat of /dev/daxR.I inside exec then costs no request); sys/
-# changes under writes (a driver link appears as bind returns), so the
-# kernel must ask every time.
-_TIMEOUT = 10.0
-_VOLATILE = ("sys",)
+DEVICE_DIRS = (DAX_DIR, ("dev",))  # where devices have entries, with the device's own inode
+# The kernel caches what the bus drives for an hour: each change drops what
+# it made stale before the write that made it is answered (_on_change), so
+# that a walk of sys/ costs no request per component and daxctl sees a
+# driver link go as unbind returns. The host's names in dev/ change behind
+# the bus's back: the kernel asks for those again after a few seconds.
+_TIMEOUT = 3600.0
+_HOST_TIMEOUT = 10.0
 
 
 def _handler(fn):
@@ -62,13 +63,16 @@ class DaxOperations(pyfuse3.Operations):
         self._paths: dict[tuple, int] = {(): pyfuse3.ROOT_INODE}
         self._path_of: dict[int, list] = {pyfuse3.ROOT_INODE: [(), 1]}  # ino -> [path, kernel lookups]
         self._next_ino = itertools.count(pyfuse3.ROOT_INODE + 1)
+        self._nodes: dict[int, object] = {}  # ino -> node, while the bus is at generation _nodes_of
+        self._nodes_of = -1
         self._devices: dict[int, list] = {}  # ino -> [DevDax, kernel lookups]
-        self._dir_order: dict[tuple, dict[str, int]] = {}  # readdir offsets: dir -> name -> key
-        self._next_key = itertools.count(1)
+        self._open_dirs: dict[int, list] = {}  # opendir handle -> [(path, Dir), names when it started]
         self._handles: dict[int, object] = {}
         self._fh = itertools.count(1)
         self._uid, self._gid = os.getuid(), os.getgid()
         self._mounted = time.time_ns()
+        self._stale: set[tuple[tuple, str]] = set()  # (directory, name) a batch made stale
+        self._times_stale = False
         bus.listeners.append(self._on_change)
 
     # --- nodes and attributes ---------------------------------------------------------
@@ -81,13 +85,23 @@ class DaxOperations(pyfuse3.Operations):
         return ino
 
     def _node(self, ino: int):
-        """(path, node) of a non-device inode, ENOENT when it is gone."""
+        """(path, node) of a non-device inode, ENOENT when it is gone. A
+        node found stays the one at its path until the bus changes (nodes
+        read the bus as they answer), so a request costs no walk from the
+        root."""
         entry = self._path_of.get(ino)
-        path = None if entry is None else entry[0]
-        node = None if path is None else self.tree.resolve(path)
-        if node is None:
+        if entry is None:
             raise FUSEError(errno.ENOENT)
-        return path, node
+        if self._nodes_of != self.bus.generation:
+            self._nodes.clear()
+            self._nodes_of = self.bus.generation
+        node = self._nodes.get(ino)
+        if node is None:
+            node = self.tree.resolve(entry[0])
+            if node is None:
+                raise FUSEError(errno.ENOENT)
+            self._nodes[ino] = node
+        return entry[0], node
 
     def _attr(self, path: tuple, node) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
@@ -96,7 +110,6 @@ class DaxOperations(pyfuse3.Operations):
             access = node.dev.access
             a.st_ino, a.st_mode, size = node.dev.dax_dev.ino, stat.S_IFREG | access.mode, node.dev.size
             a.st_uid, a.st_gid = access.uid, access.gid
-            a.attr_timeout = _TIMEOUT
         else:
             a.st_ino = self._path_ino(path, node)
             if type(node) is Dir:
@@ -110,8 +123,8 @@ class DaxOperations(pyfuse3.Operations):
             else:
                 a.st_mode = stat.S_IFREG | 0o644
             a.st_uid, a.st_gid = self._uid, self._gid  # the mounter's, as sysfs is root's: only it writes
-            a.attr_timeout = 0 if path[:1] and path[0] in _VOLATILE else _TIMEOUT
-        a.entry_timeout = 0 if path[:1] and path[0] in _VOLATILE else _TIMEOUT
+        host = path[:1] == ("dev",) and type(node) in (Link, Mountpoint, Dir)
+        a.attr_timeout = a.entry_timeout = _HOST_TIMEOUT if host else _TIMEOUT
         changed = self.tree.changed(path) if type(node) is not Device else node.dev.changed
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = changed or self._mounted
         a.st_nlink = 2 if stat.S_ISDIR(a.st_mode) else 1
@@ -143,30 +156,32 @@ class DaxOperations(pyfuse3.Operations):
             entry[1] -= nlookup
             if entry[1] <= 0:
                 del self._path_of[ino], self._paths[entry[0]]
+                self._nodes.pop(ino, None)
 
-    def _entry(self, path: tuple):
-        """(node, attributes) of path, ENOENT when it does not resolve. No
-        kernel reference yet: _hold takes it once the kernel has the entry."""
-        node = self.tree.resolve(path)
+    def _entry(self, parent: tuple, name: str):
+        """(path, node, attributes) of name in the directory at parent,
+        ENOENT when it is not there. No kernel reference yet: _hold takes
+        it once the kernel has the entry."""
+        path, directory = parent
+        node = directory.child(name) if type(directory) is Dir else None
         if node is None:
             raise FUSEError(errno.ENOENT)
-        return node, self._attr(path, node)
+        path = path + (name,)
+        return path, node, self._attr(path, node)
 
     def _hold(self, path: tuple, node) -> None:
         """The kernel now holds one more lookup of path's inode."""
         if type(node) is Device:
             self._remember(node.dev)
         else:
-            self._path_of[self._paths[path]][1] += 1
+            ino = self._paths[path]
+            self._path_of[ino][1] += 1
+            self._nodes[ino] = node  # found from its parent, at the generation _node just checked
 
     # --- namespace ------------------------------------------------------------------
     @_handler
     async def lookup(self, parent_inode, name, ctx=None):
-        parent = self._path_of.get(parent_inode)
-        if parent is None:
-            raise FUSEError(errno.ENOENT)
-        path = parent[0] + (os.fsdecode(name),)
-        node, attr = self._entry(path)
+        path, node, attr = self._entry(self._node(parent_inode), os.fsdecode(name))
         self._hold(path, node)
         return attr
 
@@ -218,37 +233,37 @@ class DaxOperations(pyfuse3.Operations):
 
     @_handler
     async def opendir(self, inode, ctx):
-        if type(self._node(inode)[1]) is not Dir:
+        directory = self._node(inode)
+        if type(directory[1]) is not Dir:
             raise FUSEError(errno.ENOTDIR)
-        return inode
-
-    def _ordered(self, path: tuple, names: list[str], after: int) -> list[tuple[int, str]]:
-        """(offset, name) of the entries past offset `after`, in a stable
-        order: a name keeps its offset while it exists, so entries made or
-        removed during a listing shift no others. A listing from the start
-        forgets the names that are gone."""
-        keys = self._dir_order.setdefault(path, {})
-        if not after:
-            present = set(names)
-            for gone in [n for n in keys if n not in present]:
-                del keys[gone]
-        for name in names:
-            if name not in keys:
-                keys[name] = next(self._next_key)
-        return sorted((keys[n], n) for n in names if keys[n] > after)
+        fh = next(self._fh)
+        self._open_dirs[fh] = [directory, None]
+        return fh
 
     @_handler
     async def readdir(self, fh, start_id, token):
-        path, node = self._node(fh)
-        for key, name in self._ordered(path, list(node.names()), start_id):
+        """Entries from a snapshot of the names, taken when a listing starts
+        (or rewinds): offsets are places in it, so that entries made or
+        removed while a long listing is read shift no others, and a
+        listing costs one walk of the bus, not one per READDIR."""
+        listing = self._open_dirs[fh]
+        directory = listing[0]
+        if not start_id or listing[1] is None:
+            listing[1] = list(directory[1].names())
+        names = listing[1]
+        for offset in range(start_id, len(names)):
             try:
-                node, attr = self._entry(path + (name,))
-            except FUSEError:  # gone since names() was taken
+                path, node, attr = self._entry(directory, names[offset])
+            except FUSEError:  # gone since the listing started
                 continue
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, key):
+            if not pyfuse3.readdir_reply(token, os.fsencode(names[offset]), attr, offset + 1):
                 self._forget(attr.st_ino, 0)  # a number made for an entry the kernel did not take
                 break
-            self._hold(path + (name,), node)  # the kernel counts a lookup per entry it took
+            self._hold(path, node)  # the kernel counts a lookup per entry it took
+
+    @_handler
+    async def releasedir(self, fh):
+        del self._open_dirs[fh]
 
     async def _refuse(self, *args):
         raise FUSEError(errno.EPERM)
@@ -300,30 +315,52 @@ class DaxOperations(pyfuse3.Operations):
     async def fsync(self, fh, datasync):
         await self._handles[fh].fsync()
 
-    @_handler
-    async def flush(self, fh):
-        pass
+    # No flush(): pyfuse3's answers ENOSYS, after which the kernel sends no
+    # FLUSH on close (a request saved per sysfs read); it writes dirty pages
+    # back before it would ask anyway.
 
     @_handler
     async def release(self, fh):
         self._handles.pop(fh).release()
 
     # --- lifecycle: keep the kernel's caches true ----------------------------------------
-    async def _on_change(self, event: str, dev: DevDax) -> None:
+    async def _on_change(self, event: str, subject) -> None:
+        if event == "applied":
+            await self._drop_stale()
+            return
         if event == "window":  # where the data lives: nothing the kernel caches changes
             return
-        ino = dev.dax_dev.ino
-        for listing in filter(None, map(self._paths.get, DEVICE_DIRS)):
-            if event in ("added", "removed"):
-                await trio.to_thread.run_sync(self._invalidate_inode, listing, True)  # its times
-            if event == "removed":
-                await trio.to_thread.run_sync(self._invalidate_entry, listing, dev.name.encode())
-        if ino in self._devices:
+        self._times_stale = True
+        if event != "flush":
+            for parent, name in self.tree.places(subject):
+                if parent not in DEVICE_DIRS or event == "removed":
+                    self._stale.add((parent, name))
+        if type(subject) is DevDax and subject.dax_dev.ino in self._devices:
             # Inline this deadlocks: the kernel writes dirty mapped pages
             # back through WRITE requests that only the trio thread answers.
             # Other changes need only the attributes (size, times) dropped.
             data = event in ("disabling", "disabled", "resized", "removed", "flush", "poisoned", "cleared")
-            await trio.to_thread.run_sync(self._invalidate_inode, ino, not data)
+            await trio.to_thread.run_sync(self._invalidate_inode, subject.dax_dev.ino, not data)
+
+    async def _drop_stale(self) -> None:
+        """Drop, in one go per batch, the entries its changes made stale
+        that the kernel holds, and the attributes of the nodes that show the
+        bus's time."""
+        stale, self._stale = self._stale, set()
+        entries = [(ino, name.encode()) for parent, name in stale
+                   if (ino := self._paths.get(parent)) and (parent in DEVICE_DIRS or parent + (name,) in self._paths)]
+        timed = [ino for path in self.tree.bus_timed() if (ino := self._paths.get(path))] \
+            if self._times_stale else []
+        self._times_stale = False
+        if entries or timed:
+            await trio.to_thread.run_sync(self._invalidate, entries, timed)
+
+    @classmethod
+    def _invalidate(cls, entries: list[tuple[int, bytes]], timed: list[int]) -> None:
+        for parent, name in entries:
+            cls._invalidate_entry(parent, name)
+        for ino in timed:
+            cls._invalidate_inode(ino, True)
 
     async def write_back(self) -> None:
         """Write every device's dirty pages back (a clean shutdown)."""

@@ -21,10 +21,12 @@ from .dax import DaxBus, DaxRegion, DevDax
 from .dax.badblocks import SECTOR
 from .devt import NDCTL_MAJOR, NMEM_MAJOR
 from .errors import DaxError
-from .nodes import Attr, Link, Node, table
+from .nodes import Attr, Link, Node, group, table
+from .units import parse_index
 
 BUS_DIR = "daxfuse-nvdimm"
 BUS = f"devices/platform/{BUS_DIR}/ndbus0"
+_NDBUS = tuple(BUS.split("/"))
 NDCTL_DEVT = f"{NDCTL_MAJOR}:0"
 NMEM_DEVT = f"{NMEM_MAJOR}:0"
 DIMM_ID = "dafe-00-0000-00000000"  # nfit/id: stable, as libpmemobj's shutdown state wants
@@ -61,6 +63,11 @@ def _refuse_namespace_change(data: str) -> list:
 # What ndctl disable-namespace, destroy-namespace and disable-region write:
 # they fail with EOPNOTSUPP ("Operation not supported").
 _NAMESPACES_FIXED = Attr(0o200, store=_refuse_namespace_change)
+_ONE, _ZERO = _ro("1\n"), _ro("0\n")
+_REGION_MODALIAS, _NSTYPE = _ro("nd:t2\n"), _ro("5\n")
+_PERSISTENCE_DOMAIN = _ro(f"{PERSISTENCE_DOMAIN}\n")
+_ND_REGION_DRIVER = Link("../../../../../bus/nd/drivers/nd_region")
+_ND_REGION_SUBSYSTEM = Link("../../../../../bus/nd")
 
 
 class NdBusView:
@@ -69,10 +76,15 @@ class NdBusView:
     def __init__(self, bus: DaxBus, region_dir) -> None:
         self.bus = bus
         self._region_dir = region_dir  # platform/ name of dax region R
+        self._nd_region_attrs = self._nd_region_attributes()
 
     # --- what SysfsView mounts -------------------------------------------------------
     def platform_dir(self) -> Node:
-        return table({"ndbus0": lambda: table(self._bus_attrs())})
+        def region(name: str) -> Node | None:
+            found = self._region_named(name)
+            return found and self._region(found)
+        return table({"ndbus0": lambda: table(self._bus_attrs(),
+                                              lambda: [f"region{r.id}" for r in self._regions()], region)})
 
     def class_nd(self) -> Node:
         return table({"ndctl0": _static(Link(f"../../{BUS}/ndctl0"))})
@@ -80,7 +92,7 @@ class NdBusView:
     def bus_nd(self) -> Node:
         names = ["nvdimm", "nd_region", "nd_pmem", "dax_pmem"]
         return table({
-            "devices": lambda: table(self._bus_devices()),
+            "devices": self._bus_devices,
             "drivers": _static(table({n: _static(table({"bind": _static(_NAMESPACES_FIXED),
                                                            "unbind": _static(_NAMESPACES_FIXED)}))
                                       for n in names})),
@@ -91,20 +103,60 @@ class NdBusView:
         return {NDCTL_DEVT: _static(Link(f"../../{BUS}/ndctl0")),
                 NMEM_DEVT: _static(Link(f"../../{BUS}/nmem0"))}
 
+    # --- what a change makes stale (SysfsView.places, listings, changed) ---------------------
+    def places(self, subject: DevDax | DaxRegion) -> list[tuple[tuple[str, ...], str]]:
+        if type(subject) is DaxRegion:
+            return [(("bus", "nd", "devices"), f"region{subject.id}"), (_NDBUS, f"region{subject.id}")]
+        namespace, region = f"namespace{subject.region.id}.{subject.id}", _NDBUS + (f"region{subject.region.id}",)
+        return [(("bus", "nd", "devices"), namespace), (("bus", "nd", "devices"), subject.name),
+                (region, namespace), (region, subject.name),
+                *((region, name) for name in self._nd_region_attrs)]  # they show the region's changes
+
+    def listings(self) -> list[tuple[str, ...]]:
+        return [("bus", "nd", "devices"), _NDBUS, *(_NDBUS + (f"region{r}",) for r in self.bus.regions)]
+
+    def changed(self, path: tuple[str, ...]) -> int | None:
+        """SysfsView.changed for a path below platform/daxfuse-nvdimm."""
+        match path:
+            case ("ndbus0",):
+                return self.bus.changed
+            case ("ndbus0", name):
+                return self.bus.changed if self._region_named(name) else None
+            case ("ndbus0", region, name, *_) if (found := self._region_named(region)):
+                dev = self._namespaced_named(name)
+                if dev is not None:
+                    return dev.changed if dev.region is found else None
+                return found.changed if len(path) == 3 else None
+        return None
+
     # --- the bus ---------------------------------------------------------------------------
     def _regions(self) -> list[DaxRegion]:
         return [self.bus.regions[r] for r in sorted(self.bus.regions)]
 
-    def _bus_devices(self) -> dict:
-        links = {"ndbus0": _static(Link(f"../../../{BUS}")),
-                 "nmem0": _static(Link(f"../../../{BUS}/nmem0"))}
-        for region in self._regions():
-            links[f"region{region.id}"] = _static(Link(f"../../../{BUS}/region{region.id}"))
-            for dev in self._namespaced(region):
-                links[f"namespace{dev.region.id}.{dev.id}"] = _static(
-                    Link(f"../../../{BUS}/region{region.id}/namespace{region.id}.{dev.id}"))
-                links[dev.name] = _static(Link(f"../../../{BUS}/region{region.id}/{dev.name}"))
-        return links
+    def _bus_devices(self) -> Node:
+        def names():
+            for region in self._regions():
+                yield f"region{region.id}"
+                for dev in self._namespaced(region):
+                    yield from (f"namespace{dev.region.id}.{dev.id}", dev.name)
+
+        def child(name: str) -> Node | None:
+            region = self._region_named(name)
+            if region is not None:
+                return Link(f"../../../{BUS}/region{region.id}")
+            dev = self._namespaced_named(name)
+            return dev and Link(f"../../../{BUS}/region{dev.region.id}/{name}")
+        return table({"ndbus0": _static(Link(f"../../../{BUS}")), "nmem0": _static(Link(f"../../../{BUS}/nmem0"))},
+                     names, child)
+
+    def _region_named(self, name: str) -> DaxRegion | None:
+        """regionR's region."""
+        return self.bus.regions.get(parse_index(name.removeprefix("region"))) if name.startswith("region") else None
+
+    def _namespaced_named(self, name: str) -> DevDax | None:
+        """The device with a size whose namespaceR.I or nd dax daxR.I is name."""
+        dev = self.bus.find_device(name.replace("namespace", "dax", 1) if name.startswith("namespace") else name)
+        return dev if dev is not None and dev.size else None
 
     def _bus_attrs(self) -> dict:
         attrs = {
@@ -127,8 +179,6 @@ class NdBusView:
             "nmem0": lambda: table(self._dimm_attrs()),
             "subsystem": _static(Link("../../../../bus/nd")),
         }
-        for region in self._regions():
-            attrs[f"region{region.id}"] = functools.partial(self._region, region)
         return attrs
 
     def _dimm_attrs(self) -> dict:
@@ -155,38 +205,48 @@ class NdBusView:
         """The devices that have a namespace: those with a size."""
         return [d for d in sorted(region.devices.values(), key=lambda d: d.id) if d.size]
 
-    def _region(self, region: DaxRegion) -> Node:
+    def _nd_region_attributes(self) -> dict:
+        """Each nd region attribute's maker, from a region: made once, so
+        that a lookup builds the one node it finds."""
         bus = self.bus
-        attrs = {
-            "size": _static(_val(lambda: f"{region.size}\n")),
-            "mappings": _static(_ro("1\n")),
+        return {
+            "size": lambda region: _val(lambda: f"{region.size}\n"),
+            "mappings": lambda region: _ONE,
             # decimal: libndctl parses "%llu", and hex reads as 0
-            "mapping0": _static(_val(lambda: f"nmem0,{region.res.start},{region.size},0\n")),
-            "read_only": _static(_ro("0\n")),
-            "modalias": _static(_ro("nd:t2\n")),
-            "nstype": _static(_ro("5\n")),
-            "set_cookie": _static(_val(lambda: f"{uuid.uuid5(_UUIDS, f'region{region.id}').int >> 64:#x}\n")),
-            "resource": _static(_val(lambda: f"{region.res.start:#x}\n")),
-            "align": _static(_val(lambda: f"{region.align}\n")),
-            "numa_node": _static(_ro("0\n")),
-            "target_node": _static(_ro("0\n")),
-            "available_size": _static(_val(lambda: f"{region.available_size}\n")),
-            "max_available_extent": _static(_val(lambda: f"{region.available_size}\n")),
-            "persistence_domain": _static(_ro(f"{PERSISTENCE_DOMAIN}\n")),
-            "deep_flush": _static(Attr(0o644, show=lambda: "1\n", store=lambda data: [bus.deep_flush])),
+            "mapping0": lambda region: _val(lambda: f"nmem0,{region.res.start},{region.size},0\n"),
+            "read_only": lambda region: _ZERO,
+            "modalias": lambda region: _REGION_MODALIAS,
+            "nstype": lambda region: _NSTYPE,
+            "set_cookie": lambda region: _ro(f"{uuid.uuid5(_UUIDS, f'region{region.id}').int >> 64:#x}\n"),
+            "resource": lambda region: _val(lambda: f"{region.res.start:#x}\n"),
+            "align": lambda region: _val(lambda: f"{region.align}\n"),
+            "numa_node": lambda region: _ZERO,
+            "target_node": lambda region: _ZERO,
+            "available_size": lambda region: _val(lambda: f"{region.available_size}\n"),
+            "max_available_extent": lambda region: _val(lambda: f"{region.available_size}\n"),
+            "persistence_domain": lambda region: _PERSISTENCE_DOMAIN,
+            "deep_flush": lambda region: Attr(0o644, show=lambda: "1\n", store=lambda data: [bus.deep_flush]),
             # "<sector> <count>" lines from the region's start; none: a 0-byte file, as libndctl expects.
             # Writing "SECTOR COUNT" poisons, "-SECTOR COUNT" clears.
-            "badblocks": _static(Attr(0o644, show=lambda: "".join(
+            "badblocks": lambda region: Attr(0o644, show=lambda: "".join(
                 f"{s - region.res.start // SECTOR} {c}\n"
                 for s, c in bus.badblocks.within(region.res.start // SECTOR, region.size // SECTOR)),
-                store=functools.partial(self._badblocks_store, region))),
-            "driver": _static(Link("../../../../../bus/nd/drivers/nd_region")),
-            "subsystem": _static(Link("../../../../../bus/nd")),
+                store=functools.partial(self._badblocks_store, region)),
+            "driver": lambda region: _ND_REGION_DRIVER,
+            "subsystem": lambda region: _ND_REGION_SUBSYSTEM,
         }
-        for dev in self._namespaced(region):
-            attrs[f"namespace{region.id}.{dev.id}"] = functools.partial(self._namespace, dev)
-            attrs[dev.name] = functools.partial(self._nd_dax, dev)
-        return table(attrs)
+
+    def _region(self, region: DaxRegion) -> Node:
+        def names():
+            for dev in self._namespaced(region):
+                yield from (f"namespace{region.id}.{dev.id}", dev.name)
+
+        def child(name: str) -> Node | None:
+            dev = self._namespaced_named(name)
+            if dev is None or dev.region is not region:
+                return None
+            return self._namespace(dev) if name.startswith("namespace") else self._nd_dax(dev)
+        return group(self._nd_region_attrs, (region,), names, child)
 
     def _badblocks_store(self, region: DaxRegion, data: str) -> list:
         words = data.replace("\0", "").split()

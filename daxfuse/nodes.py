@@ -17,11 +17,22 @@ class Dir:
     child: Callable[[str], "Node | None"]
 
 
-def table(entries: dict[str, Callable[[], "Node | None"]]) -> Dir:
+def group(makers: dict[str, Callable[..., "Node | None"]], args: tuple = (),
+          names: Callable[[], Iterable[str]] = lambda: (), child: Callable[[str], "Node | None"] = lambda _: None) -> Dir:
     """A directory of named entries, listed and looked up through the one
-    table (a maker may answer None: the entry is absent just now)."""
-    return Dir(lambda: [name for name, make in entries.items() if make() is not None],
-               lambda name: entries[name]() if name in entries else None)
+    table of makers, each called with args (a maker may answer None: the
+    entry is absent just now), as the kernel's attribute groups are one
+    table for every device; and of entries that come and go with the bus (a
+    device's, a region's): names lists those, child looks one up by its
+    name alone, so that a lookup costs the same however many there are."""
+    return Dir(lambda: [name for name, make in makers.items() if make(*args) is not None] + list(names()),
+               lambda name: makers[name](*args) if name in makers else child(name))
+
+
+def table(entries: dict[str, Callable[[], "Node | None"]],
+          names: Callable[[], Iterable[str]] = lambda: (), child: Callable[[str], "Node | None"] = lambda _: None) -> Dir:
+    """group() of makers that take nothing."""
+    return group(entries, (), names, child)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from .dax import DaxBus, DaxRegion, DevDax
 from .devt import DAX_MAJOR
 from .errors import DaxError, shown
 from .ndbus import BUS_DIR, NdBusView
-from .nodes import Attr, Dir, Link, Node, table
+from .nodes import Attr, Dir, Link, Node, group, table
 from .units import U64_MAX, bounded_int, parse_index
 
 REGION_DIR = "daxfuse.{}"
@@ -63,6 +63,12 @@ def _ro(show) -> Attr:
     return Attr(0o444, show=show)
 
 
+_NODE_ZERO = _ro(lambda: "0\n")
+_MODALIAS = _ro(lambda: "dax:t0\n")
+_SUBSYSTEM = Link("../../../../bus/dax")
+_DRIVER = Link("../../../../bus/dax/drivers/device_dax")
+
+
 def _static(node: Node):
     return lambda: node
 
@@ -75,6 +81,7 @@ def _op(method, *args, parse=_text):
 class SysfsView:
     def __init__(self, bus: DaxBus) -> None:
         self.bus = bus
+        self._dev_dax_attrs = self._dev_dax_attributes()
         self.nd = NdBusView(bus, REGION_DIR.format)
         self.root = table({
             "bus": _static(table({
@@ -139,10 +146,12 @@ class SysfsView:
             return Link("../../devices/virtual/daxfuse")
         if devt in self.nd.devts():
             return self.nd.devts()[devt]()
-        for dev in self.bus.devices():
-            if devt == f"{DAX_MAJOR}:{dev.dax_dev.minor}":
-                return Link(f"{self._region_path(dev.region.id, 2)}/{dev.name}")
-        return None
+        dev = self._devt_device(devt)
+        return dev and Link(f"{self._region_path(dev.region.id, 2)}/{dev.name}")
+
+    def _devt_device(self, devt: str) -> DevDax | None:
+        major, _, minor = devt.partition(":")
+        return self.bus.device_of_minor(parse_index(minor)) if major == str(DAX_MAJOR) else None
 
     # --- a region: dax_region/ and its devices ------------------------------------------------
     def _region(self, dirname: str) -> Node | None:
@@ -150,9 +159,12 @@ class SysfsView:
         region = self.bus.regions.get(parse_index(rid)) if prefix == "daxfuse" else None
         if region is None:
             return None
-        devices = {d.name: functools.partial(self._device, d)
-                   for d in sorted(region.devices.values(), key=lambda d: d.id)}
-        return table({"dax_region": lambda: table(self._region_attrs(region)), **devices})
+
+        def device(name: str) -> Node | None:
+            dev = self.bus.find_device(name)
+            return self._device(dev) if dev is not None and dev.region is region else None
+        return table({"dax_region": lambda: table(self._region_attrs(region))},
+                     lambda: [d.name for d in sorted(region.devices.values(), key=lambda d: d.id)], device)
 
     def _region_attrs(self, region: DaxRegion) -> dict:
         bus = self.bus
@@ -174,31 +186,36 @@ class SysfsView:
         }
 
     # --- a device: dev_dax_attributes[] -------------------------------------------------------
-    def _device(self, dev: DevDax) -> Node:
-        bus, name = self.bus, dev.name
-        attrs = {
-            "size": _static(Attr(0o644, show=lambda: f"{dev.size}\n",
-                                 store=_op(bus.resize_device, name, parse=_number))),
-            "align": _static(Attr(0o644, show=lambda: f"{dev.align}\n",
-                                  store=_op(bus.set_align, name,
-                                            parse=functools.partial(_number, err=errno.ENXIO)))),
-            "mapping": _static(Attr(0o200, store=lambda data: [
-                functools.partial(bus.set_mapping, name, *_range(data))])),
-            "resource": _static(Attr(0o400, show=lambda: f"{(dev.ranges[0] if dev.ranges else dev.region.res).start:#x}\n")),
-            "target_node": _static(_ro(lambda: "0\n")),
-            "numa_node": _static(_ro(lambda: "0\n")),
-            "modalias": _static(_ro(lambda: "dax:t0\n")),
-            "dev": _static(_ro(lambda: f"{DAX_MAJOR}:{dev.dax_dev.minor}\n")),
-            "uevent": _static(Attr(0o644, show=lambda: (
-                f"MAJOR={DAX_MAJOR}\nMINOR={dev.dax_dev.minor}\nDEVNAME={name}\n"
+    def _dev_dax_attributes(self) -> dict:
+        """Each attribute's maker, from a device: made once, so that a
+        lookup builds the one node it finds."""
+        bus = self.bus
+        return {
+            "size": lambda dev: Attr(0o644, show=lambda: f"{dev.size}\n",
+                                     store=_op(bus.resize_device, dev.name, parse=_number)),
+            "align": lambda dev: Attr(0o644, show=lambda: f"{dev.align}\n",
+                                      store=_op(bus.set_align, dev.name,
+                                                parse=functools.partial(_number, err=errno.ENXIO))),
+            "mapping": lambda dev: Attr(0o200, store=lambda data: [
+                functools.partial(bus.set_mapping, dev.name, *_range(data))]),
+            "resource": lambda dev: Attr(0o400, show=lambda: f"{(dev.ranges[0] if dev.ranges else dev.region.res).start:#x}\n"),
+            "target_node": lambda dev: _NODE_ZERO,
+            "numa_node": lambda dev: _NODE_ZERO,
+            "modalias": lambda dev: _MODALIAS,
+            "dev": lambda dev: _ro(lambda: f"{DAX_MAJOR}:{dev.dax_dev.minor}\n"),
+            "uevent": lambda dev: Attr(0o644, show=lambda: (
+                f"MAJOR={DAX_MAJOR}\nMINOR={dev.dax_dev.minor}\nDEVNAME={dev.name}\n"
                 + ("DRIVER=device_dax\n" if dev.enabled else "") + "MODALIAS=dax:t0\n"),
-                store=lambda data: [])),
-            "subsystem": _static(Link("../../../../bus/dax")),
-            "driver": lambda: Link("../../../../bus/dax/drivers/device_dax") if dev.enabled else None,
+                store=lambda data: []),
+            "subsystem": lambda dev: _SUBSYSTEM,
+            "driver": lambda dev: _DRIVER if dev.enabled else None,
         }
-        for i in range(len(dev.ranges)):
-            attrs[f"mapping{i}"] = functools.partial(self._mapping, dev, i)
-        return table(attrs)
+
+    def _device(self, dev: DevDax) -> Node:
+        def mapping(name: str) -> Node | None:
+            index = parse_index(name.removeprefix("mapping")) if name.startswith("mapping") else None
+            return None if index is None else self._mapping(dev, index)
+        return group(self._dev_dax_attrs, (dev,), lambda: [f"mapping{i}" for i in range(len(dev.ranges))], mapping)
 
     @staticmethod
     def _mapping(dev: DevDax, i: int) -> Node | None:
@@ -209,17 +226,40 @@ class SysfsView:
         return table({field: _static(Attr(0o400, show=lambda get=get: f"{get():#x}\n"))
                       for field, get in fields.items()})
 
-    # --- times ----------------------------------------------------------------------------------
+    # --- what a change makes stale ----------------------------------------------------------
+    def places(self, subject: DevDax | DaxRegion) -> list[tuple[tuple[str, ...], str]]:
+        """(directory, name) of every entry that shows subject, or holds
+        what a change to it changes (its region's dax_region/): the
+        kernel's cached entries that a change to subject makes stale."""
+        if type(subject) is DaxRegion:
+            return [(("devices", "platform"), REGION_DIR.format(subject.id)), *self.nd.places(subject)]
+        region_dir = ("devices", "platform", REGION_DIR.format(subject.region.id))
+        return [(("bus", "dax", "devices"), subject.name), (("bus", "dax", "drivers", "device_dax"), subject.name),
+                (region_dir, subject.name), (region_dir, "dax_region"),
+                (("dev", "char"), f"{DAX_MAJOR}:{subject.dax_dev.minor}"), *self.nd.places(subject)]
+
+    def listings(self) -> list[tuple[str, ...]]:
+        """The directories that list devices or regions."""
+        return [("bus", "dax", "devices"), ("bus", "dax", "drivers", "device_dax"), ("devices", "platform"),
+                ("dev", "char"), *(("devices", "platform", REGION_DIR.format(r)) for r in self.bus.regions),
+                *self.nd.listings()]
+
     def changed(self, path: tuple[str, ...]) -> int | None:
-        """Last change of the device or region path belongs to; of the
-        device set for the bus's listings; None for static nodes."""
+        """When what path shows last changed: the bus's last change for a
+        listing, its device's or region's for what shows one; None for
+        what never changes (the mount's time)."""
         match path:
+            case ("devices", "platform", name, *rest) if name == BUS_DIR:
+                return self.nd.changed(tuple(rest))
+            case ("bus", "dax", "devices") | ("bus", "dax", "drivers", "device_dax") | ("devices", "platform") \
+                    | ("dev", "char") | ("devices", "platform", _):
+                return self.bus.changed
             case ("devices", "platform", region, "dax_region", *_):
                 found = self.bus.regions.get(parse_index(region.removeprefix("daxfuse.")))
                 return found and found.changed
             case ("devices", "platform", _, name, *_) | ("bus", "dax", "devices", name) \
                     | ("bus", "dax", "drivers", "device_dax", name) if (dev := self.bus.find_device(name)):
                 return dev.changed
-            case ("bus", "dax", *_) | ("devices", "platform", *_) | ("dev", "char", *_):
-                return self.bus.changed
+            case ("dev", "char", devt) if (dev := self._devt_device(devt)):
+                return dev.changed
         return None

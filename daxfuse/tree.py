@@ -7,7 +7,7 @@ import functools
 import os
 
 from .control import Control
-from .dax import DaxBus
+from .dax import DaxBus, DaxRegion, DevDax
 from .ars import NdctlFile
 from .devdir import HOST_DEV, HOST_MOUNTED
 from .devt import NDCTL_INO
@@ -75,6 +75,16 @@ class Tree:
             case ("sys", *rest):
                 return self.sysfs.changed(tuple(rest))
         return None
+
+    def places(self, subject: DevDax | DaxRegion) -> list[tuple[tuple[str, ...], str]]:
+        """(directory, name) of every entry a change to subject makes stale."""
+        devices = [(("dax",), subject.name), (("dev",), subject.name)] if type(subject) is DevDax else []
+        return devices + [(("sys", *parent), name) for parent, name in self.sysfs.places(subject)]
+
+    def bus_timed(self) -> list[tuple[str, ...]]:
+        """The nodes whose time is the bus's: the control file, and the
+        directories that list devices or regions."""
+        return [("control",), ("dax",), ("dev",), *(("sys", *path) for path in self.sysfs.listings())]
 
     def open(self, node):
         """A handle on a control file or an attribute; None for other nodes."""

@@ -196,6 +196,49 @@ def durable_layout(work: str) -> dict:
         shutil.rmtree(disk)
 
 
+def scale(work: str, runs: int) -> dict:
+    """What a sysfs walk, a listing and a batch cost as the bus grows: a
+    region of 4K devices; each measure at the device count of its row."""
+    mnt = os.path.join(work, "smnt")
+    os.mkdir(mnt)
+    subprocess.run([*DAXFUSE, "mount", mnt, "--size", "64M", "--nr-dax", "12000"], check=True, capture_output=True)
+    try:
+        ctl, have, out = Control(mnt), 1, {}
+
+        def grow(to: int) -> float:
+            nonlocal have
+            took = timed(lambda: ctl("\n".join(["create-device region=1 size=4K"] * (to - have))))
+            have = to
+            return took
+
+        def cold_lookup_us() -> float:
+            """stat of a device's attribute no one has looked up: a LOOKUP of
+            its directory and of the attribute (the median of 100 devices)."""
+            paths = [os.path.join(mnt, "sys", "devices", "platform", "daxfuse.1", f"dax1.{i}", "size")
+                     for i in range(have - 101, have - 1)]  # dax1.0 .. dax1.{have - 2}, and the seed
+            return statistics.median(timed(functools.partial(os.stat, p)) for p in paths) * 1e6
+
+        def daxctl_list() -> float:
+            return timed(lambda: in_exec(mnt, "daxctl", "list", "-D"))
+
+        ctl("create-region size=64M align=4K id=1")
+        grow(101)
+        out["sysfs_cold_stat_100_us"] = cold_lookup_us()
+        grow(1001)
+        out["daxctl_list_1000_cold_s"] = daxctl_list()
+        out["daxctl_list_1000_s"] = statistics.median(daxctl_list() for _ in range(runs))
+        grow(4001)
+        ls = [os.path.join(mnt, "sys", "devices", "platform", "daxfuse.1")]
+        out["ls_region_4000_s"] = statistics.median(
+            timed(lambda: subprocess.run(["ls", "-l", *ls], check=True, capture_output=True)) for _ in range(runs))
+        grow(10001)
+        out["sysfs_cold_stat_10000_us"] = cold_lookup_us()
+        out["batch_1000_at_10000_s"] = grow(11001)
+        return out
+    finally:
+        subprocess.run([*DAXFUSE, "umount", mnt], check=False)
+
+
 def shmem_MiB() -> float:
     with open("/proc/meminfo") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("Shmem:")) / 1024
@@ -404,6 +447,12 @@ CONTROL_ROWS = [
     ("daemon_RssShmem_MiB", "daemon RSS of mapped memory file", "MiB", ""),
     ("sparse_16G_byte_per_64M_MiB", "RAM for a byte stored every 64 MiB of a 16 GiB device", "MiB", ""),
     ("disable_sparse_16G_ms", "disable of that 16 GiB device, its window moved back", "ms", ""),
+    ("sysfs_cold_stat_100_us", "stat of a sysfs attribute not looked up yet, 100 devices", "us", ""),
+    ("sysfs_cold_stat_10000_us", "the same, 10,000 devices", "us", "as at 100"),
+    ("daxctl_list_1000_cold_s", "`daxctl list -D` inside exec, 1,000 devices, first", "s", ""),
+    ("daxctl_list_1000_s", "`daxctl list -D` inside exec, 1,000 devices, again", "s", "<= 1"),
+    ("ls_region_4000_s", "`ls -l` of a region's sysfs directory, 4,000 devices", "s", "<= 2"),
+    ("batch_1000_at_10000_s", "a 1,000-device create batch, 10,000 devices there", "s", "<= 1"),
 ]
 
 
@@ -538,6 +587,7 @@ def main() -> None:
             result["direct"] = direct(work, mnt, Control(mnt), size, ref, args.runs)
             result["control"] = idle | control_plane(work, mnt, pid, size)
             result["control"].update(durable_layout(work))
+            result["control"].update(scale(work, args.runs))
         finally:
             if os.path.exists(ref):
                 os.unlink(ref)

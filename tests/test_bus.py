@@ -769,6 +769,10 @@ class BusMachine(RuleBasedStateMachine):
                 assert dev.dax_dev.refs == 1
                 minors.add(dev.dax_dev.minor)
             assert region.available_size == region.size - used >= 0
+            held = sorted((r for d in region.devices.values() for r in d.ranges), key=lambda r: r.start)
+            edges = [region.res.start] + [x for r in held for x in (r.start, r.end)] + [region.res.end]
+            holes = [Range(a, b) for a, b in zip(edges[::2], edges[1::2]) if b > a]
+            assert region.free == holes, "the free map is what no device holds"
             # seed: a present, unbound device or none; youngest: present or none
             assert region.seed is None or region.devices.get(region.seed.id) is region.seed
             assert region.seed is None or not region.seed.enabled
@@ -777,6 +781,7 @@ class BusMachine(RuleBasedStateMachine):
         for a, b in zip(every, every[1:]):
             assert a.end <= b.start, f"overlap {a} {b}"
         assert len(core) == len(minors) == sum(len(r.devices) for r in bus.regions.values())
+        assert {m: bus.device_of_minor(m) for m in minors} == {d.dax_dev.minor: d for d in bus.devices()}
         assert not core.srcu.held()
 
 

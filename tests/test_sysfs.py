@@ -4,6 +4,7 @@ import errno
 import itertools
 import json
 import os
+import random
 import stat
 import shutil
 import subprocess
@@ -220,3 +221,99 @@ def test_daxfuse_list_is_daxctl_list_for_every_flag_combination(region, layout):
     for flags in LIST_FLAGS:
         args = [f"-{flags}"] if flags else []
         assert daxfuse_list(region, *args) == daxctl(region, "list", *args).stdout, f"list {' '.join(args)}"
+
+
+def _walk(top: str) -> list[str]:
+    """Every path under top, each looked up (so the kernel caches it)."""
+    found = []
+    for parent, dirs, files in os.walk(top):
+        for name in dirs + files:
+            os.lstat(os.path.join(parent, name))
+            found.append(os.path.join(parent, name))
+    return found
+
+
+def _stale(paths: list[str]) -> list[str]:
+    """The paths that a lookup still finds though their directory no longer
+    lists them (READDIR always asks the daemon; a lookup may be answered by
+    the kernel's cache): what a change forgot to drop."""
+    stale = []
+    for path in paths:
+        parent, name = os.path.split(path)
+        try:
+            listed = name in os.listdir(parent)
+        except (FileNotFoundError, NotADirectoryError):
+            listed = False
+        if os.path.lexists(path) != listed:
+            stale.append(path)
+    return stale
+
+
+def test_the_kernel_never_finds_an_entry_a_change_removed(region):
+    """Entries are cached for seconds, and every change drops what it made
+    stale before it is answered: after each step, no path found before it
+    is found unless listed. Steps cover each place a device or region shows:
+    its driver link (unbind), its mappingN (shrink), its namespace (size 0),
+    its directories and links (destroy), a whole region (destroy-region)."""
+    d = region
+    rng = random.Random(20)
+    steps = []
+    for _ in range(40):
+        live = [n for n in os.listdir(d.path("dax"))]
+        name = rng.choice(live) if live else None
+        step = rng.choice([
+            "create-device region=0 size=4M",
+            f"disable-device {name}", f"enable-device {name}",
+            f"disable-device {name}\nresize-device {name} size=2M",
+            f"disable-device {name}\nresize-device {name} size=0",
+            f"disable-device {name}\ndestroy-device {name}",
+            "create-region size=8M align=2M id=1\ncreate-device region=1 size=4M",
+            "disable-device dax1.1\ndestroy-device dax1.1\ndestroy-region 1",
+        ])
+        before = _walk(d.path("sys")) + _walk(d.path("dax"))
+        try:
+            d.control(step)
+        except OSError:
+            continue  # refused (EBUSY, ENXIO...): nothing changed
+        steps.append(step)
+        assert not _stale(before), f"after {step!r}: {_stale(before)}"
+    assert len(steps) >= 15, steps
+
+
+def test_a_driver_link_is_gone_when_unbind_returns(region):
+    """What daxctl disable-device checks right after its write."""
+    d = region
+    d.control("create-device region=0 size=4M")
+    link = os.path.join(dev_dir(d, "dax0.0"), "driver")
+    listed = sys_path(d, "bus", "dax", "drivers", "device_dax", "dax0.0")
+    assert os.path.islink(link) and os.path.islink(listed)
+    assert write_attr(sys_path(d, "bus", "dax", "drivers", "device_dax", "unbind"), "dax0.0") == 0
+    assert not os.path.lexists(link) and not os.path.lexists(listed)
+
+
+def _requests(d) -> int:
+    """Read calls the daemon made: one per FUSE request it took, and little else."""
+    with open(f"/proc/{d.proc.pid}/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("syscr:"))
+
+
+def test_a_walk_of_cached_sysfs_asks_the_daemon_nothing(region):
+    """What makes daxctl's walks cheap at any scale: once looked up, entries
+    and attributes stay with the kernel until a change drops them, so a
+    second walk of every path, 100 devices' worth, costs no request."""
+    d = region
+    d.control("create-region size=8M align=4K id=1\n" + "\n".join(["create-device region=1 size=4K"] * 100))
+    paths = _walk(d.path("sys"))
+    assert len(paths) > 2000
+    for path in paths:  # a directory read has made its own time stale: one GETATTR each
+        os.lstat(path)
+    before = _requests(d)
+    for path in paths:
+        os.lstat(path)
+    assert _requests(d) - before < 10, "a cached lookup went to the daemon"
+    d.control("disable-device dax1.7")  # drops dax1.7's entries only
+    before = _requests(d)
+    for path in paths:
+        if not path.endswith(("device_dax/dax1.7", "dax1.7/driver")):  # the links its unbind removed
+            os.lstat(path)
+    assert 0 < _requests(d) - before < 100, "a change dropped more than its device's entries"

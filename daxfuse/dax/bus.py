@@ -34,8 +34,13 @@ DEFAULT_ALIGN = 2 << 20
 # write dirty pages back), "disabled" (dead: revoke mappings), "enabled",
 # "resized", "realigned", "removed", "flush" (write back what is held for it),
 # "poisoned", "cleared" (media errors in its ranges), "access" (owner, group
-# or mode), "window" (a window opened or closed: see window()).
-Listener = Callable[[str, DevDax], Awaitable[None]]
+# or mode), "window" (a window opened or closed: see window());
+# (event, region) for "region-added" and "region-removed"; and ("applied",
+# None) once a batch's effects are done, so that what a listener does once
+# per batch (dropping the kernel's caches) costs the same for one change
+# as for a thousand.
+Listener = Callable[[str, DevDax | DaxRegion | None], Awaitable[None]]
+QUIET_EVENTS = ("flush", "window")  # the events that change nothing a user sees
 
 
 def _check_align(align: int) -> None:
@@ -100,6 +105,7 @@ class DaxBus:
         self.scrubs = 0  # address range scrubs done (nfit/scrub)
         self.poisoning = 0  # injections writing cached pages back: writes then do not clear poison
         self.regions: dict[int, DaxRegion] = {}
+        self._by_minor: dict[int, DevDax] = {}  # the devices there are, by their dax_device's minor
         self.listeners: list[Listener] = []
         self._lock = trio.Lock()
         self._closing = False
@@ -133,9 +139,12 @@ class DaxBus:
                     self.generation += 1
                     raise
                 log.warning("%s (the next change that is recorded records this one too)", e)
-            for effect in txn.effects:
-                await effect()
-            self.changed = time.time_ns()
+            try:
+                for effect in txn.effects:
+                    await effect()
+            finally:
+                self.changed = time.time_ns()
+                await self._notify("applied", None)()
             return results
 
     async def persist(self) -> None:
@@ -155,15 +164,17 @@ class DaxBus:
         self._txn.effects.extend(effects)
         self._txn.durable |= durable
 
-    def _notify(self, event: str, dev: DevDax) -> Callable[[], Awaitable[None]]:
+    def _notify(self, event: str, subject: DevDax | DaxRegion | None) -> Callable[[], Awaitable[None]]:
         async def effect() -> None:
-            if event not in ("flush", "window"):  # the events that change nothing a user sees
-                dev.changed = dev.region.changed = time.time_ns()
+            if event not in QUIET_EVENTS and subject is not None:
+                subject.changed = time.time_ns()
+                if type(subject) is DevDax:
+                    subject.region.changed = subject.changed
             for listener in self.listeners:
                 try:
-                    await listener(event, dev)
+                    await listener(event, subject)
                 except Exception:
-                    log.exception("listener failed on %s %s", event, dev.name)
+                    log.exception("listener failed on %s %s", event, getattr(subject, "name", subject))
         return effect
 
     @property
@@ -207,6 +218,10 @@ class DaxBus:
         for region in self.regions.values():
             yield from region.devices.values()
 
+    def device_of_minor(self, minor: int) -> DevDax | None:
+        """The device whose dax_device has minor, if there is one (/sys/dev/char)."""
+        return self._by_minor.get(minor)
+
     # --- regions -------------------------------------------------------------------
     def create_region(self, size: int, align: int = DEFAULT_ALIGN, id_: int | None = None) -> DaxRegion:
         _check_align(align)
@@ -232,7 +247,7 @@ class DaxBus:
         region = DaxRegion(id_, Range(start, start + size), align)
         self.memory.ensure(region.res.end)
         self.regions[region.id] = region
-        self._record(lambda: self.regions.pop(region.id))
+        self._record(lambda: self.regions.pop(region.id), self._notify("region-added", region))
         self._new_device(region, align)  # born with its seed daxR.0, as a kernel region
         return region
 
@@ -246,7 +261,7 @@ class DaxBus:
         for dev in list(region.devices.values()):
             self.destroy_device(dev.name)
         del self.regions[id_]
-        self._record(lambda: self.regions.__setitem__(id_, region))
+        self._record(lambda: self.regions.__setitem__(id_, region), self._notify("region-removed", region))
 
     # --- devices --------------------------------------------------------------------------
     def create_device(self, region_id: int, size: int | None = None, align: int | None = None,
@@ -281,6 +296,7 @@ class DaxBus:
         dev.dax_dev = self.core.alloc_dax(dev)  # may fail: nothing claimed yet
         dev.id = region.ida.get()
         region.devices[dev.id] = dev
+        self._by_minor[dev.dax_dev.minor] = dev
         self._set_seeds(region, region.seed or dev, dev)
         self._record(lambda: self._unpublish(dev), self._notify("added", dev))
         return dev
@@ -296,6 +312,7 @@ class DaxBus:
 
     def _unpublish(self, dev: DevDax) -> None:
         del dev.region.devices[dev.id]
+        del self._by_minor[dev.dax_dev.minor]
         dev.region.ida.remove(dev.id)
         self.core.put_dax(dev.dax_dev)
 
@@ -305,11 +322,17 @@ class DaxBus:
             raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
         region = dev.region
         del region.devices[dev.id]
+        del self._by_minor[dev.dax_dev.minor]
+        for r in dev.ranges:  # free for the next device; dev keeps its size for those who hold it
+            region.give(r)
         self._set_seeds(region, None if region.seed is dev else region.seed,
                         None if region.youngest is dev else region.youngest)
 
         def undo() -> None:
             region.devices[dev.id] = dev
+            self._by_minor[dev.dax_dev.minor] = dev
+            for r in dev.ranges:
+                region.take(r)
 
         async def release() -> None:
             dev.region.ida.remove(dev.id)
@@ -343,8 +366,7 @@ class DaxBus:
         r = Range(start, end + 1)
         if r.size <= 0 or r.start % dev.align or r.size % dev.align:
             raise DaxError(errno.EINVAL, f"mapping {start:#x}-{end:#x} is not aligned to {size_text(dev.align)}")
-        if not any(h.start <= r.start and r.end <= h.end
-                   for h in _holes([x for x, _ in dev.region.allocated()], dev.region.res)):
+        if not any(h.start <= r.start and r.end <= h.end for h in dev.region.free):
             raise DaxError(errno.ENOSPC, f"{start:#x}-{end:#x} is not free in region {dev.region.id}")
         old = dev.ranges
         dev.set_ranges(old + [r])
@@ -358,7 +380,7 @@ class DaxBus:
         if size < dev.size:
             ranges = self._plan_shrink(dev.ranges, size)
         else:
-            ranges = self._plan_grow(dev.region, dev.ranges, dev, size - dev.size, dev.align)
+            ranges = self._plan_grow(dev.region, dev.ranges, size - dev.size, dev.align)
         old = dev.ranges
         dev.set_ranges(ranges)
         self._record(lambda: dev.set_ranges(old), self._notify("resized", dev))
@@ -519,6 +541,7 @@ class DaxBus:
                 region.ida.claim(dev.id)
                 dev.set_ranges([Range(start, end) for start, end in d["ranges"]])
                 region.devices[dev.id] = dev
+                self._by_minor[dev.dax_dev.minor] = dev
                 if d.get("window"):
                     windowed.append(dev)
                 if d["enabled"]:
@@ -627,17 +650,14 @@ class DaxBus:
         return kept
 
     @staticmethod
-    def _plan_grow(region: DaxRegion, ranges: list[Range], dev: DevDax | None,
-                   to_alloc: int, align: int) -> list[Range]:
+    def _plan_grow(region: DaxRegion, ranges: list[Range], to_alloc: int, align: int) -> list[Range]:
         """First fit over the region's holes in address order; a hole right
         after the device's last range extends it (dev_dax_resize)."""
         if to_alloc > region.available_size:
             raise DaxError(errno.ENOSPC, f"region {region.id} has {size_text(region.available_size)} "
                                          f"available, {size_text(to_alloc)} asked")
         ranges = list(ranges)
-        busy = [r for r, owner in region.allocated() if owner is not dev] + ranges
-        busy.sort(key=lambda r: r.start)
-        for hole in _holes(busy, region.res):
+        for hole in region.free:
             if not to_alloc:
                 break
             fit = _align_in(hole, align)

@@ -55,19 +55,36 @@ class DaxRegion:
         self.seed: DevDax | None = None
         self.youngest: DevDax | None = None
         self.changed = time.time_ns()  # of its devices or available size: what stat reports
+        # What no device holds: holes in address order, apart (the kernel's
+        # resource tree under the region), kept as devices take and give
+        # ranges, so that no change costs more as the region has more devices.
+        self.free: list[Range] = [res]
+        self.available_size = res.size
 
     @property
     def size(self) -> int:
         return self.res.size
 
-    @property
-    def available_size(self) -> int:
-        return self.size - sum(d.size for d in self.devices.values())
+    def take(self, r: Range) -> None:
+        """r, which must lie in one hole, is a device's now."""
+        i = bisect_right(self.free, r.start, key=lambda hole: hole.start) - 1
+        hole = self.free[i]
+        assert i >= 0 and hole.start <= r.start and r.end <= hole.end, f"{r} is not free in region {self.id}"
+        self.free[i:i + 1] = [h for h in (Range(hole.start, r.start), Range(r.end, hole.end)) if h.size]
+        self.available_size -= r.size
 
-    def allocated(self) -> list[tuple[Range, "DevDax"]]:
-        """Every device range in the region, in address order."""
-        return sorted(((r, d) for d in self.devices.values() for r in d.ranges),
-                      key=lambda rd: rd[0].start)
+    def give(self, r: Range) -> None:
+        """r is free again (merged with the holes beside it)."""
+        i = bisect_right(self.free, r.start, key=lambda hole: hole.start)
+        start, end, lo, hi = r.start, r.end, i, i
+        if lo > 0 and self.free[lo - 1].end == start:
+            lo -= 1
+            start = self.free[lo].start
+        if hi < len(self.free) and self.free[hi].start == end:
+            end = self.free[hi].end
+            hi += 1
+        self.free[lo:hi] = [Range(start, end)]
+        self.available_size += r.size
 
 
 class DevDax:
@@ -95,6 +112,11 @@ class DevDax:
         return self._starts[-1]
 
     def set_ranges(self, ranges: list[Range]) -> None:
+        """Hold ranges from now on, in this order (the region's free space follows)."""
+        for r in self.ranges:
+            self.region.give(r)
+        for r in ranges:
+            self.region.take(r)
         self.ranges = ranges
         starts = [0]
         for r in ranges:

@@ -14,6 +14,8 @@
 #include <linux/close_range.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -45,20 +47,46 @@ dev_t chardev_of(dev_t dev, ino_t ino, mode_t mode)
 	return 0;
 }
 
+/* fd's file system, inode number and type, from what the kernel holds:
+ * they never change for an open file, and a FUSE file's times, which a
+ * read makes stale, would otherwise cost the daemon a GETATTR (daxctl
+ * opens four sysfs attributes per device). fstat where statx is refused
+ * (seccomp filters of older container runtimes). */
+static int identity(int fd, dev_t *dev, ino_t *ino, mode_t *mode)
+{
+	struct statx stx;
+	struct stat64 st;
+
+	if (syscall(SYS_statx, fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_INO, &stx) == 0) {
+		*dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+		*ino = stx.stx_ino;
+		*mode = stx.stx_mode;
+		return 0;
+	}
+	RESOLVE(fstat64);
+	if (errno == EBADF || REAL(fstat64)(fd, &st) != 0)
+		return -1;
+	*dev = st.st_dev;
+	*ino = st.st_ino;
+	*mode = st.st_mode;
+	return 0;
+}
+
 /* What fd is, asking the kernel. An O_PATH fd is no device to read, write
  * or map: the kernel answers EBADF to those itself. */
 static int kind_now(int fd, long *minor)
 {
-	struct stat64 st;
+	dev_t dev;
+	ino_t ino;
+	mode_t mode;
 
-	RESOLVE(fstat64);
 	RESOLVE(fcntl);
-	if (!cfg.active || REAL(fstat64)(fd, &st) != 0 || (REAL(fcntl)(fd, F_GETFL) & O_PATH))
+	if (!cfg.active || identity(fd, &dev, &ino, &mode) != 0 || (REAL(fcntl)(fd, F_GETFL) & O_PATH))
 		return FD_OTHER;
-	*minor = dev_minor(st.st_dev, st.st_ino, st.st_mode);
+	*minor = dev_minor(dev, ino, mode);
 	if (*minor >= 0)
 		return FD_DAX;
-	return chardev_of(st.st_dev, st.st_ino, st.st_mode) ? FD_NDCTL : FD_OTHER;
+	return chardev_of(dev, ino, mode) ? FD_NDCTL : FD_OTHER;
 }
 
 static void note(int fd)
