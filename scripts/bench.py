@@ -510,7 +510,9 @@ def table(result: dict) -> str:
     lines += ["", "| control plane and memory | daxfuse | target |", "|---|---|---|"]
     for key, label, unit, target in CONTROL_ROWS:
         if key in result["control"]:
-            lines.append(f"| {label} ({unit}) | {result['control'][key]:.1f} | {target} |")
+            value = result["control"][key]
+            lines.append(f"| {label} ({unit}) | {value:.2f} | {target} |" if unit == "s" else
+                         f"| {label} ({unit}) | {value:.1f} | {target} |")
     return "\n".join(lines)
 
 
