@@ -146,9 +146,7 @@ async def _shut_down(ops: DaxOperations) -> None:
     clients read their batches' results, then end the FUSE loop."""
     async with ops.bus.closed():
         await ops.write_back()
-        await ops.bus.close_windows()
-        if ops.bus.store is not None:
-            await trio.to_thread.run_sync(ops.bus.store.end)
+        await ops.bus.stop_serving()
         await ops.tree.control.drained(CONTROL_DRAIN)
         pyfuse3.terminate()
 
@@ -240,8 +238,7 @@ def run(config: MountConfig) -> None:
                     bus.restore(record)
                 if not os.path.exists(store.marker):
                     made.append(store.marker)
-                if store.begin(memory.fileno()):  # the daemon that served it died: an unsafe shutdown
-                    bus.note_unsafe_shutdown()
+                if bus.start_serving():
                     log.warning("%s: the last daemon did not shut down cleanly (unsafe shutdowns: %d)",
                                 config.memory_file, bus.dirty_shutdown)
             try:

@@ -42,7 +42,7 @@ import numpy as np
 import trio
 
 from . import wire
-from .dax import DaxBus, DevDax
+from .dax import DaxBus, DevDax, Event
 from .dax.grant import Peer, grant, poison
 from .devt import DAX_INO_BASE
 from .errors import DaxError
@@ -152,9 +152,9 @@ class DirectServer:
         gen = 0 if gone or dev.window is None else dev.window.serial
         self._table[dev.dax_dev.minor] = gen << 1 | (not gone and dev.dax_dev.alive)
 
-    async def _on_change(self, event: str, dev: DevDax) -> None:
-        if event in ("added", "enabled", "disabled", "window", "removed"):
-            self._publish(dev, gone=event == "removed")
+    async def _on_change(self, event: Event, dev) -> None:
+        if event in (Event.ADDED, Event.ENABLED, Event.DISABLED, Event.WINDOW, Event.REMOVED):
+            self._publish(dev, gone=event is Event.REMOVED)
 
     # --- serving ------------------------------------------------------------------------------------
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -21,7 +21,7 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from .dax import DaxBus, DaxFile, DevDax
+from .dax import DaxBus, DaxFile, DevDax, Event
 from .errors import DaxError
 from .nodes import Attr, Chardev, Device, Dir, Link, Mountpoint
 from .tree import Tree
@@ -37,6 +37,12 @@ DEVICE_DIRS = (DAX_DIR, ("dev",))  # where devices have entries, with the device
 # the bus's back: the kernel asks for those again after a few seconds.
 _TIMEOUT = 3600.0
 _HOST_TIMEOUT = 10.0
+# The changes after which a device's cached pages must go (dirty ones
+# written back first); the others drop only its attributes (size, times).
+# Not CLEARED: a poisoned page is never cached (its reads fail), and a
+# clear-on-write comes inside a WRITE whose pages stay locked until it is
+# answered.
+_DROP_PAGES = (Event.DISABLING, Event.DISABLED, Event.RESIZED, Event.REMOVED, Event.FLUSH, Event.POISONED)
 
 
 def _handler(fn):
@@ -324,23 +330,21 @@ class DaxOperations(pyfuse3.Operations):
         self._handles.pop(fh).release()
 
     # --- lifecycle: keep the kernel's caches true ----------------------------------------
-    async def _on_change(self, event: str, subject) -> None:
-        if event == "applied":
+    async def _on_change(self, event: Event, subject) -> None:
+        if event is Event.APPLIED:
             await self._drop_stale()
             return
-        if event == "window":  # where the data lives: nothing the kernel caches changes
+        if event is Event.WINDOW:  # where the data lives: nothing the kernel caches changes
             return
         self._times_stale = True
-        if event != "flush":
+        if event is not Event.FLUSH:
             for parent, name in self.tree.places(subject):
-                if parent not in DEVICE_DIRS or event == "removed":
+                if parent not in DEVICE_DIRS or event is Event.REMOVED:
                     self._stale.add((parent, name))
         if type(subject) is DevDax and subject.dax_dev.ino in self._devices:
             # Inline this deadlocks: the kernel writes dirty mapped pages
             # back through WRITE requests that only the trio thread answers.
-            # Other changes need only the attributes (size, times) dropped.
-            data = event in ("disabling", "disabled", "resized", "removed", "flush", "poisoned", "cleared")
-            await trio.to_thread.run_sync(self._invalidate_inode, subject.dax_dev.ino, not data)
+            await trio.to_thread.run_sync(self._invalidate_inode, subject.dax_dev.ino, event not in _DROP_PAGES)
 
     async def _drop_stale(self) -> None:
         """Drop, in one go per batch, the entries its changes made stale

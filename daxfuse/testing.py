@@ -21,6 +21,7 @@ error too, with its log.
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -53,7 +54,7 @@ class DaxMount:
         self._sock.bind("\0" + notify)
         self._sock.settimeout(0.2)
         try:
-            with open(self.log_path, "wb") as log:
+            with open(self.log_path, "ab") as log:  # O_APPEND: what else writes there stays
                 self.proc = subprocess.Popen([*DAXFUSE, "mount", "--foreground", self.mountpoint, *options],
                                              env={**os.environ, "NOTIFY_SOCKET": "@" + notify}, stdin=subprocess.DEVNULL,
                                              stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
@@ -174,7 +175,17 @@ class DaxMount:
                     f"forced off (umount -f, SIGKILL); its log:\n{self.log()}")
         if rc != 0 or left:
             return f"daxfuse daemon of {self.mountpoint} exited {rc}{', its mount left' if left else ''}:\n{self.log()}"
+        if failures := self.failures():
+            return f"daxfuse daemon of {self.mountpoint} logged what it never should:\n" + "\n".join(failures)
         return None
+
+    def failures(self) -> list[str]:
+        """The log's errors and tracebacks: a request answered EIO for a bug,
+        a listener that failed. Any is a failure of the test that caused
+        it, as s3ql's checklogs makes one (expected trouble logs warnings)."""
+        lines = self.log().splitlines()
+        return [line for line in lines if re.match(r"daxfuse\[\d+\] (ERROR|CRITICAL):", line)
+                or line.startswith("Traceback")]
 
 
 def skip_without_fuse() -> None:

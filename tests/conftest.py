@@ -1,5 +1,6 @@
 """Shared fixtures. Mounted tests run a real daxfuse daemon on a temp dir,
 through daxfuse.testing (the plugin downstream suites use)."""
+import logging
 import os
 import pwd
 import subprocess
@@ -47,6 +48,18 @@ def as_user(uid: int, *argv: str, gid: int | None = None, env: dict | None = Non
                               capture_output=True, text=True, timeout=timeout, check=check, **kw)
     finally:
         os.rmdir(reach)
+
+
+@pytest.fixture(autouse=True)
+def checklogs(request, caplog):
+    """A test fails on an error that code it ran in this process logged (a
+    listener that failed, a request answered EIO for a bug), as s3ql's
+    checklogs fails one; daemons' logs are checked by DaxMount.teardown.
+    A test that provokes one on purpose is marked logs_errors."""
+    yield
+    errors = [r.getMessage() for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    if errors and not request.node.get_closest_marker("logs_errors"):
+        pytest.fail("logged errors: " + "; ".join(errors), pytrace=False)
 
 
 @pytest.fixture(scope="session")

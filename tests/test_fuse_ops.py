@@ -31,6 +31,7 @@ def errno_of(coro_fn, *args) -> int:
     return trio.run(run)
 
 
+@pytest.mark.logs_errors
 def test_unexpected_exception_is_logged_and_answered_eio(ops, caplog):
     with caplog.at_level(logging.ERROR, logger="daxfuse.fuse_ops"):
         assert errno_of(ops.read, 12345, 0, 10) == errno.EIO  # no such handle: a KeyError inside

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from daxfuse.core import DaxCore
-from daxfuse.dax import DaxBus
+from daxfuse.dax import DaxBus, DaxFile
 from daxfuse.dax.layout import LayoutStore, _checksum
 from daxfuse.errors import DaxError
 from daxfuse.memory import MemoryFile
@@ -88,3 +88,23 @@ def test_a_change_whose_record_cannot_be_written_is_undone(bus, tmp_path):
     os.rmdir(bus.store.path + ".tmp")
     trio.run(bus.apply, [P(bus.disable_device, "dax0.0")])
     assert not bus.device("dax0.0").enabled
+
+
+def test_writes_that_clear_poison_at_once_are_recorded_one_at_a_time(bus):
+    """Clear-on-write is a change of the bus like any other: made under its
+    lock, its record written once the one before is. Forty writes over forty
+    poisoned sectors at once (the race: forty saves of one PATH.layout.tmp
+    at a time): each is answered, no poison is left, and the record says so."""
+    trio.run(bus.apply, [P(bus.inject_error, "dax0.0", 8 * i) for i in range(40)])
+    f = DaxFile(bus, bus.device("dax0.0").dax_dev)
+
+    async def all_at_once():
+        async with trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(f.write, 8 * i * 512, b"w" * 512)
+    trio.run(all_at_once)
+    f.release()
+    assert not bus.badblocks and not bus.injected
+    record = LayoutStore(bus.store.path[:-len(".layout")]).load()
+    assert record["badblocks"] == record["injected"] == []
+    assert not os.path.exists(bus.store.path + ".tmp")

@@ -160,3 +160,39 @@ def test_unmodified_ndctl_inject_error(d):
         assert f.read() == "40 3\n"
     (ns,) = json.loads(ndctl("list", "-N", "--media-errors"))
     assert ns["badblocks"] == [{"offset": 40, "length": 3, "dimms": ["nmem0"]}]
+
+
+REMAPPER = textwrap.dedent("""
+    import mmap, os, sys
+    fd = os.open("/dev/dax0.0", os.O_RDWR)
+    for line in sys.stdin:  # each line: map again, and read the page it names
+        page = int(line)
+        with mmap.mmap(fd, 2 << 20, mmap.MAP_SHARED) as m:
+            print(page, m[page * 4096:page * 4096 + 5].decode(), flush=True)
+""")
+
+
+def test_a_write_that_clears_poison_gives_a_direct_mapping_its_page_back(d):
+    """Clear-on-write is a change of the bus with its event: a process that
+    mapped the device around the poison, and maps it again after a write
+    cleared it, reads the page (it was SIGBUSed: its copy of the window's
+    mapping still had the hole)."""
+    fd = os.open(d.path("dax", "dax0.0"), os.O_RDWR)
+    os.pwrite(fd, b"page0" + b"\0" * (PAGE - 5) + b"page1", 0)
+    proc = subprocess.Popen([*DAXFUSE, "exec", "-m", d.mountpoint, "--", sys.executable, "-c", REMAPPER],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        def read(page: int) -> str:
+            proc.stdin.write(f"{page}\n")
+            proc.stdin.flush()
+            return proc.stdout.readline()
+        assert read(0) == "0 page0\n"
+        d.control("inject-error dax0.0 block=8 count=8")  # page 1
+        assert read(0) == "0 page0\n", "mapped again, around the poison"
+        os.pwrite(fd, b"clean" + b"\0" * (PAGE - 5), PAGE)  # covers the poison whole: cleared
+        assert badblocks(d) == []
+        assert read(1) == "1 clean\n"
+    finally:
+        proc.stdin.close()
+        assert proc.wait(30) == 0
+        os.close(fd)

@@ -65,6 +65,20 @@ def test_a_failing_test_still_unmounts(fuse, tmp_path):
     assert left(tmp_path) == []
 
 
+def test_an_error_in_the_daemons_log_fails_the_test(fuse, tmp_path):
+    """As s3ql's checklogs: a traceback or an ERROR line in the daemon's log
+    (a request answered EIO for a bug, a listener that failed) fails the
+    test that caused it, though the test itself passed."""
+    r = pytest_run(tmp_path, """
+        def test_passes(daxfuse_mount):
+            with open(daxfuse_mount.log_path, "a") as log:  # what a daemon bug would leave
+                log.write("daxfuse[1] ERROR: listener failed on added dax0.1\\nTraceback (most recent call last):\\n")
+    """)
+    assert r.returncode == 1 and "1 passed, 1 error" in r.stdout, r.stdout
+    assert "logged what it never should" in r.stdout and "listener failed on added" in r.stdout
+    assert left(tmp_path) == []
+
+
 def test_a_hung_daemon_is_forced_off_and_named(fuse, tmp_path):
     """SIGSTOP stands in for a deadlock: SIGTERM does nothing, a reader
     blocks on the mount; teardown waits, then umount -f frees both."""

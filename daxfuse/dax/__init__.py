@@ -2,6 +2,7 @@
 carved from regions (the kernel's drivers/dax/bus.c and device.c)."""
 from .bus import ALIGNS, DaxBus
 from .device import Access, DaxRegion, DevDax, Range
+from .events import Event
 from .file import DaxFile
 
-__all__ = ["ALIGNS", "Access", "DaxBus", "DaxFile", "DaxRegion", "DevDax", "Range"]
+__all__ = ["ALIGNS", "Access", "DaxBus", "DaxFile", "DaxRegion", "DevDax", "Event", "Range"]

@@ -24,23 +24,13 @@ from ..memory import MemoryFile, Window
 from ..units import ID_MAX, INT_MAX, parse_index, size_text
 from .badblocks import SECTOR, Badblocks, sectors
 from .device import Access, DaxRegion, DevDax, Range
+from .events import Event, Listener
 
 log = logging.getLogger(__name__)
 
 ALIGNS = (4 << 10, 2 << 20, 1 << 30)
 DEFAULT_ALIGN = 2 << 20
 
-# A listener hears (event, dev_dax) for: "added", "disabling" (still alive:
-# write dirty pages back), "disabled" (dead: revoke mappings), "enabled",
-# "resized", "realigned", "removed", "flush" (write back what is held for it),
-# "poisoned", "cleared" (media errors in its ranges), "access" (owner, group
-# or mode), "window" (a window opened or closed: see window());
-# (event, region) for "region-added" and "region-removed"; and ("applied",
-# None) once a batch's effects are done, so that what a listener does once
-# per batch (dropping the kernel's caches) costs the same for one change
-# as for a thousand.
-Listener = Callable[[str, DevDax | DaxRegion | None], Awaitable[None]]
-QUIET_EVENTS = ("flush", "window")  # the events that change nothing a user sees
 
 
 def _check_align(align: int) -> None:
@@ -144,7 +134,7 @@ class DaxBus:
                     await effect()
             finally:
                 self.changed = time.time_ns()
-                await self._notify("applied", None)()
+                await self._notify(Event.APPLIED, None)()
             return results
 
     async def persist(self) -> None:
@@ -164,9 +154,9 @@ class DaxBus:
         self._txn.effects.extend(effects)
         self._txn.durable |= durable
 
-    def _notify(self, event: str, subject: DevDax | DaxRegion | None) -> Callable[[], Awaitable[None]]:
+    def _notify(self, event: Event, subject: DevDax | DaxRegion | None) -> Callable[[], Awaitable[None]]:
         async def effect() -> None:
-            if event not in QUIET_EVENTS and subject is not None:
+            if not event.quiet and subject is not None:
                 subject.changed = time.time_ns()
                 if type(subject) is DevDax:
                     subject.region.changed = subject.changed
@@ -174,7 +164,7 @@ class DaxBus:
                 try:
                     await listener(event, subject)
                 except Exception:
-                    log.exception("listener failed on %s %s", event, getattr(subject, "name", subject))
+                    log.exception("listener failed on %s %s", event.value, getattr(subject, "name", subject))
         return effect
 
     @property
@@ -247,7 +237,7 @@ class DaxBus:
         region = DaxRegion(id_, Range(start, start + size), align)
         self.memory.ensure(region.res.end)
         self.regions[region.id] = region
-        self._record(lambda: self.regions.pop(region.id), self._notify("region-added", region))
+        self._record(lambda: self.regions.pop(region.id), self._notify(Event.REGION_ADDED, region))
         self._new_device(region, align)  # born with its seed daxR.0, as a kernel region
         return region
 
@@ -261,7 +251,7 @@ class DaxBus:
         for dev in list(region.devices.values()):
             self.destroy_device(dev.name)
         del self.regions[id_]
-        self._record(lambda: self.regions.__setitem__(id_, region), self._notify("region-removed", region))
+        self._record(lambda: self.regions.__setitem__(id_, region), self._notify(Event.REGION_REMOVED, region))
 
     # --- devices --------------------------------------------------------------------------
     def create_device(self, region_id: int, size: int | None = None, align: int | None = None,
@@ -298,7 +288,7 @@ class DaxBus:
         region.devices[dev.id] = dev
         self._by_minor[dev.dax_dev.minor] = dev
         self._set_seeds(region, region.seed or dev, dev)
-        self._record(lambda: self._unpublish(dev), self._notify("added", dev))
+        self._record(lambda: self._unpublish(dev), self._notify(Event.ADDED, dev))
         return dev
 
     def _set_seeds(self, region: DaxRegion, seed: DevDax | None, youngest: DevDax | None) -> None:
@@ -338,7 +328,7 @@ class DaxBus:
             dev.region.ida.remove(dev.id)
             self.core.put_dax(dev.dax_dev)
 
-        self._record(undo, self._notify("removed", dev), release)
+        self._record(undo, self._notify(Event.REMOVED, dev), release)
 
     def create_seed(self, region_id: int) -> DevDax:
         """sysfs `create`: a new size-0 disabled device; ENOSPC on a full region."""
@@ -370,7 +360,7 @@ class DaxBus:
             raise DaxError(errno.ENOSPC, f"{start:#x}-{end:#x} is not free in region {dev.region.id}")
         old = dev.ranges
         dev.set_ranges(old + [r])
-        self._record(lambda: dev.set_ranges(old), self._notify("resized", dev))
+        self._record(lambda: dev.set_ranges(old), self._notify(Event.RESIZED, dev))
 
     def resize_device(self, name: str, size: int) -> None:
         dev = self.device(name)
@@ -383,7 +373,7 @@ class DaxBus:
             ranges = self._plan_grow(dev.region, dev.ranges, size - dev.size, dev.align)
         old = dev.ranges
         dev.set_ranges(ranges)
-        self._record(lambda: dev.set_ranges(old), self._notify("resized", dev))
+        self._record(lambda: dev.set_ranges(old), self._notify(Event.RESIZED, dev))
 
     def set_align(self, name: str, align: int) -> None:
         dev = self.device(name)
@@ -395,7 +385,7 @@ class DaxBus:
                 raise DaxError(errno.EINVAL, f"{name} range {r.start:#x}-{r.end - 1:#x} is not aligned to {size_text(align)}")
         old = dev.align
         dev.align = align
-        self._record(lambda: setattr(dev, "align", old), self._notify("realigned", dev))
+        self._record(lambda: setattr(dev, "align", old), self._notify(Event.REALIGNED, dev))
 
     def set_access(self, name: str, uid: int | None = None, gid: int | None = None,
                    mode: int | None = None) -> None:
@@ -407,7 +397,7 @@ class DaxBus:
                      old.gid if gid is None else _check_id(gid, "gid"),
                      old.mode if mode is None else _check_mode(mode))
         dev.access = new
-        self._record(lambda: setattr(dev, "access", old), self._notify("access", dev))
+        self._record(lambda: setattr(dev, "access", old), self._notify(Event.ACCESS, dev))
 
     def disable_device(self, name: str) -> None:
         dev = self.device(name)
@@ -422,7 +412,7 @@ class DaxBus:
             await self._close_window(dev)
 
         self._record(lambda: setattr(dev, "enabled", True),
-                     self._notify("disabling", dev), kill, revoke, self._notify("disabled", dev), durable=False)
+                     self._notify(Event.DISABLING, dev), kill, revoke, self._notify(Event.DISABLED, dev), durable=False)
 
     def enable_device(self, name: str) -> None:
         dev = self.device(name)
@@ -434,7 +424,7 @@ class DaxBus:
         region = dev.region
         if region.seed is dev:
             self._set_seeds(region, None, region.youngest)
-        self._record(lambda: setattr(dev, "enabled", False), self._run(dev), self._notify("enabled", dev),
+        self._record(lambda: setattr(dev, "enabled", False), self._run(dev), self._notify(Event.ENABLED, dev),
                      durable=False)
 
     def _run(self, dev: DevDax) -> Callable[[], Awaitable[None]]:
@@ -453,7 +443,7 @@ class DaxBus:
             await trio.to_thread.run_sync(lambda: [w.flush() for w in windows] and None)
             await trio.to_thread.run_sync(self.memory.flush, 0, self.memory.size)
 
-        self._record(lambda: None, *[self._notify("flush", d) for d in devices], sync)
+        self._record(lambda: None, *[self._notify(Event.FLUSH, d) for d in devices], sync)
 
     # --- windows: a device's memory in a file of its own (memory/window.py) ---------------------------
     async def window(self, dev: DevDax) -> Window:
@@ -470,7 +460,7 @@ class DaxBus:
                 raise DaxError(errno.ENXIO, f"{dev.name} is disabled")
             if dev.window is None:
                 await self._moving(dev, functools.partial(self._open_window, dev))
-                await self._notify("window", dev)()
+                await self._notify(Event.WINDOW, dev)()
             return dev.window
 
     async def _open_window(self, dev: DevDax) -> None:
@@ -502,7 +492,7 @@ class DaxBus:
                 await self.persist()  # a record that still names it is right too: nothing to move back
             except DaxError as e:
                 log.warning("%s: %s", dev.name, e)
-        await self._notify("window", dev)()
+        await self._notify(Event.WINDOW, dev)()
 
     async def _moving(self, dev: DevDax, work: Callable[[], Awaitable[None]]) -> None:
         """Run work while dev's I/O waits (DaxFile._enter), once the I/O
@@ -515,15 +505,23 @@ class DaxBus:
             moved, dev.moving = dev.moving, None
             moved.set()
 
-    async def close_windows(self) -> None:
-        """A clean shutdown: every window moves back, as the devices go."""
+    def start_serving(self) -> bool:
+        """A daemon serves this memory from now on (its store marks it
+        running). Whether the last one died serving it: an unsafe shutdown,
+        which the DIMM's count records with the layout's next write."""
+        if self.store is None or not self.store.begin(self.memory.fileno()):
+            return False
+        self.dirty_shutdown += 1
+        return True
+
+    async def stop_serving(self) -> None:
+        """A clean stop, once clients' dirty pages are written back: every
+        window moves back, as the devices go, and the store marks the stop
+        clean (every store is in the memory file). Inside closed()."""
         for dev in list(self.devices()):
             await self._close_window(dev)
-
-    def note_unsafe_shutdown(self) -> None:
-        """The daemon that served this memory died serving it: the DIMM's
-        unsafe-shutdown count grows (recorded with the layout's next write)."""
-        self.dirty_shutdown += 1
+        if self.store is not None:
+            await trio.to_thread.run_sync(self.store.end)
 
     # --- a layout restored ------------------------------------------------------------------------
     def restore(self, record: dict) -> None:
@@ -583,7 +581,7 @@ class DaxBus:
 
         def undo() -> None:
             self.badblocks, self.injected = old
-        notifies = [self._notify("poisoned" if poison else "cleared", d) for d in touched]
+        notifies = [self._notify(Event.POISONED if poison else Event.CLEARED, d) for d in touched]
 
         async def effect() -> None:
             """Direct mappings of the devices go (mappers map them again,
@@ -622,6 +620,11 @@ class DaxBus:
     def clear_physical(self, start: int, length: int) -> None:
         """ND_IOCTL_CLEAR_ERROR: the poison of a physical range cleared."""
         self._change_media(self._region_sectors(start, length), poison=False, injected=True)
+
+    def clear_written(self, pieces: list[tuple[int, int]]) -> None:
+        """The pmem driver's clear-on-write: sectors a write covered whole are
+        clean again (DaxFile.write checked that it covered them whole)."""
+        self._change_media(pieces, poison=False, injected=True)
 
     def start_scrub(self) -> None:
         """nfit/scrub: a scrub, done at once (injected errors are poisoned as they are injected)."""

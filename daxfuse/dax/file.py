@@ -7,6 +7,7 @@ every later one fails with ENXIO. Page-fault fills and writeback reach us as
 read and write; mmap itself is never seen (a FUSE limitation).
 """
 import errno
+import functools
 
 import trio
 
@@ -70,14 +71,17 @@ class DaxFile:
         return b"".join(pieces)
 
     async def write(self, offset: int, data) -> int:
-        """Write what fits; ENOSPC at or past the end, as a block device."""
+        """Write what fits; ENOSPC at or past the end, as a block device. A
+        write that covers whole poisoned sectors clears them (the pmem
+        driver's clear-on-write), as a change of the bus: it is answered
+        once that change is recorded."""
         idx = await self._enter()
         try:
             dev = self.dax_dev.private
             if offset >= dev.size and data:
                 raise DaxError(errno.ENOSPC, f"write at {offset:#x} is past the end of {dev.name} ({dev.size:#x})")
             segments = list(dev.segments(offset, len(data)))
-            cleared = self.bus.badblocks and not self.bus.poisoning and self._clear_on_write(segments)
+            poisoned = self._poisoned(segments) if self.bus.badblocks and not self.bus.poisoning else []
             done = sum(n for _, n in segments)
             if dev.window is not None:
                 dev.window.write(offset, data[:done])
@@ -88,25 +92,21 @@ class DaxFile:
                     done += n
         finally:
             self.core.read_unlock(idx)
-        if cleared:
-            await self.bus.persist()  # the write is answered once its record is durable
+        if poisoned:  # outside the read lock: a disable queued on the bus waits for its readers
+            await self.bus.apply([functools.partial(self.bus.clear_written, poisoned)])
         return done
 
-    def _clear_on_write(self, segments) -> bool:
-        """The pmem driver's clear-on-write: a write covering whole poisoned
-        sectors clears them; one over part of a poisoned sector fails (EIO)."""
-        bad = self.bus.badblocks
+    def _poisoned(self, segments) -> list[tuple[int, int]]:
+        """The poisoned sectors a write over segments covers, which it clears;
+        EIO for a write over part of a poisoned sector."""
+        bad, covered = self.bus.badblocks, []
         for phys, n in segments:
-            first, count = sectors(phys, n)
             whole_first, whole_count = whole_sectors(phys, n)
-            for s, c in bad.within(first, count):
+            for s, c in bad.within(*sectors(phys, n)):
                 if s < whole_first or s + c > whole_first + whole_count:
                     raise DaxError(errno.EIO, f"a write over part of a poisoned sector ({s})")
-        for phys, n in segments:
-            bad.remove(*sectors(phys, n))
-            self.bus.injected.remove(*sectors(phys, n))
-        self.bus.generation += 1  # the layout shows the badblocks
-        return True
+                covered.append((s, c))
+        return covered
 
     async def fsync(self) -> None:
         """msync the device's ranges; the read side is held across the wait."""
