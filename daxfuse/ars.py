@@ -16,18 +16,20 @@ done: a call that fails changes nothing.
 import errno
 import struct
 
+from . import wire
 from .dax import DaxBus
 from .dax.badblocks import SECTOR
 from .errors import DaxError
 
-ARS_CAP, ARS_START, ARS_STATUS, CLEAR_ERROR, CALL = 1, 2, 3, 4, 10
+ARS_CAP, ARS_START, ARS_STATUS = wire.ND_ARS_CAP, wire.ND_ARS_START, wire.ND_ARS_STATUS
+CLEAR_ERROR, CALL = wire.ND_CLEAR_ERROR, wire.ND_CALL
 INJECT_SET, INJECT_CLEAR, INJECT_GET = 7, 8, 9  # ND_IOCTL_CALL commands of the NFIT bus family
-MAX_ARS_OUT = 48 + 64 * 24  # room for 64 records in an ARS status
+MAX_ARS_OUT = wire.ND_ARS_STATUS_SIZE  # room for 64 records in an ARS status: what the library sends
 CLEAR_ERR_UNIT = SECTOR
 ARS_TYPES = 3 << 16  # persistent and volatile scrubs supported (status' high half)
 # the payload each command reads and writes: struct nd_cmd_ars_cap, _start, _clear_error; at least
 # the head of nd_cmd_ars_status and of nd_cmd_pkg
-PAYLOAD = {ARS_CAP: 32, ARS_START: 32, ARS_STATUS: 48, CLEAR_ERROR: 32, CALL: 64}
+PAYLOAD = {ARS_CAP: 32, ARS_START: 32, ARS_STATUS: 48, CLEAR_ERROR: 32, CALL: wire.ND_PKG_HEAD}
 # ND_IOCTL_CALL's nd_cmd_ars_err_inj: base, length and (to set) options in; a status out
 INJECTION_IN = {INJECT_SET: 17, INJECT_CLEAR: 16, INJECT_GET: 0}
 
@@ -90,7 +92,7 @@ class NdctlFile:
     #   payload: input, then output}
     async def _call(self, p: bytearray) -> None:
         family, command, size_in, size_out = struct.unpack_from("<QQII", p)
-        body = memoryview(p)[64:]
+        body = memoryview(p)[wire.ND_PKG_HEAD:]
         if family != 0 or command not in (INJECT_SET, INJECT_CLEAR, INJECT_GET):
             raise DaxError(errno.ENOTTY, f"ND_CMD_CALL family {family} command {command} is not emulated")
         need_in = INJECTION_IN[command]

@@ -12,6 +12,7 @@ import tempfile
 import time
 
 from . import listing, mountinfo, personality, runfiles
+from .core import NR_DAX
 from .devdir import HOST_DEV, HOST_MOUNTED
 from .errors import DaxError
 from .units import parse_size
@@ -271,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-default-device", action="store_true", help="do not create dax0.0")
     m.add_argument("--fresh", action="store_true",
                    help="a --memory-file that holds data and no layout record becomes new memory (its data lost)")
-    m.add_argument("--nr-dax", type=int, default=256, help="most dax devices at once (default 256)")
+    m.add_argument("--nr-dax", type=int, default=NR_DAX, help=f"most dax devices at once (default {NR_DAX})")
     m.add_argument("--foreground", action="store_true", help="serve in this process")
     m.add_argument("-o", action="append", default=[], metavar="OPT",
                    help="extra FUSE mount option (allow_other: let other users in)")

@@ -19,8 +19,7 @@ import trio
 
 from . import runfiles, watchdog
 from .core import DaxCore
-from .dax import Access, DaxBus
-from .dax.bus import DEFAULT_ALIGN
+from .dax import DEFAULT_ALIGN, Access, DaxBus
 from .dax.layout import LayoutStore
 from .direct import DirectServer
 from .errors import DaxError

@@ -17,12 +17,12 @@ import errno
 import functools
 import uuid
 
-from .dax import DaxBus, DaxRegion, DevDax
+from .dax import ALIGNS, DaxBus, DaxRegion, DevDax
 from .dax.badblocks import SECTOR
 from .devt import NDCTL_MAJOR, NMEM_MAJOR
 from .errors import DaxError
 from .nodes import Attr, Link, Node, group, table
-from .units import parse_index
+from .units import parse_count, parse_index
 
 BUS_DIR = "daxfuse-nvdimm"
 BUS = f"devices/platform/{BUS_DIR}/ndbus0"
@@ -31,7 +31,7 @@ NDCTL_DEVT = f"{NDCTL_MAJOR}:0"
 NMEM_DEVT = f"{NMEM_MAJOR}:0"
 DIMM_ID = "dafe-00-0000-00000000"  # nfit/id: stable, as libpmemobj's shutdown state wants
 PERSISTENCE_DOMAIN = "memory_controller"  # ADR; what it promises here: README, "NVDIMM bus"
-SUPPORTED_ALIGNMENTS = "4096 2097152 1073741824 "
+SUPPORTED_ALIGNMENTS = "".join(f"{align} " for align in ALIGNS)  # space-terminated, as the kernel
 _UUIDS = uuid.UUID("5e7a2a58-2f0d-4c2b-9a57-0cda7f05e000")  # namespace for the name-derived uuids
 
 
@@ -250,11 +250,10 @@ class NdBusView:
 
     def _badblocks_store(self, region: DaxRegion, data: str) -> list:
         words = data.replace("\0", "").split()
-        clear = bool(words) and words[0].startswith("-")
-        try:
-            sector, count = int(words[0].lstrip("-")), int(words[1])
-        except (IndexError, ValueError):
-            raise DaxError(errno.EINVAL, "write SECTOR COUNT to poison, -SECTOR COUNT to clear") from None
+        if len(words) != 2:
+            raise DaxError(errno.EINVAL, "write SECTOR COUNT to poison, -SECTOR COUNT to clear")
+        clear = words[0].startswith("-")
+        sector, count = parse_count(words[0].removeprefix("-")), parse_count(words[1])
         op = self.bus.clear_physical if clear else self.bus.inject_physical
         return [functools.partial(op, region.res.start + sector * SECTOR, count * SECTOR)]
 

@@ -1,7 +1,8 @@
-"""The direct-mapping protocol's wire format, read from the C header that
-the personality library compiles with (daxfuse/preload/daxfuse_wire.h), so
-that the two sides cannot disagree: its #defines become constants here, its
-structures struct.Struct formats with named fields."""
+"""What the personality library and the daemon send each other (the
+direct-mapping protocol, /dev/ndctl0's ioctls), read from the C header that
+the library compiles with (daxfuse/preload/daxfuse_wire.h), so that the two
+sides cannot disagree: its #defines become constants here, its structures
+struct.Struct formats with named fields."""
 import os
 import re
 import struct
@@ -35,6 +36,13 @@ OP_REVIVE = CONSTANTS["DAXFUSE_OP_REVIVE"]
 STATUS_FUSE = CONSTANTS["DAXFUSE_STATUS_FUSE"]
 TOKEN_SIZE = CONSTANTS["DAXFUSE_TOKEN_SIZE"]
 MAX_POISON = CONSTANTS["DAXFUSE_MAX_POISON"]
+ND_ARS_CAP = CONSTANTS["DAXFUSE_ND_ARS_CAP"]
+ND_ARS_START = CONSTANTS["DAXFUSE_ND_ARS_START"]
+ND_ARS_STATUS = CONSTANTS["DAXFUSE_ND_ARS_STATUS"]
+ND_CLEAR_ERROR = CONSTANTS["DAXFUSE_ND_CLEAR_ERROR"]
+ND_CALL = CONSTANTS["DAXFUSE_ND_CALL"]
+ND_PKG_HEAD = CONSTANTS["DAXFUSE_ND_PKG_HEAD"]
+ND_ARS_STATUS_SIZE = CONSTANTS["DAXFUSE_ND_ARS_STATUS_SIZE"]
 REQUEST, Request = STRUCTS["daxfuse_request"]
 REPLY, Reply = STRUCTS["daxfuse_reply"]
 RANGE, _ = STRUCTS["daxfuse_range"]

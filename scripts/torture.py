@@ -42,12 +42,12 @@ import traceback
 
 import numpy as np
 
+from daxfuse.dax import ALIGNS
 from daxfuse.testing import DAXFUSE, DaxMount
 
 MiB = 1 << 20
 PAGE = 4096
 TIMEOUT = 30.0  # no operation may take longer
-ALIGNS = (4 << 10, 2 << 20, 1 << 30)
 MAX_VIOLATIONS = 50  # a workload stops once it found this many
 
 

@@ -1,4 +1,4 @@
-"""The direct-mapping wire format has one definition, the C header the
+"""The wire formats between the library and the daemon have one definition, the C header the
 library compiles with, which daxfuse/wire.py reads: the two must agree on
 every constant, every field's offset and every structure's size, as a C
 compiler lays them out."""

@@ -1,5 +1,5 @@
 """The generic dax_device core (the kernel's drivers/dax/super.c)."""
 from .srcu import Srcu
-from .super import DaxCore, DaxDevice
+from .super import NR_DAX, DaxCore, DaxDevice
 
-__all__ = ["DaxCore", "DaxDevice", "Srcu"]
+__all__ = ["NR_DAX", "DaxCore", "DaxDevice", "Srcu"]

@@ -15,6 +15,7 @@ from ..errors import DaxError
 from .minors import Ida
 from .srcu import Srcu
 
+NR_DAX = 256  # dax minors, alive or still referenced, unless the mount says otherwise (--nr-dax)
 
 
 class DaxDevice:
@@ -36,7 +37,7 @@ class DaxDevice:
 
 
 class DaxCore:
-    def __init__(self, nr_dax: int = 256) -> None:
+    def __init__(self, nr_dax: int = NR_DAX) -> None:
         if nr_dax < 1:
             raise DaxError(errno.EINVAL, f"nr_dax must be at least 1, not {nr_dax}")
         self.nr_dax = nr_dax

@@ -23,13 +23,11 @@ from ..errors import DaxError, shown
 from ..memory import MemoryFile, Window
 from ..units import ID_MAX, INT_MAX, parse_index, size_text
 from .badblocks import SECTOR, Badblocks, sectors
-from .device import Access, DaxRegion, DevDax, Range
+from .device import ALIGNS, DEFAULT_ALIGN, Access, DaxRegion, DevDax, Range, is_aligned
 from .events import Event, Listener
 
 log = logging.getLogger(__name__)
 
-ALIGNS = (4 << 10, 2 << 20, 1 << 30)
-DEFAULT_ALIGN = 2 << 20
 
 
 
@@ -55,7 +53,7 @@ def _check_mode(mode: int) -> int:
 def _check_multiple(size: int, align: int, what: str) -> None:
     if size < 0:
         raise DaxError(errno.EINVAL, f"{what} {size} is negative")
-    if size % align:
+    if not is_aligned(size, align):
         raise DaxError(errno.EINVAL, f"{what} {size_text(size)} is not a multiple of align {size_text(align)}")
 
 
@@ -354,7 +352,7 @@ class DaxBus:
         if dev.enabled:
             raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
         r = Range(start, end + 1)
-        if r.size <= 0 or r.start % dev.align or r.size % dev.align:
+        if r.size <= 0 or not r.aligned(dev.align):
             raise DaxError(errno.EINVAL, f"mapping {start:#x}-{end:#x} is not aligned to {size_text(dev.align)}")
         if not any(h.start <= r.start and r.end <= h.end for h in dev.region.free):
             raise DaxError(errno.ENOSPC, f"{start:#x}-{end:#x} is not free in region {dev.region.id}")
@@ -381,7 +379,7 @@ class DaxBus:
         if dev.enabled:
             raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
         for r in dev.ranges:
-            if r.start % align or r.size % align:
+            if not r.aligned(align):
                 raise DaxError(errno.EINVAL, f"{name} range {r.start:#x}-{r.end - 1:#x} is not aligned to {size_text(align)}")
         old = dev.align
         dev.align = align

@@ -15,6 +15,15 @@ from ..core import DaxDevice
 from ..core.minors import Ida
 from ..memory import Window
 
+ALIGNS = (4 << 10, 2 << 20, 1 << 30)  # what a region or device may be aligned to
+DEFAULT_ALIGN = 2 << 20
+
+
+def is_aligned(value: int, align: int) -> bool:
+    """IS_ALIGNED, the one test of a size or start against an align (the
+    kernel's alloc_is_aligned() for a device's size)."""
+    return value % align == 0
+
 
 @dataclass(frozen=True)
 class Access:
@@ -41,6 +50,9 @@ class Range:
     @property
     def size(self) -> int:
         return self.end - self.start
+
+    def aligned(self, align: int) -> bool:
+        return is_aligned(self.start, align) and is_aligned(self.size, align)
 
 
 class DaxRegion:

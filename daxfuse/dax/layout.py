@@ -29,6 +29,7 @@ import os
 from .. import files
 from ..errors import DaxError
 from ..units import ID_MAX
+from .device import ALIGNS, is_aligned
 
 FORMAT = "daxfuse-layout"
 VERSION = 2  # 1 kept "state" in the record itself, and had no memory_id
@@ -57,9 +58,9 @@ def _check(record: dict) -> None:
     spans = []
     for r in record["regions"]:
         start, size = whole(r["start"], "region start"), whole(r["size"], "region size")
-        if r["align"] not in (4096, 2 << 20, 1 << 30):
+        if r["align"] not in ALIGNS:
             raise ValueError(f"region {r['id']!r} align {r['align']!r}")
-        if start % r["align"] or size % r["align"]:
+        if not (is_aligned(start, r["align"]) and is_aligned(size, r["align"])):
             raise ValueError(f"region {r['id']!r} size or start off its align")
         ids = {whole(d["id"], "device id") for d in r["devices"]}
         if whole(r["id"], "region id") >= 1 << 31 or len(ids) != len(r["devices"]):

@@ -1,7 +1,9 @@
 /*
- * The direct-mapping protocol between the personality library and the
- * daemon (daxfuse/direct.py), defined once: the library includes this file,
- * and the daemon reads its constants and structures from it (daxfuse/wire.py).
+ * What the personality library and the daemon send each other, defined
+ * once: the library includes this file, and the daemon reads its constants
+ * and structures from it (daxfuse/wire.py).
+ *
+ * The direct-mapping protocol (daxfuse/direct.py):
  *
  * One SOCK_SEQPACKET connection per request, to the mount's socket (in the
  * daemon's run directory, mode 0700): one request, one reply, closed. The
@@ -53,5 +55,19 @@ struct daxfuse_range {
 	uint64_t offset;
 	uint64_t length;
 };
+
+/*
+ * /dev/ndctl0's ioctls (daxfuse/ars.py): the library writes the command's
+ * number (u32) and its payload to the node, and reads the payload back as
+ * the kernel would have left it. ND_IOCTL_CALL and ARS_STATUS carry more
+ * than _IOC_SIZE says.
+ */
+#define DAXFUSE_ND_ARS_CAP 1
+#define DAXFUSE_ND_ARS_START 2
+#define DAXFUSE_ND_ARS_STATUS 3
+#define DAXFUSE_ND_CLEAR_ERROR 4
+#define DAXFUSE_ND_CALL 10
+#define DAXFUSE_ND_PKG_HEAD 64 /* struct nd_cmd_pkg before its payload; in_length at 16, out_length at 20 */
+#define DAXFUSE_ND_ARS_STATUS_SIZE 1584 /* its head (48) and 64 records of 24: the max_ars_out of ARS_CAP */
 
 #endif

@@ -1,8 +1,6 @@
 /*
- * /dev/ndctl0: the NVDIMM bus's ioctls, answered by the daemon. A request
- * goes to the node as the command's number (u32) and its payload; the
- * payload comes back as the kernel would have left it (daxfuse/ars.py).
- * ND_IOCTL_CALL and ARS_STATUS carry more than _IOC_SIZE says.
+ * /dev/ndctl0: the NVDIMM bus's ioctls, answered by the daemon, in the form
+ * daxfuse_wire.h gives.
  */
 #include "preload.h"
 
@@ -11,10 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-
-#define ND_IOCTL_ARS_STATUS_NR 3
-#define ND_IOCTL_CALL_NR 10
-#define ARS_STATUS_SIZE (48 + 64 * 24)  /* the max_ars_out of daxfuse's ARS_CAP */
 
 DECLARE(int, ioctl, int, unsigned long, ...);
 DECLARE(ssize_t, pwrite, int, const void *, size_t, off_t);
@@ -30,13 +24,13 @@ static int ndctl_ioctl(int fd, unsigned int request, void *arg)
 		errno = ENOTTY;
 		return -1;
 	}
-	if (nr == ND_IOCTL_CALL_NR) {
+	if (nr == DAXFUSE_ND_CALL) {
 		uint32_t in, out;
 		memcpy(&in, (char *)arg + 16, 4);
 		memcpy(&out, (char *)arg + 20, 4);
-		size = 64 + in + out;
-	} else if (nr == ND_IOCTL_ARS_STATUS_NR) {
-		size = ARS_STATUS_SIZE;
+		size = DAXFUSE_ND_PKG_HEAD + in + out;
+	} else if (nr == DAXFUSE_ND_ARS_STATUS) {
+		size = DAXFUSE_ND_ARS_STATUS_SIZE;
 	}
 	buf = malloc(4 + size);
 	if (!buf) {
