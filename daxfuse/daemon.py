@@ -25,7 +25,6 @@ from .direct import DirectServer
 from .errors import DaxError
 from .fuse_ops import DaxOperations
 from .memory import MemoryFile
-from .units import size_text
 
 log = logging.getLogger("daxfuse")
 
@@ -65,21 +64,6 @@ class MountConfig:
     options: list[str]
     access: Access  # of new devices: --owner, --group, --mode
     fresh: bool = False  # a memory file with data and no layout record: make it new memory
-
-    def check_against(self, record: dict, path: str) -> None:
-        """--size, --align and --no-default-device shape a new layout only:
-        given with a recorded one, they must agree with it."""
-        region0 = next((r for r in record["regions"] if r["id"] == 0), None)
-        seed = region0 and next((d for d in region0["devices"] if d["id"] == 0), None)
-        for given, recorded, what in ((self.size, region0 and region0["size"], "--size"),
-                                      (self.align, region0 and region0["align"], "--align")):
-            if given is not None and given != recorded:
-                recorded_text = "no region 0" if recorded is None else f"region 0 of {size_text(recorded)}"
-                raise DaxError(errno.EINVAL, f"{what} {size_text(given)} disagrees with the layout of {path} "
-                                             f"({recorded_text}): leave it out")
-        if not self.default_device and seed and seed["size"]:
-            raise DaxError(errno.EINVAL, f"--no-default-device disagrees with the layout of {path} "
-                                         f"(dax0.0 has {size_text(seed['size'])}): leave it out")
 
 
 def sd_notify(message: str) -> None:
@@ -223,7 +207,7 @@ def run(config: MountConfig) -> None:
                 store = LayoutStore(config.memory_file)
                 record = store.load()
                 if record is not None:
-                    config.check_against(record, config.memory_file)
+                    store.check_options(record, config.size, config.align, config.default_device)
             memory = MemoryFile(config.memory_file)
             stack.callback(memory.close)
             if memory.created:
@@ -234,7 +218,7 @@ def run(config: MountConfig) -> None:
                 if record is None:
                     made.append(store.path)
                 else:
-                    bus.restore(record)
+                    store.restore(bus, record)
                 if not os.path.exists(store.marker):
                     made.append(store.marker)
                 if bus.start_serving():

@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from daxfuse.core import DaxCore
 from daxfuse.errors import DaxError
 from daxfuse.dax import ALIGNS, Access, DaxBus, DaxFile, DevDax, Event, Range
-from daxfuse.dax.layout import LayoutStore, _check as check_record
+from daxfuse.dax.layout import LayoutStore, check_record
 from daxfuse.memory import MemoryFile
 
 pytestmark = pytest.mark.timeout(60)
@@ -737,7 +737,7 @@ class BusMachine(RuleBasedStateMachine):
         memory = MemoryFile()
         try:
             again = DaxBus(DaxCore(8), memory)
-            again.restore(record)
+            LayoutStore("unused").restore(again, record)
             assert without_minors(again.layout()) == without_minors(self.bus.layout())
             ids = lambda bus: {r: tuple(d and d.id for d in pair) for r, pair in seeds(bus).items()}
             assert ids(again) == ids(self.bus)

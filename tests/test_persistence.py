@@ -19,6 +19,7 @@ from daxfuse.testing import DaxMount
 from daxfuse import control
 from daxfuse.core import DaxCore
 from daxfuse.dax import DaxBus
+from daxfuse.dax.layout import LayoutStore
 from daxfuse.errors import DaxError
 from daxfuse.memory import MemoryFile
 
@@ -155,7 +156,7 @@ def replayed(record: dict, batch: str) -> str:
     memory = MemoryFile()
     bus = DaxBus(DaxCore(), memory)
     try:
-        bus.restore(record)
+        LayoutStore("unused").restore(bus, record)
         try:
             trio.run(control.execute, bus, batch)
         except DaxError:

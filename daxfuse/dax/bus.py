@@ -521,36 +521,33 @@ class DaxBus:
         if self.store is not None:
             await trio.to_thread.run_sync(self.store.end)
 
-    # --- a layout restored ------------------------------------------------------------------------
-    def restore(self, record: dict) -> None:
-        """Rebuild the layout a LayoutStore recorded (before serving, no batch):
-        the same ids, ranges, states, seeds and bad blocks; fresh minors."""
-        windowed = []
-        for r in record["regions"]:
-            region = DaxRegion(r["id"], Range(r["start"], r["start"] + r["size"]), r["align"])
-            self.memory.ensure(region.res.end)
-            self.regions[region.id] = region
-            for d in r["devices"]:
-                dev = DevDax(region, d["id"], d["align"])
-                dev.access = Access(d["uid"], d["gid"], d["mode"])
-                dev.dax_dev = self.core.alloc_dax(dev)
-                region.ida.claim(dev.id)
-                dev.set_ranges([Range(start, end) for start, end in d["ranges"]])
-                region.devices[dev.id] = dev
-                self._by_minor[dev.dax_dev.minor] = dev
-                if d.get("window"):
-                    windowed.append(dev)
-                if d["enabled"]:
-                    dev.enabled = True
-                    self.core.run_dax(dev.dax_dev, dev)
-            region.seed = region.devices.get(r["seed"])
-            region.youngest = region.devices.get(r["youngest"])
-        for dev in windowed:  # what a daemon that died had open moves back
-            self.memory.recover([(r.start, r.size) for r in dev.ranges], dev.name)
-        self.memory.remove_stale_windows()
-        self.badblocks = Badblocks(record["badblocks"])
-        self.injected = Badblocks(record["injected"])
-        self.dirty_shutdown = record["dirty_shutdown"]
+    # --- a recorded layout taken in (layout.restore: before serving, no batch) ----------------------
+    def adopt_region(self, id_: int, res: Range, align: int,
+                     devices: list[tuple[int, int, Access, list[Range], bool]],
+                     seed: int | None, youngest: int | None) -> DaxRegion:
+        """The region as recorded, with its devices ((id, align, access,
+        ranges, enabled) each) under their ids and fresh minors."""
+        region = DaxRegion(id_, res, align)
+        self.memory.ensure(res.end)
+        self.regions[id_] = region
+        for dev_id, dev_align, access, ranges, enabled in devices:
+            dev = DevDax(region, dev_id, dev_align)
+            dev.access = access
+            dev.dax_dev = self.core.alloc_dax(dev)
+            region.ida.claim(dev_id)
+            dev.set_ranges(ranges)
+            region.devices[dev_id] = dev
+            self._by_minor[dev.dax_dev.minor] = dev
+            if enabled:
+                dev.enabled = True
+                self.core.run_dax(dev.dax_dev, dev)
+        region.seed, region.youngest = region.devices.get(seed), region.devices.get(youngest)
+        self.generation += 1
+        return region
+
+    def adopt_media(self, badblocks: Badblocks, injected: Badblocks, dirty_shutdown: int) -> None:
+        """The media as recorded: its poison, what was injected, the DIMM's unsafe-shutdown count."""
+        self.badblocks, self.injected, self.dirty_shutdown = badblocks, injected, dirty_shutdown
         self.generation += 1
 
     # --- media errors ---------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The layout of a persistent memory file, kept in a record beside it
 (PATH.layout), as NVDIMM namespace labels live on the media: regions,
 devices with their ranges in order and states, seeds, bad blocks, and the
-DIMM's unsafe-shutdown count.
+DIMM's unsafe-shutdown count. The record's whole format is here: what a
+bus writes (snapshot), how one is rebuilt from it (restore), what a record
+must hold (check_record) and what mount options must agree with (check_options).
 
 The record is versioned and checksummed (sha256 over its canonical JSON),
 and replaced atomically: written to PATH.layout.tmp, fsynced, renamed over
@@ -28,8 +30,9 @@ import os
 
 from .. import files
 from ..errors import DaxError
-from ..units import ID_MAX
-from .device import ALIGNS, is_aligned
+from ..units import ID_MAX, size_text
+from .badblocks import Badblocks
+from .device import ALIGNS, Access, Range, is_aligned
 
 FORMAT = "daxfuse-layout"
 VERSION = 2  # 1 kept "state" in the record itself, and had no memory_id
@@ -41,7 +44,7 @@ def _checksum(body: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _check(record: dict) -> None:
+def check_record(record: dict) -> None:
     """A record that verifies must also make sense (one written by hand with
     a fresh checksum may not): regions apart, ranges inside their region and
     apart, seeds among the devices. Raises KeyError, TypeError, ValueError."""
@@ -136,7 +139,7 @@ class LayoutStore:
         if checksum != _checksum(record):
             raise bad("checksum mismatch (flipped or changed bytes)")
         try:
-            _check(record)
+            check_record(record)
         except (KeyError, TypeError, ValueError) as e:
             raise bad(f"inconsistent record ({e})") from None
         self.sequence = record["sequence"]
@@ -202,6 +205,37 @@ class LayoutStore:
             "badblocks": bus.badblocks.ranges(),
             "injected": bus.injected.ranges(),
         }
+
+    def restore(self, bus, record: dict) -> None:
+        """Rebuild in bus the layout record describes (before serving, no
+        batch): the same ids, ranges, states, seeds and bad blocks; fresh
+        minors; the windows a daemon that died left open moved back."""
+        windowed = []
+        for r in record["regions"]:
+            devices = [(d["id"], d["align"], Access(d["uid"], d["gid"], d["mode"]),
+                        [Range(start, end) for start, end in d["ranges"]], d["enabled"]) for d in r["devices"]]
+            region = bus.adopt_region(r["id"], Range(r["start"], r["start"] + r["size"]), r["align"], devices,
+                                      r["seed"], r["youngest"])
+            windowed += [region.devices[d["id"]] for d in r["devices"] if d.get("window")]
+        for dev in windowed:
+            bus.memory.recover([(r.start, r.size) for r in dev.ranges], dev.name)
+        bus.memory.remove_stale_windows()
+        bus.adopt_media(Badblocks(record["badblocks"]), Badblocks(record["injected"]), record["dirty_shutdown"])
+
+    def check_options(self, record: dict, size: int | None, align: int | None, default_device: bool) -> None:
+        """--size, --align and --no-default-device shape a new layout only:
+        given (not None, or False) with a recorded one, they must agree."""
+        region0 = next((r for r in record["regions"] if r["id"] == 0), None)
+        seed = region0 and next((d for d in region0["devices"] if d["id"] == 0), None)
+        for given, recorded, what in ((size, region0 and region0["size"], "--size"),
+                                      (align, region0 and region0["align"], "--align")):
+            if given is not None and given != recorded:
+                recorded_text = "no region 0" if recorded is None else f"region 0 of {size_text(recorded)}"
+                raise DaxError(errno.EINVAL, f"{what} {size_text(given)} disagrees with the layout of "
+                                             f"{self.memory_path} ({recorded_text}): leave it out")
+        if not default_device and seed and seed["size"]:
+            raise DaxError(errno.EINVAL, f"--no-default-device disagrees with the layout of {self.memory_path} "
+                                         f"(dax0.0 has {size_text(seed['size'])}): leave it out")
 
     def save(self, record: dict) -> None:
         """Replace the record atomically and durably."""
