@@ -1,17 +1,14 @@
 """The daxfuse command: mount / umount, and daxctl-like management commands
 that speak the control-file grammar."""
 import argparse
-import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 
-from . import listing, mountinfo, personality, runfiles
+from . import client, listing, mountinfo, personality, runfiles
 from .core import NR_DAX
 from .devdir import HOST_DEV, HOST_MOUNTED
 from .errors import DaxError
@@ -60,22 +57,11 @@ def usable_mount(mountpoint: str | None) -> str:
 
 
 def control(mountpoint: str, command: str) -> str:
-    """Write command to the control file; return its result line."""
-    fd = os.open(os.path.join(mountpoint, "control"), os.O_RDWR)
+    """Apply command as one batch; its result line."""
     try:
-        try:
-            os.write(fd, command.encode())
-        except OSError as e:
-            result = os.pread(fd, 4096, 0).decode().strip()
-            raise CliError(result or os.strerror(e.errno)) from None
-        return os.pread(fd, 4096, 0).decode().strip()
-    finally:
-        os.close(fd)
-
-
-def read_layout(mountpoint: str) -> list[dict]:
-    with open(os.path.join(mountpoint, "control"), "rb") as f:
-        return json.loads(f.read())
+        return client.control(mountpoint, command)
+    except client.ControlError as e:
+        raise CliError(e.strerror) from None
 
 
 # --- mount / umount ------------------------------------------------------------------------------
@@ -115,27 +101,17 @@ def _mount_detached(args) -> None:
     runfiles.make_run_dir()
     log_path = runfiles.run_file(args.mountpoint, "log")
     argv = [sys.executable, "-m", "daxfuse", *args.raw_argv, "--foreground"]
-    with tempfile.TemporaryDirectory() as tmp, \
-            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, \
-            open(log_path, "wb") as log:
-        sock_path = os.path.join(tmp, "notify")
-        sock.bind(sock_path)
-        sock.settimeout(0.2)
+    with client.Readiness() as readiness, open(log_path, "wb") as log:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                 start_new_session=True, env={**os.environ, "NOTIFY_SOCKET": sock_path})
-        deadline = time.monotonic() + MOUNT_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                if b"READY=1" in sock.recv(4096):
-                    return
-            except socket.timeout:
-                pass
-            if child.poll() is not None:
-                error = _failure(log_path)
-                os.unlink(log_path)
-                raise CliError(error or f"daemon exited with status {child.returncode}")
-        child.kill()
-        raise CliError(f"daemon did not become ready within {MOUNT_TIMEOUT:.0f}s (log: {log_path})")
+                                 start_new_session=True, env={**os.environ, "NOTIFY_SOCKET": readiness.address})
+        if readiness.wait(lambda: child.poll() is None, MOUNT_TIMEOUT):
+            return
+    if child.poll() is not None:
+        error = _failure(log_path)
+        os.unlink(log_path)
+        raise CliError(error or f"daemon exited with status {child.returncode}")
+    child.kill()
+    raise CliError(f"daemon did not become ready within {MOUNT_TIMEOUT:.0f}s (log: {log_path})")
 
 
 def _failure(path: str) -> str:
@@ -210,7 +186,7 @@ def cmd_exec(args) -> None:
 
 # --- management ------------------------------------------------------------------------------
 def cmd_list(args) -> None:
-    layout = read_layout(usable_mount(args.mount))
+    layout = client.read_layout(usable_mount(args.mount))
     found = listing.daxctl_list(layout, regions=args.regions, devices=args.devices,
                                 mappings=args.mappings, idle=args.idle, media_errors=args.media_errors)
     if found:  # daxctl prints nothing at all when nothing matches
@@ -221,7 +197,7 @@ def cmd_inject_error(args) -> None:
     """ndctl inject-error's interface, on a device."""
     mountpoint = usable_mount(args.mount)
     if args.status:
-        devices = [d for r in read_layout(mountpoint) for d in r["devices"] if d["name"] == args.device]
+        devices = [d for r in client.read_layout(mountpoint) for d in r["devices"] if d["name"] == args.device]
         if not devices:
             raise CliError(f"ENXIO: no device {args.device!r}")
         print(listing.dumps({"badblocks": devices[0]["badblocks"]}))

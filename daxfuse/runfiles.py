@@ -10,6 +10,8 @@ import glob
 import os
 import stat
 
+from . import client
+
 
 def run_dir() -> str:
     """/run/daxfuse for root where /run is writable, else a directory of the
@@ -49,12 +51,8 @@ def make_run_dir() -> None:
 
 
 def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None if fields[0] == "Z" else fields[19]
+    fields = client.proc_stat(pid)
+    return None if fields is None or fields[0] == "Z" else fields[19]
 
 
 def write_pid_file(mountpoint: str) -> str:

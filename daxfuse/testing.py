@@ -19,18 +19,15 @@ hung, and an error that names the mount; a daemon that exits non-zero is an
 error too, with its log.
 """
 import ctypes
-import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from . import mountinfo
+from . import client, mountinfo
 
 DAXFUSE = [sys.executable, "-m", "daxfuse"]
 READY_WAIT = 30.0
@@ -48,32 +45,18 @@ class DaxMount:
     def __init__(self, mountpoint: str, *options: str) -> None:
         self.mountpoint = str(mountpoint)
         self.log_path = f"{self.mountpoint}.log"
-        # abstract: a path under a deep temp dir can pass sun_path's 108 bytes
-        notify = f"daxfuse-testing-{os.getpid()}-{time.monotonic_ns()}"
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self._sock.bind("\0" + notify)
-        self._sock.settimeout(0.2)
-        try:
+        with client.Readiness() as ready:
             with open(self.log_path, "ab") as log:  # O_APPEND: what else writes there stays
                 self.proc = subprocess.Popen([*DAXFUSE, "mount", "--foreground", self.mountpoint, *options],
-                                             env={**os.environ, "NOTIFY_SOCKET": "@" + notify}, stdin=subprocess.DEVNULL,
-                                             stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-            deadline = time.monotonic() + READY_WAIT
-            while not self._ready():
+                                             env={**os.environ, "NOTIFY_SOCKET": ready.address},
+                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                             preexec_fn=_die_with_parent)
+            if not ready.wait(lambda: self.proc.poll() is None, READY_WAIT):
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"daxfuse mount {self.mountpoint} failed (exit {self.proc.returncode}): "
                                        f"{self.log().strip()}")
-                if time.monotonic() > deadline:
-                    self.kill()
-                    raise RuntimeError(f"daxfuse mount {self.mountpoint} not ready within {READY_WAIT:.0f} s")
-        finally:
-            self._sock.close()
-
-    def _ready(self) -> bool:
-        try:
-            return b"READY=1" in self._sock.recv(4096)
-        except socket.timeout:
-            return False
+                self.kill()
+                raise RuntimeError(f"daxfuse mount {self.mountpoint} not ready within {READY_WAIT:.0f} s")
 
     # --- the tree -------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -89,21 +72,13 @@ class DaxMount:
 
     # --- the control file -------------------------------------------------------------------
     def control(self, command: str) -> str:
-        """Apply a batch of control lines; its `ok ...` line, or OSError with the error line."""
-        fd = os.open(self.path("control"), os.O_RDWR)
-        try:
-            try:
-                os.write(fd, command.encode())
-            except OSError as e:
-                raise OSError(e.errno, os.pread(fd, 4096, 0).decode().strip()) from None
-            return os.pread(fd, 4096, 0).decode().strip()
-        finally:
-            os.close(fd)
+        """Apply a batch of control lines; its `ok ...` line, or client.ControlError
+        (an OSError) with the error line."""
+        return client.control(self.mountpoint, command)
 
     def layout(self) -> list:
         """Regions and devices, as the control file reads."""
-        with open(self.path("control")) as f:
-            return json.load(f)
+        return client.read_layout(self.mountpoint)
 
     def create_region(self, size: str, align: str | None = None) -> int:
         made = self.control(f"create-region size={size}" + (f" align={align}" if align else ""))
@@ -183,9 +158,15 @@ class DaxMount:
         """The log's errors and tracebacks: a request answered EIO for a bug,
         a listener that failed. Any is a failure of the test that caused
         it, as s3ql's checklogs makes one (expected trouble logs warnings)."""
-        lines = self.log().splitlines()
-        return [line for line in lines if re.match(r"daxfuse\[\d+\] (ERROR|CRITICAL):", line)
-                or line.startswith("Traceback")]
+        found, in_traceback = [], False
+        for line in self.log().splitlines():
+            if in_traceback:  # a traceback whole: its frames, up to the exception line
+                found[-1] += "\n" + line
+                in_traceback = line.startswith(" ")
+            elif re.match(r"daxfuse\[\d+\] (ERROR|CRITICAL):", line) or line.startswith("Traceback"):
+                found.append(line)
+                in_traceback = line.startswith("Traceback")
+        return found
 
 
 def skip_without_fuse() -> None:

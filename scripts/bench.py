@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from daxfuse import client
 from daxfuse.daemon import UNMAP_IDLE
 from daxfuse.runfiles import daemon_pid
 from daxfuse.units import format_size, parse_size
@@ -124,8 +125,8 @@ class Control:
         self.mountpoint = mountpoint
         self.fd = os.open(os.path.join(mountpoint, "control"), os.O_RDWR)
 
-    def __call__(self, command: str) -> None:
-        os.write(self.fd, command.encode())
+    def __call__(self, command: str) -> str:
+        return client.batch(self.fd, command)
 
     def latency_ms(self, command: str, undo: str | None = None, runs: int = 51) -> float:
         samples = []

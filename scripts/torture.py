@@ -43,7 +43,8 @@ import traceback
 import numpy as np
 
 from daxfuse.dax import ALIGNS
-from daxfuse.testing import DAXFUSE, DaxMount
+from daxfuse import client, mountinfo
+from daxfuse.testing import DaxMount
 
 MiB = 1 << 20
 PAGE = 4096
@@ -97,25 +98,16 @@ class Stats:
 # --- daemons -----------------------------------------------------------------------------------
 
 
-def mounted(path: str) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == path for line in f)
-
-
 def proc_state(pid: int) -> str:
     """The state letter in /proc/PID/stat (D: uninterruptible sleep); '' once reaped."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return ""
+    fields = client.proc_stat(pid)
+    return fields[0] if fields else ""
 
 
 def stack(task: str) -> str:
     """A task's state and kernel stack (/proc/PID/task/TID), in one line."""
     try:
-        with open(f"/proc/{task}/stat") as f:
-            state = f.read().rpartition(")")[2].split()[0]
+        state = proc_state(task)
         with open(f"/proc/{task}/stack") as f:
             frames = [line.split()[1].split("+")[0] for line in f]
         return f"{task} {state}: {' < '.join(frames[:10])}"
@@ -171,7 +163,7 @@ class Daemon(DaxMount):
 
     def force_unmount(self) -> None:
         subprocess.run(["umount", "-f", self.mountpoint], capture_output=True)
-        if mounted(self.mountpoint):
+        if mountinfo.mounted(self.mountpoint):
             subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], capture_output=True)
 
     def write(self, rel: str, data: bytes) -> tuple[int, str]:
@@ -195,19 +187,19 @@ class Daemon(DaxMount):
 
     def control(self, text: str) -> list[str]:
         """Apply a batch that must succeed; the names its result reports."""
-        err, result = self.write("control", text.encode())
-        if err:
-            raise OSError(err, f"{self.name}: {text!r}: {result.strip()}")
-        return result.split()[1:]
+        with self.bounded(f"control batch {shown(text.encode(), 60)}"):
+            try:
+                return super().control(text).split()[1:]
+            except client.ControlError as e:
+                raise client.ControlError(e.errno, f"{self.name}: {text!r}: {e.strerror}") from None
 
     def layout(self) -> list:
         with self.bounded("layout read"):
-            with open(self.path("control"), "rb") as f:
-                return json.loads(f.read())
+            return super().layout()
 
     def wait_unmounted(self, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
-        while mounted(self.mountpoint):
+        while mountinfo.mounted(self.mountpoint):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
@@ -225,14 +217,9 @@ class Daemon(DaxMount):
                 self.stats.violation(f"{self.name}: still mounted after the daemon exited")
         except subprocess.TimeoutExpired:
             self.stats.violation(f"{self.name}: still running {TIMEOUT:.0f} s after SIGTERM")
-        self.check_log()
+        for failure in self.failures():
+            self.stats.violation(f"{self.name}: in the daemon's log: {failure[:3000]}")
         self.close()
-
-    def check_log(self) -> None:
-        log = self.log()
-        if "Traceback" in log:
-            self.stats.violation(f"{self.name}: Traceback in the daemon's log: "
-                                 f"{log[log.index('Traceback'):][:3000]}")
 
     def close(self) -> None:
         """Leave nothing behind: no mount, no process."""
@@ -1133,7 +1120,7 @@ except OSError as e:
 """
 
 
-def client(*args: str) -> subprocess.Popen:
+def start_client(*args: str) -> subprocess.Popen:
     code = CLIENT.replace("STORED_PAGE", inspect.getsource(stored_page))
     return subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -1199,14 +1186,14 @@ def kill_round(stats: Stats, rng: random.Random, workdir: str, n: int, point: st
     d = Daemon(workdir, f"kill{n}", stats, "--size", "64M")
     dev, clients = d.path("dax", "dax0.0"), {}
     try:
-        clients = {"dirtier": client(dev, "store", "0", str(64 * MiB // PAGE)),
-                   "reader": client(dev, "read"), "blocked reader": client(dev, "blocked")}
+        clients = {"dirtier": start_client(dev, "store", "0", str(64 * MiB // PAGE)),
+                   "reader": start_client(dev, "read"), "blocked reader": start_client(dev, "blocked")}
         for name, p in clients.items():
             wait_ready(p, f"{d.name}: the {name}")
         if point == "during a disable":
-            clients["disabler"] = client(d.path("control"), "control", "disable-device dax0.0")
+            clients["disabler"] = start_client(d.path("control"), "control", "disable-device dax0.0")
         elif point == "during a batch":
-            clients["batcher"] = client(d.path("control"), "control", "create-device region=0 size=0\n" * 200)
+            clients["batcher"] = start_client(d.path("control"), "control", "create-device region=0 size=0\n" * 200)
         for name in clients.keys() & {"disabler", "batcher"}:
             wait_ready(clients[name], f"{d.name}: the {name}")
         if point == "while the daemon is stopped":
@@ -1249,15 +1236,15 @@ def term_round(stats: Stats, rng: random.Random, workdir: str, n: int, disable: 
     dev, pages, clients = d.path("dax", "dax0.0"), size // PAGE, {}
     try:
         if disable:
-            clients = {"storer": client(dev, "store", "0", str(pages))}
+            clients = {"storer": start_client(dev, "store", "0", str(pages))}
         else:
-            clients = {"storer": client(dev, "store", "0", str(pages // 2)),
-                       "pwriter": client(dev, "pwrite", str(pages // 2), str(pages)), "reader": client(dev, "read")}
+            clients = {"storer": start_client(dev, "store", "0", str(pages // 2)),
+                       "pwriter": start_client(dev, "pwrite", str(pages // 2), str(pages)), "reader": start_client(dev, "read")}
         for who, p in clients.items():
             wait_ready(p, f"{name}: the {who}")
         ranges = d.layout()[0]["devices"][0]["ranges"]
         if disable:
-            clients["disabler"] = client(d.path("control"), "control", "disable-device dax0.0")
+            clients["disabler"] = start_client(d.path("control"), "control", "disable-device dax0.0")
             wait_ready(clients["disabler"], f"{name}: the disabler")
         time.sleep(rng.uniform(0.05, 0.3))
         d.proc.send_signal(signal.SIGTERM)
@@ -1312,8 +1299,7 @@ def run(workloads: list[str], seconds: float, seed: int, workdir: str) -> Stats:
 
 
 def left_mounted(workdir: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(workdir + "/")]
+    return [m.point for m in mountinfo.mounts() if m.point.startswith(workdir + "/")]
 
 
 def main(argv: list[str] | None = None) -> int:

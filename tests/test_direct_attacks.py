@@ -72,7 +72,7 @@ def test_the_old_protocols_forged_pid_and_signal_signal_nobody(dax):
     victim = subprocess.Popen(["sleep", "60"])
     try:
         for forged in (f"hello {victim.pid} 9", f"hello {dax.proc.pid} 9", f"hello {victim.pid} 0",
-                       f"inherit 0 1", "ack 1", "unmap 0 0"):
+                       "inherit 0 1", "ack 1", "unmap 0 0"):
             assert ask(dax, forged.encode()) == (b"", [])
         serves(dax)
         assert victim.poll() is None, "a forged pid was signalled"

@@ -3,7 +3,6 @@ writes that fail instead of killing the daemon."""
 import errno
 import os
 import re
-import subprocess
 import sys
 
 import pytest

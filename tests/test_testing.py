@@ -3,7 +3,6 @@ process, of test files that use nothing but the plugin; none may leave a
 mount, whether its test passes, fails, times out, hangs the daemon, or
 pytest itself is killed."""
 import os
-import signal
 import subprocess
 import sys
 import textwrap

@@ -8,12 +8,16 @@ read and write; mmap itself is never seen (a FUSE limitation).
 """
 import errno
 import functools
+from typing import TYPE_CHECKING
 
 import trio
 
 from ..core import DaxDevice
 from ..errors import DaxError
 from .badblocks import sectors, whole_sectors
+
+if TYPE_CHECKING:  # bus.py imports this module
+    from .bus import DaxBus
 
 
 class DaxFile:
