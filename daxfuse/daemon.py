@@ -1,7 +1,7 @@
 """The daemon: build the emulator, mount, serve, unmount cleanly.
 
-Owns the lifecycle as s3ql's mount does: an exit stack for resources (memory
-file, pid file), a nursery for tasks. SIGTERM and SIGINT end the FUSE main
+Owns the lifecycle as s3ql's mount does: one AsyncExitStack inside the
+nursery (_serve), each teardown registered beside its setup. SIGTERM and SIGINT end the FUSE main
 loop (pyfuse3 itself ignores SIGTERM), then the mount is removed and the
 process exits 0. Readiness (READY=1 over $NOTIFY_SOCKET, the systemd protocol)
 is sent only once the mount has answered a request.
@@ -134,7 +134,8 @@ async def _shut_down(ops: DaxOperations) -> None:
         pyfuse3.terminate()
 
 
-async def _unmap_when_idle(memory: MemoryFile) -> None:
+async def _unmap_when_idle(memory: MemoryFile, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    task_status.started()
     seen, mapped = memory.accesses, False
     while True:
         await trio.sleep(UNMAP_IDLE)
@@ -145,41 +146,117 @@ async def _unmap_when_idle(memory: MemoryFile) -> None:
             mapped = False
 
 
-async def _serve(bus: DaxBus, config: MountConfig, options: set[str], stack: contextlib.ExitStack,
-                 restored: bool, served: list) -> None:
-    if restored:
-        await bus.persist()  # the unsafe-shutdown count, should it have grown
+async def _fuse_main(task_status=trio.TASK_STATUS_IGNORED) -> None:
+    task_status.started()
+    await pyfuse3.main(max_tasks=MAX_TASKS)
+
+
+async def _start(nursery: trio.Nursery, stack: contextlib.AsyncExitStack, task, *args) -> trio.Event:
+    """task(*args, task_status=) started in nursery, and its stop (cancel it,
+    wait for its end) on stack, so that it ends before what was set up before
+    it is torn down. The Event is set when the task ends."""
+    scope, ended = trio.CancelScope(), trio.Event()
+
+    async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with scope:
+                await task(*args, task_status=task_status)
+        finally:
+            ended.set()
+
+    async def stop() -> None:
+        scope.cancel()
+        with trio.CancelScope(shield=True):  # unwinding a failure: the stack's scope is cancelled already
+            await ended.wait()
+
+    await nursery.start(run)
+    stack.push_async_callback(stop)
+    return ended
+
+
+def _open_bus(config: MountConfig, stack: contextlib.AsyncExitStack,
+              undo: contextlib.ExitStack) -> tuple[DaxBus, bool]:
+    """The memory file and the bus over it, and whether a layout was
+    restored; the store marked running. What it creates goes on undo, for a
+    mount that fails before it serves."""
+    store = record = None
+    if config.memory_file:  # its layout: read, and checked, before the memory is opened
+        store = LayoutStore(config.memory_file)
+        record = store.load()
+        if record is not None:
+            store.check_options(record, config.size, config.align, config.default_device)
+    memory = MemoryFile(config.memory_file)
+    stack.callback(memory.close)
+    if memory.created:
+        undo.callback(_unlink_if_there, memory.path)
+    bus = DaxBus(DaxCore(config.nr_dax), memory, store, config.access)
+    if store is None:
+        return bus, False
+    store.check(record, memory.fileno(), config.fresh)
+    if record is None:
+        undo.callback(_unlink_if_there, store.path)
     else:
-        size = DEFAULT_SIZE if config.size is None else config.size
-        align = DEFAULT_ALIGN if config.align is None else config.align
-        ops = [lambda: bus.create_region(size, align, 0)]
-        if config.default_device:  # the seed dax0.0, over the whole region
-            ops.append(lambda: bus.create_device(0))
-        await bus.apply(ops)
+        store.restore(bus, record)
+    if not os.path.exists(store.marker):
+        undo.callback(_unlink_if_there, store.marker)
+    if bus.start_serving():
+        log.warning("%s: the last daemon did not shut down cleanly (unsafe shutdowns: %d)",
+                    config.memory_file, bus.dirty_shutdown)
+    return bus, record is not None
 
-    ops = DaxOperations(bus)
-    pyfuse3.init(ops, config.mountpoint, options)
-    stack.callback(pyfuse3.close, unmount=True)
-    async with trio.open_nursery() as nursery:
-        async def main() -> None:
-            await pyfuse3.main(max_tasks=MAX_TASKS)
-            nursery.cancel_scope.cancel()
 
-        nursery.start_soon(main)
-        st = await trio.to_thread.run_sync(os.stat, config.mountpoint)
-        stack.callback(watchdog.stop, watchdog.start(config.mountpoint, st.st_dev))  # from the main thread
-        runfiles.make_run_dir()
-        direct = DirectServer(bus, st.st_dev, runfiles.socket_path(st.st_dev))
-        await nursery.start(direct.serve)
-        ops.tree.direct_socket = direct.path
-        await nursery.start(_stop_on_signal, ops, nursery)
-        nursery.start_soon(_unmap_when_idle, bus.memory)
-        _raise_read_ahead(st.st_dev)
-        stack.callback(os.unlink, runfiles.write_pid_file(config.mountpoint))
-        log.info("serving %s", config.mountpoint)
-        sd_notify("READY=1")
-        served.append(True)
-    sd_notify("STOPPING=1")
+def _unlink_if_there(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+async def _first_layout(bus: DaxBus, config: MountConfig, restored: bool) -> None:
+    """A restored layout saved again (the unsafe-shutdown count, should it
+    have grown); else the new one: region 0, and its seed dax0.0 over all of it."""
+    if restored:
+        await bus.persist()
+        return
+    size = DEFAULT_SIZE if config.size is None else config.size
+    align = DEFAULT_ALIGN if config.align is None else config.align
+    ops = [lambda: bus.create_region(size, align, 0)]
+    if config.default_device:
+        ops.append(lambda: bus.create_device(0))
+    await bus.apply(ops)
+
+
+async def _serve(config: MountConfig, options: set[str]) -> None:
+    """The whole life of a mount, read top to bottom: each teardown is
+    registered beside its setup, and runs in the reverse order."""
+    served = False
+    try:
+        async with trio.open_nursery() as nursery, contextlib.AsyncExitStack() as stack:
+            with contextlib.ExitStack() as undo:
+                bus, restored = _open_bus(config, stack, undo)
+                await _first_layout(bus, config, restored)
+                ops = DaxOperations(bus)
+                pyfuse3.init(ops, config.mountpoint, options)
+                stack.callback(pyfuse3.close, unmount=True)
+                fuse_ended = await _start(nursery, stack, _fuse_main)
+                await _start(nursery, stack, _stop_on_signal, ops, nursery)  # stopped late: a signal while unwinding is only logged
+                st = await trio.to_thread.run_sync(os.stat, config.mountpoint)  # answered: the mount serves
+                stack.callback(watchdog.stop, watchdog.start(config.mountpoint, st.st_dev))  # main thread
+                runfiles.make_run_dir()
+                direct = DirectServer(bus, st.st_dev, runfiles.socket_path(st.st_dev))
+                await _start(nursery, stack, direct.serve)
+                ops.tree.direct_socket = direct.path
+                await _start(nursery, stack, _unmap_when_idle, bus.memory)
+                _raise_read_ahead(st.st_dev)
+                stack.callback(os.unlink, runfiles.write_pid_file(config.mountpoint))
+                log.info("serving %s", config.mountpoint)
+                sd_notify("READY=1")
+                served = True
+                undo.pop_all()  # from now on the files hold what clients stored
+            await fuse_ended.wait()
+            sd_notify("STOPPING=1")
+    except Exception as e:
+        if served:  # for `daxfuse umount` to say
+            runfiles.write_error(config.mountpoint, str(_sole(e)))
+        raise
 
 
 def _raise_read_ahead(st_dev: int) -> None:
@@ -198,44 +275,10 @@ def run(config: MountConfig) -> None:
     set-up, having removed what it made; one that fails after serving
     leaves its line for `daxfuse umount` (runfiles' error file)."""
     options = fuse_options(config)  # refused before anything is opened or written
-    served: list = []
-    made: list[str] = []  # files this mount made: a mount that fails removes them
     try:
-        with contextlib.ExitStack() as stack:
-            store = record = None
-            if config.memory_file:  # its layout: read, and checked, before the memory is opened
-                store = LayoutStore(config.memory_file)
-                record = store.load()
-                if record is not None:
-                    store.check_options(record, config.size, config.align, config.default_device)
-            memory = MemoryFile(config.memory_file)
-            stack.callback(memory.close)
-            if memory.created:
-                made.append(memory.path)
-            bus = DaxBus(DaxCore(config.nr_dax), memory, store, config.access)
-            if store is not None:
-                store.check(record, memory.fileno(), config.fresh)
-                if record is None:
-                    made.append(store.path)
-                else:
-                    store.restore(bus, record)
-                if not os.path.exists(store.marker):
-                    made.append(store.marker)
-                if bus.start_serving():
-                    log.warning("%s: the last daemon did not shut down cleanly (unsafe shutdowns: %d)",
-                                config.memory_file, bus.dirty_shutdown)
-            try:
-                trio.run(_serve, bus, config, options, stack, record is not None, served)
-            except BaseExceptionGroup as group:
-                raise _sole(group) from None
-    except BaseException as e:
-        if not served:
-            for path in made:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-        elif isinstance(e, Exception):
-            runfiles.write_error(config.mountpoint, str(e))
-        raise
+        trio.run(_serve, config, options)
+    except BaseExceptionGroup as group:
+        raise _sole(group) from None
     _remove_own_log(config.mountpoint)
 
 
