@@ -1,6 +1,10 @@
 """daxfuse: a userspace emulator of Linux device-dax over FUSE.
 
-Layers, imports pointing down only:
-  core (SRCU, dax_device, minors) -> memory -> Device DAX (regions, dev_dax)
-  -> front ends (control grammar, FUSE adapter, CLI, daemon).
+The folders are the layers, imports pointing down only (tests/test_layers.py):
+  core (dax_device, SRCU, minors; errors, units) -> memory (the memory file,
+  windows) -> dax (Device DAX: regions, dev_dax, the bus, the layout record,
+  media errors, grants) -> views (sysfs, the NVDIMM bus, control, the tree)
+  -> client (finding and talking to a daemon) -> daemon (lifecycle, FUSE
+  Operations, the direct-mapping socket) -> cli, testing and the C library
+  in preload/.
 """

@@ -8,12 +8,13 @@ import subprocess
 import sys
 import time
 
-from . import client, listing, mountinfo, personality, runfiles
+from . import client
+from .client import listing, mountinfo, personality, runfiles
 from .core import NR_DAX
-from .devdir import HOST_DEV, HOST_MOUNTED
-from .errors import DaxError
-from .units import parse_size
-from .users import parse_group, parse_mode, parse_owner
+from .views.devdir import HOST_DEV, HOST_MOUNTED
+from .core.errors import DaxError
+from .core.units import parse_size
+from .dax.users import parse_group, parse_mode, parse_owner
 
 MOUNT_TIMEOUT = 60.0
 
@@ -67,7 +68,7 @@ def control(mountpoint: str, command: str) -> str:
 # --- mount / umount ------------------------------------------------------------------------------
 def _mount_config(args):
     from .dax import Access
-    from .daemon import MountConfig
+    from .daemon.mount import MountConfig
     return MountConfig(mountpoint=args.mountpoint, memory_file=args.memory_file, size=args.size,
                        align=args.align, default_device=not args.no_default_device,
                        nr_dax=args.nr_dax, options=args.o,
@@ -87,7 +88,7 @@ def cmd_mount(args) -> None:
             raise CliError(f"{args.mountpoint} is inside the daxfuse mount {m.point}: it would hide that "
                            f"mount's devices; mount elsewhere")
     if args.foreground:
-        from .daemon import run
+        from .daemon.mount import run
         logging.basicConfig(level=logging.INFO, format="daxfuse[%(process)d] %(levelname)s: %(message)s")
         run(_mount_config(args))
         return

@@ -27,7 +27,8 @@ import sys
 
 import pytest
 
-from . import client, mountinfo
+from . import client
+from .client import mountinfo
 
 DAXFUSE = [sys.executable, "-m", "daxfuse"]
 READY_WAIT = 30.0

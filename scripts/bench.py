@@ -23,9 +23,9 @@ import time
 import numpy as np
 
 from daxfuse import client
-from daxfuse.daemon import UNMAP_IDLE
-from daxfuse.runfiles import daemon_pid
-from daxfuse.units import format_size, parse_size
+from daxfuse.daemon.mount import UNMAP_IDLE
+from daxfuse.client.runfiles import daemon_pid
+from daxfuse.core.units import format_size, parse_size
 
 MiB = 1 << 20
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

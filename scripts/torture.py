@@ -43,7 +43,8 @@ import traceback
 import numpy as np
 
 from daxfuse.dax import ALIGNS
-from daxfuse import client, mountinfo
+from daxfuse import client
+from daxfuse.client import mountinfo
 from daxfuse.testing import DaxMount
 
 MiB = 1 << 20

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from daxfuse import mountinfo
+from daxfuse.client import mountinfo
 from daxfuse.testing import DAXFUSE, skip_without_fuse
 
 

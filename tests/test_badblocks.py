@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 from daxfuse.core import DaxCore
 from daxfuse.dax import DaxBus, DaxFile
 from daxfuse.dax.badblocks import Badblocks
-from daxfuse.errors import DaxError
+from daxfuse.core.errors import DaxError
 from daxfuse.memory import MemoryFile
 
 pytestmark = pytest.mark.timeout(60)

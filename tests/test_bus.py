@@ -10,7 +10,7 @@ from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from daxfuse.core import DaxCore
-from daxfuse.errors import DaxError
+from daxfuse.core.errors import DaxError
 from daxfuse.dax import ALIGNS, Access, DaxBus, DaxFile, DevDax, Event, Range
 from daxfuse.dax.layout import LayoutStore, check_record
 from daxfuse.memory import MemoryFile

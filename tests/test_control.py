@@ -7,13 +7,13 @@ import pytest
 import trio
 from hypothesis import example, given, settings, strategies as st
 
-from daxfuse import control
+from daxfuse.views import control
 from daxfuse.core import DaxCore
-from daxfuse.errors import DaxError
+from daxfuse.core.errors import DaxError
 from daxfuse.dax import DaxBus
-from daxfuse.listing import REGION_PATH, daxctl_list
+from daxfuse.client.listing import REGION_PATH, daxctl_list
 from daxfuse.memory import MemoryFile
-from daxfuse.units import format_size, parse_id, parse_size
+from daxfuse.core.units import format_size, parse_id, parse_size
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -458,7 +458,7 @@ def test_daxctl_list_mappings(bus):
 
 
 def test_daxctl_dumps_format():
-    from daxfuse.listing import dumps
+    from daxfuse.client.listing import dumps
     text = dumps([{"path": "/platform/daxfuse.0", "id": 0}])
     assert text == '[\n  {\n    "path":"\\/platform\\/daxfuse.0",\n    "id":0\n  }\n]'
     assert json.loads(text) == [{"path": "/platform/daxfuse.0", "id": 0}]

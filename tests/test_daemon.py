@@ -1,6 +1,6 @@
 """Daemon helpers without a mount."""
-from daxfuse.daemon import _sole
-from daxfuse.runfiles import run_file
+from daxfuse.daemon.mount import _sole
+from daxfuse.client.runfiles import run_file
 
 
 def test_run_files_of_different_mount_points_never_collide():

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import DAXFUSE
-from daxfuse import wire
+from daxfuse.views import wire
 
 pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import DAXFUSE, mounted_paths
-from daxfuse.errors import DaxError
+from daxfuse.core.errors import DaxError
 from daxfuse.memory import MemoryFile
 
 pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]

@@ -10,7 +10,7 @@ import trio
 
 from daxfuse.core import DaxCore
 from daxfuse.dax import DaxBus
-from daxfuse.fuse_ops import DaxOperations
+from daxfuse.daemon.fuse_ops import DaxOperations
 from daxfuse.memory import MemoryFile
 
 
@@ -33,7 +33,7 @@ def errno_of(coro_fn, *args) -> int:
 
 @pytest.mark.logs_errors
 def test_unexpected_exception_is_logged_and_answered_eio(ops, caplog):
-    with caplog.at_level(logging.ERROR, logger="daxfuse.fuse_ops"):
+    with caplog.at_level(logging.ERROR, logger="daxfuse.daemon.fuse_ops"):
         assert errno_of(ops.read, 12345, 0, 10) == errno.EIO  # no such handle: a KeyError inside
     assert "Traceback" in caplog.text and "KeyError" in caplog.text
 

@@ -11,7 +11,7 @@ import trio
 from daxfuse.core import DaxCore
 from daxfuse.dax import DaxBus, DaxFile
 from daxfuse.dax.layout import LayoutStore, _checksum
-from daxfuse.errors import DaxError
+from daxfuse.core.errors import DaxError
 from daxfuse.memory import MemoryFile
 
 pytestmark = pytest.mark.timeout(60)

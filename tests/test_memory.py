@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import as_user
-from daxfuse.errors import DaxError
+from daxfuse.core.errors import DaxError
 from daxfuse.memory import MemoryFile
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import as_user, DAXFUSE, mounted_paths, mounted_paths_of_type
 from daxfuse.testing import DaxMount
-from daxfuse.runfiles import run_file
+from daxfuse.client.runfiles import run_file
 
 MiB = 1 << 20
 DEV = ("dax", "dax0.0")

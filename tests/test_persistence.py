@@ -16,11 +16,11 @@ import trio
 
 from conftest import DAXFUSE, mounted_paths
 from daxfuse.testing import DaxMount
-from daxfuse import control
+from daxfuse.views import control
 from daxfuse.core import DaxCore
 from daxfuse.dax import DaxBus
 from daxfuse.dax.layout import LayoutStore
-from daxfuse.errors import DaxError
+from daxfuse.core.errors import DaxError
 from daxfuse.memory import MemoryFile
 
 pytestmark = [pytest.mark.mounted, pytest.mark.timeout(300)]

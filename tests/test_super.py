@@ -9,8 +9,8 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
                                  rule)
 
 from daxfuse.core import DaxCore
-from daxfuse.errors import DaxError
-from daxfuse.devt import DAX_INO_BASE
+from daxfuse.core.errors import DaxError
+from daxfuse.core.devt import DAX_INO_BASE
 
 pytestmark = pytest.mark.timeout(60)
 

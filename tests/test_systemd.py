@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daxfuse import mountinfo
+from daxfuse.client import mountinfo
 
 pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]
 

@@ -1,5 +1,5 @@
 """The wire formats between the library and the daemon have one definition, the C header the
-library compiles with, which daxfuse/wire.py reads: the two must agree on
+library compiles with, which daxfuse/views/wire.py reads: the two must agree on
 every constant, every field's offset and every structure's size, as a C
 compiler lays them out."""
 import os
@@ -7,7 +7,7 @@ import re
 import struct
 import subprocess
 
-from daxfuse import wire
+from daxfuse.views import wire
 
 
 def test_python_reads_the_header_as_the_compiler_does(tmp_path):

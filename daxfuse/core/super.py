@@ -10,8 +10,8 @@ inode number reused under it.
 import errno
 from contextlib import contextmanager
 
-from ..devt import DAX_INO_BASE
-from ..errors import DaxError
+from .devt import DAX_INO_BASE
+from .errors import DaxError
 from .minors import Ida
 from .srcu import Srcu
 

@@ -19,9 +19,9 @@ from typing import Awaitable, Callable
 import trio
 
 from ..core import DaxCore
-from ..errors import DaxError, shown
+from ..core.errors import DaxError, shown
 from ..memory import MemoryFile, Window
-from ..units import ID_MAX, INT_MAX, parse_index, size_text
+from ..core.units import ID_MAX, INT_MAX, parse_index, size_text
 from .badblocks import SECTOR, Badblocks, sectors
 from .device import ALIGNS, DEFAULT_ALIGN, Access, DaxRegion, DevDax, Range, is_aligned
 from .events import Event, Listener

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..core import DaxDevice
-from ..errors import DaxError
+from ..core.errors import DaxError
 from .badblocks import sectors, whole_sectors
 
 if TYPE_CHECKING:  # bus.py imports this module

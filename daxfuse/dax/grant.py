@@ -1,5 +1,5 @@
 """What a process may be granted of a device's memory, to map it directly
-(the personality's mappings; the socket it asks through is daxfuse/direct.py).
+(the personality's mappings; the socket it asks through is daxfuse/daemon/direct.py).
 The rules, as the kernel's open and mmap of a device-dax apply them, and the
 window's own (memory/window.py):
 
@@ -16,7 +16,7 @@ window's own (memory/window.py):
 import errno
 from dataclasses import dataclass
 
-from ..errors import DaxError
+from ..core.errors import DaxError
 from ..memory import Window
 from .bus import DaxBus
 from .device import DevDax

@@ -28,9 +28,9 @@ import hashlib
 import json
 import os
 
-from .. import files
-from ..errors import DaxError
-from ..units import ID_MAX, size_text
+from ..core import files
+from ..core.errors import DaxError
+from ..core.units import ID_MAX, size_text
 from .badblocks import Badblocks
 from .device import ALIGNS, Access, Range, is_aligned
 

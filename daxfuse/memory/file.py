@@ -18,8 +18,8 @@ import tempfile
 
 import numpy as np
 
-from ..errors import DaxError
-from .. import files
+from ..core.errors import DaxError
+from ..core import files
 from . import tmpfs
 from .window import Window, punch, remove
 

@@ -1,5 +1,5 @@
 """A window: a device's memory in a file of its own, while processes map it
-directly (the personality's mappings, see daxfuse/direct.py).
+directly (the personality's mappings, see daxfuse/daemon/direct.py).
 
 The memory file holds every device, so it is never handed to a process: a
 window is. It holds exactly one device's memory, at the device's offsets,
@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from ..errors import DaxError
+from ..core.errors import DaxError
 from .tmpfs import Tmpfs
 
 _PAGE = 4096

@@ -1,9 +1,9 @@
 /*
  * What the personality library and the daemon send each other, defined
  * once: the library includes this file, and the daemon reads its constants
- * and structures from it (daxfuse/wire.py).
+ * and structures from it (daxfuse/views/wire.py).
  *
- * The direct-mapping protocol (daxfuse/direct.py):
+ * The direct-mapping protocol (daxfuse/daemon/direct.py):
  *
  * One SOCK_SEQPACKET connection per request, to the mount's socket (in the
  * daemon's run directory, mode 0700): one request, one reply, closed. The
@@ -57,7 +57,7 @@ struct daxfuse_range {
 };
 
 /*
- * /dev/ndctl0's ioctls (daxfuse/ars.py): the library writes the command's
+ * /dev/ndctl0's ioctls (daxfuse/views/ars.py): the library writes the command's
  * number (u32) and its payload to the node, and reads the payload back as
  * the kernel would have left it. ND_IOCTL_CALL and ARS_STATUS carry more
  * than _IOC_SIZE says.

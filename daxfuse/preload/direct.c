@@ -2,7 +2,7 @@
  * Direct mappings: under the personality a mapping of a device maps the
  * device's window, a file of the daemon's holding that device's memory and
  * nothing else (daxfuse/memory/window.py), at memory speed. The daemon
- * grants it over the mount's socket (daxfuse/direct.py, the wire format in
+ * grants it over the mount's socket (daxfuse/daemon/direct.py, the wire format in
  * daxfuse_wire.h) and revokes it by truncating the window: every mapping of
  * it faults, in any process, whatever that process does.
  *

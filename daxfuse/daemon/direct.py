@@ -41,11 +41,11 @@ import time
 import numpy as np
 import trio
 
-from . import wire
-from .dax import DaxBus, DevDax, Event
-from .dax.grant import Peer, grant, poison
-from .devt import DAX_INO_BASE
-from .errors import DaxError
+from ..views import wire
+from ..dax import DaxBus, DevDax, Event
+from ..dax.grant import Peer, grant, poison
+from ..core.devt import DAX_INO_BASE
+from ..core.errors import DaxError
 
 log = logging.getLogger(__name__)
 

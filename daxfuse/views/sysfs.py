@@ -12,12 +12,12 @@ import functools
 import re
 import string
 
-from .dax import DaxBus, DaxRegion, DevDax
-from .devt import DAX_MAJOR
-from .errors import DaxError, shown
+from ..dax import DaxBus, DaxRegion, DevDax
+from ..core.devt import DAX_MAJOR
+from ..core.errors import DaxError, shown
 from .ndbus import BUS_DIR, NdBusView
 from .nodes import Attr, Dir, Link, Node, group, table
-from .units import U64_MAX, bounded_int, parse_index
+from ..core.units import U64_MAX, bounded_int, parse_index
 
 REGION_DIR = "daxfuse.{}"
 # Without the personality, device files are regular files (st_rdev 0:0 to

@@ -6,8 +6,8 @@ import grp
 import pwd
 import re
 
-from .errors import DaxError, shown
-from .units import ID_MAX, bounded_int
+from ..core.errors import DaxError, shown
+from ..core.units import ID_MAX, bounded_int
 
 _OCTAL = re.compile(r"0?[0-7]{1,4}", re.ASCII)
 _DECIMAL = re.compile(r"[0-9]+", re.ASCII)

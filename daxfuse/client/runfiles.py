@@ -10,7 +10,7 @@ import glob
 import os
 import stat
 
-from . import client
+from .. import client
 
 
 def run_dir() -> str:

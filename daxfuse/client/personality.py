@@ -4,7 +4,7 @@ environment that points it at a mount."""
 import importlib.util
 import os
 
-from .devt import DAX_INO_BASE, DAX_MAJOR, NDCTL_INO, NDCTL_MAJOR
+from ..core.devt import DAX_INO_BASE, DAX_MAJOR, NDCTL_INO, NDCTL_MAJOR
 
 LIBRARY = "daxfuse.libdaxfuse_preload"
 

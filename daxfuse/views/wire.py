@@ -8,7 +8,7 @@ import re
 import struct
 from collections import namedtuple
 
-HEADER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload", "daxfuse_wire.h")
+HEADER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "preload", "daxfuse_wire.h")
 _TYPES = {"uint64_t": "Q", "int64_t": "q", "uint32_t": "I", "int32_t": "i", "uint8_t": "B"}
 
 

@@ -17,9 +17,9 @@ import errno
 import struct
 
 from . import wire
-from .dax import DaxBus
-from .dax.badblocks import SECTOR
-from .errors import DaxError
+from ..dax import DaxBus
+from ..dax.badblocks import SECTOR
+from ..core.errors import DaxError
 
 ARS_CAP, ARS_START, ARS_STATUS = wire.ND_ARS_CAP, wire.ND_ARS_START, wire.ND_ARS_STATUS
 CLEAR_ERROR, CALL = wire.ND_CLEAR_ERROR, wire.ND_CALL

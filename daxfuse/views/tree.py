@@ -1,5 +1,5 @@
 """The mount's tree: control, dax/ (the devices), sys/ (the sysfs view),
-.direct (a link to the socket of direct mappings, daxfuse/direct.py) and
+.direct (a link to the socket of direct mappings, daxfuse/daemon/direct.py) and
 dev/ (a /dev for `daxfuse exec`: the devices, plus every other name of the
 host's /dev as a link into .host/, where exec mounts the host's /dev; the
 names of HOST_MOUNTED, as a place where exec mounts that host node itself)."""
@@ -7,10 +7,10 @@ import functools
 import os
 
 from .control import Control
-from .dax import DaxBus, DaxRegion, DevDax
+from ..dax import DaxBus, DaxRegion, DevDax
 from .ars import NdctlFile
 from .devdir import HOST_DEV, HOST_MOUNTED
-from .devt import NDCTL_INO
+from ..core.devt import NDCTL_INO
 from .nodes import Attr, AttrFile, Chardev, Device, Dir, Link, Mountpoint, table
 from .sysfs import SysfsView
 

@@ -21,10 +21,10 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from .dax import DaxBus, DaxFile, DevDax, Event
-from .errors import DaxError
-from .nodes import Attr, Chardev, Device, Dir, Link, Mountpoint
-from .tree import Tree
+from ..dax import DaxBus, DaxFile, DevDax, Event
+from ..core.errors import DaxError
+from ..views.nodes import Attr, Chardev, Device, Dir, Link, Mountpoint
+from ..views.tree import Tree
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from typing import Callable
 
 import trio
 
-from .dax import DaxBus
-from .errors import DaxError, shown
-from .units import parse_count, parse_id, parse_size
-from .users import parse_group, parse_mode, parse_owner
+from ..dax import DaxBus
+from ..core.errors import DaxError, shown
+from ..core.units import parse_count, parse_id, parse_size
+from ..dax.users import parse_group, parse_mode, parse_owner
 
 # The kernel cuts a write into requests of at most 1 MiB, and one of up to
 # 1 MiB - 4 KiB always arrives whole, however its buffer is aligned: larger

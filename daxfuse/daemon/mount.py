@@ -17,14 +17,15 @@ from dataclasses import dataclass
 import pyfuse3
 import trio
 
-from . import runfiles, watchdog
-from .core import DaxCore
-from .dax import DEFAULT_ALIGN, Access, DaxBus
-from .dax.layout import LayoutStore
+from ..client import runfiles
+from . import watchdog
+from ..core import DaxCore
+from ..dax import DEFAULT_ALIGN, Access, DaxBus
+from ..dax.layout import LayoutStore
 from .direct import DirectServer
-from .errors import DaxError
+from ..core.errors import DaxError
 from .fuse_ops import DaxOperations
-from .memory import MemoryFile
+from ..memory import MemoryFile
 
 log = logging.getLogger("daxfuse")
 

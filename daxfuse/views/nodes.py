@@ -4,8 +4,8 @@ import errno
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from .dax import DaxBus, DevDax
-from .errors import DaxError
+from ..dax import DaxBus, DevDax
+from ..core.errors import DaxError
 
 PAGE_SIZE = 4096
 

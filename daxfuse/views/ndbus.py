@@ -17,12 +17,12 @@ import errno
 import functools
 import uuid
 
-from .dax import ALIGNS, DaxBus, DaxRegion, DevDax
-from .dax.badblocks import SECTOR
-from .devt import NDCTL_MAJOR, NMEM_MAJOR
-from .errors import DaxError
+from ..dax import ALIGNS, DaxBus, DaxRegion, DevDax
+from ..dax.badblocks import SECTOR
+from ..core.devt import NDCTL_MAJOR, NMEM_MAJOR
+from ..core.errors import DaxError
 from .nodes import Attr, Link, Node, group, table
-from .units import parse_count, parse_index
+from ..core.units import parse_count, parse_index
 
 BUS_DIR = "daxfuse-nvdimm"
 BUS = f"devices/platform/{BUS_DIR}/ndbus0"
