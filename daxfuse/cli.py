@@ -1,6 +1,7 @@
 """The daxfuse command: mount / umount, and daxctl-like management commands
 that speak the control-file grammar."""
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -17,10 +18,25 @@ from .core.units import parse_size
 from .dax.users import parse_group, parse_mode, parse_owner
 
 MOUNT_TIMEOUT = 60.0
+# Exit statuses, one per class of failure, for scripts to tell them apart.
+EXIT_FAILED = 1       # the request failed: an errno, which the line names
+EXIT_USAGE = 2        # the command line is wrong (argparse's own status)
+EXIT_UNREACHABLE = 3  # no daemon to ask: no such mount, or its daemon gone or not answering
+# a mount whose daemon died (ENOTCONN), or a socket nobody listens on
+UNREACHABLE_ERRNOS = {errno.ENOTCONN, errno.ECONNREFUSED, errno.ECONNABORTED}
 
 
 class CliError(Exception):
-    """One line for the user, no traceback."""
+    """One line for the user, no traceback: the request failed."""
+    status = EXIT_FAILED
+
+
+class UsageError(CliError):
+    status = EXIT_USAGE
+
+
+class Unreachable(CliError):
+    status = EXIT_UNREACHABLE
 
 
 # --- finding mounts and talking to them ---------------------------------------------------
@@ -37,12 +53,12 @@ def find_mount(mountpoint: str | None) -> str:
     every = mountinfo.daxfuse_mounts()
     if mountpoint:
         if _canonical(mountpoint) not in [m.point for m in every]:
-            raise CliError(f"{mountpoint} is not a daxfuse mount")
+            raise Unreachable(f"{mountpoint} is not a daxfuse mount")
         return _canonical(mountpoint)
     mounts = [m.point for m in every if m.user_id == os.getuid()] or [m.point for m in every]
     if len(mounts) != 1:
         found = ", ".join(mounts) if mounts else "none"
-        raise CliError(f"cannot choose a daxfuse mount (found: {found}); pass -m MOUNTPOINT")
+        raise Unreachable(f"cannot choose a daxfuse mount (found: {found}); pass -m MOUNTPOINT")
     return mounts[0]
 
 
@@ -62,7 +78,7 @@ def control(mountpoint: str, command: str) -> str:
     try:
         return client.control(mountpoint, command)
     except client.ControlError as e:
-        raise CliError(e.strerror) from None
+        raise (Unreachable if e.errno in UNREACHABLE_ERRNOS else CliError)(e.strerror) from None
 
 
 # --- mount / umount ------------------------------------------------------------------------------
@@ -112,7 +128,7 @@ def _mount_detached(args) -> None:
         os.unlink(log_path)
         raise CliError(error or f"daemon exited with status {child.returncode}")
     child.kill()
-    raise CliError(f"daemon did not become ready within {MOUNT_TIMEOUT:.0f}s (log: {log_path})")
+    raise Unreachable(f"daemon did not become ready within {MOUNT_TIMEOUT:.0f}s (log: {log_path})")
 
 
 def _failure(path: str) -> str:
@@ -142,7 +158,7 @@ def cmd_umount(args) -> None:
     deadline = time.monotonic() + 30
     while runfiles.running(pid):
         if time.monotonic() > deadline:
-            raise CliError(f"daemon {pid} did not exit within 30s")
+            raise Unreachable(f"daemon {pid} did not exit within 30s")
         time.sleep(0.05)
     error = runfiles.take_error(mountpoint)
     if error:
@@ -166,7 +182,7 @@ _EXEC = (f'mount --bind "$1/sys" /sys && mount --rbind /dev "$1/dev/{HOST_DEV}" 
 
 def cmd_exec(args) -> None:
     if not args.argv:
-        raise CliError("exec needs a command: daxfuse exec [-m MOUNTPOINT] -- COMMAND...")
+        raise UsageError("exec needs a command: daxfuse exec [-m MOUNTPOINT] -- COMMAND...")
     if not mountinfo.mounted("/"):  # unshare's --propagation private would fail with EINVAL
         raise CliError("/ is not a mount point here (a chroot?), so exec cannot keep its mounts private: "
                        "bind-mount the root directory onto itself first (mount --bind DIR DIR), "
@@ -204,7 +220,7 @@ def cmd_inject_error(args) -> None:
         print(listing.dumps({"badblocks": devices[0]["badblocks"]}))
         return
     if args.block is None:
-        raise CliError("inject-error needs -B BLOCK (or --status)")
+        raise UsageError("inject-error needs -B BLOCK (or --status)")
     command = "clear-error" if args.uninject else "inject-error"
     control(mountpoint, _line(command, args.device, block=args.block, count=args.count))
 
@@ -339,12 +355,15 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except CliError as e:
         print(f"daxfuse: {e}", file=sys.stderr)
-        return 1
+        return e.status
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
-        print(f"daxfuse: {where}{e.strerror or e}", file=sys.stderr)
-        return 1
+        name = errno.errorcode.get(e.errno, "")
+        said = e.strerror or str(e)
+        print(f"daxfuse: {where}{said if not name or said.startswith(('error ', name)) else f'{name}: {said}'}",
+              file=sys.stderr)
+        return EXIT_UNREACHABLE if e.errno in UNREACHABLE_ERRNOS else EXIT_FAILED
     except (DaxError, RuntimeError) as e:
         print(f"daxfuse: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     return 0

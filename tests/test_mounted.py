@@ -248,11 +248,42 @@ def test_cli_manages_a_mount(dax):
     assert r.returncode == 1 and "EBUSY" in r.stderr
 
 
+def test_cli_exit_status_tells_usage_errno_and_unreachable_apart(daxfuse_factory, tmp_path):
+    """2: the command line; 1: the request failed, its errno named; 3: no
+    daemon to ask (no such mount, or one whose daemon was killed)."""
+    d = daxfuse_factory("--size", "16M")
+
+    def cli(*args, mount=d.mountpoint):
+        r = subprocess.run([*DAXFUSE, *args, "-m", mount], capture_output=True, text=True, timeout=60)
+        assert r.stderr.count("\n") <= 4 and "Traceback" not in r.stderr, r.stderr
+        return r.returncode, r.stderr
+
+    assert cli("create-device")[0] == 2  # -r missing: argparse
+    assert cli("inject-error", "dax0.0")[0] == 2
+    assert cli("exec")[0] == 2
+    for args, name in ((("create-device", "-r", "0", "-s", "3M"), "EINVAL"), (("disable-device", "dax0.9"), "ENXIO"),
+                       (("destroy-device", "dax0.0"), "EBUSY"), (("create-region", "-s", "x"), "EINVAL")):
+        status, said = cli(*args)
+        assert status == 1 and name in said and said.count("\n") == 1, (args, said)
+    assert subprocess.run(d.exec_argv("sh", "-c", "exit 7"), timeout=60).returncode == 7  # the command's own
+    status, said = cli("list", mount=str(tmp_path))
+    assert status == 3 and "not a daxfuse mount" in said
+    (tmp_path / "killed").mkdir()
+    killed = DaxMount(str(tmp_path / "killed"), "--size", "16M")
+    try:
+        killed.proc.kill()
+        killed.proc.wait(30)
+        status, said = cli("list", mount=killed.mountpoint)
+        assert status == 3 and said.count("\n") == 1, said
+    finally:
+        killed.kill()
+
+
 def test_cli_finds_the_only_mount_and_refuses_to_guess(daxfuse_factory):
     a = daxfuse_factory("--size", "16M", name="a")
     daxfuse_factory("--size", "16M", name="b")
     r = subprocess.run([*DAXFUSE, "list"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and "pass -m MOUNTPOINT" in r.stderr
+    assert r.returncode == 3 and "pass -m MOUNTPOINT" in r.stderr
     # in a mount namespace where only `a` is left, `list` finds it
     others = " ".join(m for m in mounted_paths_of_type("fuse.daxfuse") if m != a.mountpoint)
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
@@ -337,7 +368,7 @@ def test_the_mount_table_decides_what_is_a_mount(tmp_path):
     (fake / "control").write_text("[]")
     for args in (["umount", str(fake)], ["list", "-m", str(fake)], ["disable-device", "dax0.0", "-m", str(fake)]):
         r = subprocess.run([*DAXFUSE, *args], capture_output=True, text=True, timeout=60)
-        assert (r.returncode, r.stderr) == (1, f"daxfuse: {fake} is not a daxfuse mount\n"), args
+        assert (r.returncode, r.stderr) == (3, f"daxfuse: {fake} is not a daxfuse mount\n"), args
 
 
 def test_another_users_mount_is_permission_denied(dax):
