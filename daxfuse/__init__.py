@@ -1,6 +1,6 @@
 """daxfuse: a userspace emulator of Linux device-dax over FUSE.
 
-The folders are the layers, imports pointing down only (tests/test_layers.py):
+The folders are the layers, imports pointing down only (tests/t1_layers.py):
   core (dax_device, SRCU, minors; errors, units) -> memory (the memory file,
   windows) -> dax (Device DAX: regions, dev_dax, the bus, the layout record,
   media errors, grants) -> views (sysfs, the NVDIMM bus, control, the tree)

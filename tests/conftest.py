@@ -4,11 +4,18 @@ import logging
 import os
 import pwd
 import subprocess
+import sys
 import tempfile
+import textwrap
+import time
 
 import pytest
+import trio
 
 from daxfuse.client import mountinfo
+from daxfuse.core import DaxCore
+from daxfuse.dax import DaxBus
+from daxfuse.memory import MemoryFile
 from daxfuse.testing import DAXFUSE, skip_without_fuse
 
 
@@ -19,6 +26,58 @@ def mounted_paths() -> set[str]:
 def mounted_paths_of_type(fstype: str) -> list[str]:
     return [m.point for m in mountinfo.mounts() if m.fstype == fstype]
 
+
+def wait_for(condition, what: str, timeout: float = 30) -> None:
+    """Until condition() holds: a state observed, never a sleep that stands in for one."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def syscall(pid: int) -> list[str]:
+    """/proc/PID/syscall: the number of the system call the task is in, then
+    its arguments in hex (["running"] while it runs in user space)."""
+    with open(f"/proc/{pid}/syscall") as f:
+        return f.read().split()
+
+
+def writing(pid: int, path: str) -> bool:
+    """pid is inside a write(2) to the file at path (one the daemon holds)."""
+    call = syscall(pid)
+    if call[0] != str(SYS_WRITE):
+        return False
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{int(call[1], 16)}") == path
+    except OSError:
+        return False
+
+
+def child(code: str, *args: str, **kw) -> subprocess.Popen:
+    """A Python child running code (dedented), with its output piped as text."""
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def inside(d, *argv: str, options=(), cwd=None) -> subprocess.CompletedProcess:
+    """argv run inside `daxfuse exec` on d's mount, its output captured."""
+    return subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, *options, "--", *argv],
+                          capture_output=True, text=True, timeout=100, cwd=cwd)
+
+
+def apply(bus, *ops):
+    """A batch of bus operations, run to completion."""
+    return trio.run(bus.apply, list(ops))
+
+
+def dirty_shutdowns(mountpoint: str) -> int:
+    """The emulated DIMM's unsafe-shutdown count, as ndctl reads it."""
+    with open(f"{mountpoint}/sys/devices/platform/daxfuse-nvdimm/ndbus0/nmem0/nfit/dirty_shutdown") as f:
+        return int(f.read())
+
+
+SYS_WRITE, SYS_RECVMSG, SYS_OPENAT = 1, 47, 257  # x86_64
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What another user runs in, where this checkout is theirs to reach: it may
@@ -72,3 +131,18 @@ def fuse():
 def dax(daxfuse_factory, tmp_path):
     """A daemon with a 64 MiB region 0, dax0.0 spanning it, memory file in tmp."""
     return daxfuse_factory("--size", "64M", "--memory-file", str(tmp_path / "memory"))
+
+
+@pytest.fixture
+def memory():
+    """A memory file of the test's own, unlinked (in /dev/shm)."""
+    m = MemoryFile()
+    assert m.path is None
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def bus(memory):
+    """An empty bus over memory, with 16 minors and no layout record."""
+    return DaxBus(DaxCore(16), memory)

@@ -256,7 +256,7 @@ async def _serve(config: MountConfig, options: set[str]) -> None:
             sd_notify("STOPPING=1")
     except Exception as e:
         if served:  # for `daxfuse umount` to say
-            runfiles.write_error(config.mountpoint, str(_sole(e)))
+            runfiles.write_error(config.mountpoint, str(sole_error(e)))
         raise
 
 
@@ -279,11 +279,11 @@ def run(config: MountConfig) -> None:
     try:
         trio.run(_serve, config, options)
     except BaseExceptionGroup as group:
-        raise _sole(group) from None
+        raise sole_error(group) from None
     _remove_own_log(config.mountpoint)
 
 
-def _sole(group: BaseExceptionGroup) -> BaseException:
+def sole_error(group: BaseExceptionGroup) -> BaseException:
     """The one error a nursery wrapped (so the CLI can print it in one line),
     else the group itself."""
     while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:

@@ -7,6 +7,7 @@ import pytest
 import trio
 from hypothesis import given, strategies as st
 
+from conftest import apply
 from daxfuse.core import DaxCore
 from daxfuse.dax import DaxBus, DaxFile
 from daxfuse.dax.badblocks import Badblocks
@@ -33,16 +34,10 @@ def test_badblocks_are_the_set_of_sectors_merged_and_sorted(changes):
 
 
 @pytest.fixture
-def bus():
-    memory = MemoryFile()
-    bus = DaxBus(DaxCore(), memory)
+def bus(bus):
+    """conftest's, with region 0 of 16 MiB and dax0.0 of 8 MiB."""
     trio.run(bus.apply, [P(bus.create_region, 16 << 20), P(bus.create_device, 0, 4 * M2)])
-    yield bus
-    memory.close()
-
-
-def apply(bus, *ops):
-    return trio.run(bus.apply, list(ops))
+    return bus
 
 
 def test_inject_and_clear_by_device_block(bus):

@@ -3,21 +3,16 @@ import json
 import mmap
 import os
 import shutil
-import subprocess
 
 import pytest
 
-from conftest import DAXFUSE
+from conftest import inside
+
 
 pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120),
               pytest.mark.skipif(shutil.which("ndctl") is None, reason="ndctl is missing (scripts/test installs it)")]
 
 MiB = 1 << 20
-
-
-def inside(d, *argv):
-    return subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, "--", *argv], capture_output=True,
-                          text=True, timeout=60)
 
 
 def test_ndctl_lists_bus_dimm_regions_and_a_devdax_namespace_per_device(daxfuse_factory):

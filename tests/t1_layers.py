@@ -83,3 +83,18 @@ def test_every_module_has_a_layer():
     """A new top-level module is a front end only if it says so here."""
     front = sorted(m for m in MODULES if layer(m) == LAYERS.index("front"))
     assert front == ["daxfuse", "daxfuse.__main__", "daxfuse.cli", "daxfuse.testing"]
+
+
+def test_tests_and_scripts_use_no_private_name():
+    """Tests and scripts hold the package to its public names, so that a
+    refactoring inside a module cannot break them unseen."""
+    root = os.path.dirname(TOP)
+    found = []
+    for folder in ("tests", "scripts"):
+        for f in sorted(os.listdir(os.path.join(root, folder))):
+            if not f.endswith(".py"):
+                continue
+            for node in ast.walk(ast.parse(open(os.path.join(root, folder, f)).read())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("daxfuse"):
+                    found += [f"{folder}/{f}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not found

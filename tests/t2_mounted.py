@@ -5,14 +5,12 @@ import os
 import signal
 import subprocess
 import tempfile
-import sys
-import textwrap
 import time
 
 import pytest
 
-from conftest import as_user, DAXFUSE, mounted_paths, mounted_paths_of_type
-from daxfuse.testing import DaxMount
+from conftest import as_user, child, mounted_paths, mounted_paths_of_type
+from daxfuse.testing import DAXFUSE, DaxMount
 from daxfuse.client.runfiles import run_file
 
 MiB = 1 << 20
@@ -30,11 +28,6 @@ def read_memory(dax, start: int, n: int) -> bytes:
     with open(os.path.join(os.path.dirname(dax.mountpoint), "memory"), "rb") as f:
         f.seek(start)
         return f.read(n)
-
-
-def child(code: str, *args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 def test_tree(dax):

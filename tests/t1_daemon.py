@@ -1,5 +1,5 @@
 """Daemon helpers without a mount."""
-from daxfuse.daemon.mount import _sole
+from daxfuse.daemon.mount import sole_error
 from daxfuse.client.runfiles import run_file
 
 
@@ -10,6 +10,6 @@ def test_run_files_of_different_mount_points_never_collide():
 
 def test_a_nursery_wrapped_error_reaches_the_cli_alone():
     err = OSError(13, "Permission denied")
-    assert _sole(BaseExceptionGroup("", [ExceptionGroup("", [err])])) is err
+    assert sole_error(BaseExceptionGroup("", [ExceptionGroup("", [err])])) is err
     two = ExceptionGroup("", [err, ValueError()])
-    assert _sole(two) is two
+    assert sole_error(two) is two

@@ -14,8 +14,8 @@ import time
 import pytest
 import trio
 
-from conftest import DAXFUSE, mounted_paths
-from daxfuse.testing import DaxMount
+from conftest import dirty_shutdowns, mounted_paths
+from daxfuse.testing import DAXFUSE, DaxMount
 from daxfuse.views import control
 from daxfuse.core import DaxCore
 from daxfuse.dax import DaxBus
@@ -48,11 +48,6 @@ def daxfuse(*args, check=True):
     return r
 
 
-def dirty_shutdowns(d) -> int:
-    with open(d.path("sys", "devices", "platform", "daxfuse-nvdimm", "ndbus0", "nmem0", "nfit", "dirty_shutdown")) as f:
-        return int(f.read())
-
-
 def test_the_layout_comes_back_exactly(daxfuse_factory, memory_file, tmp_path):
     d = daxfuse_factory("--size", "64M", "--memory-file", memory_file, name="first")
     d.control("create-region size=32M align=4K\ncreate-device region=1 size=8M\ncreate-device region=1 size=4M\n"
@@ -75,7 +70,7 @@ def test_the_layout_comes_back_exactly(daxfuse_factory, memory_file, tmp_path):
     fd = os.open(again.path("dax", "dax1.1"), os.O_RDONLY)
     assert os.pread(fd, 4, 8 * MiB) == b"kept"
     os.close(fd)
-    assert dirty_shutdowns(again) == 0, "a clean shutdown is no unsafe one"
+    assert dirty_shutdowns(again.mountpoint) == 0, "a clean shutdown is no unsafe one"
 
 
 def test_options_that_disagree_with_the_layout_are_refused(daxfuse_factory, memory_file, tmp_path):
@@ -125,16 +120,16 @@ def test_sigkill_counts_an_unsafe_shutdown_and_a_clean_one_does_not(daxfuse_fact
     (tmp_path / "a").mkdir()
     d = DaxMount(str(tmp_path / "a"), "--size", "64M", "--memory-file", memory_file)
     try:
-        assert dirty_shutdowns(d) == 0
+        assert dirty_shutdowns(d.mountpoint) == 0
         d.proc.kill()
         d.proc.wait(30)
     finally:
         d.kill()
     again = daxfuse_factory("--memory-file", memory_file, name="b")
-    assert dirty_shutdowns(again) == 1
+    assert dirty_shutdowns(again.mountpoint) == 1
     assert again.stop() == 0
     third = daxfuse_factory("--memory-file", memory_file, name="c")
-    assert dirty_shutdowns(third) == 1
+    assert dirty_shutdowns(third.mountpoint) == 1
 
 
 BATCHES = [

@@ -8,19 +8,13 @@ import pyfuse3
 import pytest
 import trio
 
-from daxfuse.core import DaxCore
-from daxfuse.dax import DaxBus
 from daxfuse.daemon.fuse_ops import DaxOperations
-from daxfuse.memory import MemoryFile
 
 
 @pytest.fixture
-def ops():
-    memory = MemoryFile()
-    bus = DaxBus(DaxCore(), memory)
+def ops(bus):
     trio.run(bus.apply, [lambda: bus.create_region(4 << 20), lambda: bus.create_device(0)])
-    yield DaxOperations(bus)
-    memory.close()
+    return DaxOperations(bus)
 
 
 def errno_of(coro_fn, *args) -> int:

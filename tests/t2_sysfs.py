@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from conftest import DAXFUSE
+from daxfuse.testing import DAXFUSE
+
 
 MiB = 1 << 20
 pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]

@@ -10,7 +10,7 @@ import trio
 
 from daxfuse.core import DaxCore
 from daxfuse.dax import DaxBus, DaxFile
-from daxfuse.dax.layout import LayoutStore, _checksum
+from daxfuse.dax.layout import LayoutStore
 from daxfuse.core.errors import DaxError
 from daxfuse.memory import MemoryFile
 
@@ -34,8 +34,7 @@ def rewrite(path, change):
         record = json.load(f)
     record.pop("sha256")
     change(record)
-    with open(path, "w") as f:
-        json.dump({**record, "sha256": _checksum(record)}, f)
+    LayoutStore(path.removesuffix(".layout")).save(record)
 
 
 def test_every_change_is_recorded_before_it_is_acknowledged(bus):

@@ -6,7 +6,9 @@ import subprocess
 
 import pytest
 
-from conftest import DAXFUSE
+from conftest import inside
+from daxfuse.testing import DAXFUSE
+
 
 pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]
 
@@ -21,11 +23,6 @@ def programs(tmp_path_factory):
         subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(out / name),
                         os.path.join(C_DIR, f"{name}.c"), "-ldl"], check=True)
     return out
-
-
-def inside(d, *argv, options=(), cwd=None):
-    return subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, *options, "--", *argv],
-                          capture_output=True, text=True, timeout=100, cwd=cwd)
 
 
 def devt(d, name):

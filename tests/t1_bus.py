@@ -9,6 +9,7 @@ import trio
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from conftest import apply
 from daxfuse.core import DaxCore
 from daxfuse.core.errors import DaxError
 from daxfuse.dax import ALIGNS, Access, DaxBus, DaxFile, DevDax, Event, Range
@@ -21,10 +22,6 @@ K4 = 4 << 10
 M = 1 << 20
 M2 = 2 << 20
 P = functools.partial
-
-
-def apply(bus, *ops):
-    return trio.run(bus.apply, list(ops))
 
 
 def seeds(bus):
@@ -58,19 +55,6 @@ def bare_region(bus, *args, **kw):
 
 def ranges(dev):
     return [(r.start, r.end) for r in dev.ranges]
-
-
-@pytest.fixture
-def memory():
-    m = MemoryFile()
-    assert m.path is None, "unlinked in /dev/shm"
-    yield m
-    m.close()
-
-
-@pytest.fixture
-def bus(memory):
-    return DaxBus(DaxCore(16), memory)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from daxfuse.core import DaxCore
 from daxfuse.core.errors import DaxError
 from daxfuse.dax import DaxBus
 from daxfuse.client.listing import REGION_PATH, daxctl_list
-from daxfuse.memory import MemoryFile
 from daxfuse.core.units import format_size, parse_id, parse_size
 
 pytestmark = pytest.mark.timeout(60)
@@ -21,18 +20,6 @@ K = 1 << 10
 M = 1 << 20
 G = 1 << 30
 T = 1 << 40
-
-
-@pytest.fixture
-def memory():
-    m = MemoryFile()
-    yield m
-    m.close()
-
-
-@pytest.fixture
-def bus(memory):
-    return DaxBus(DaxCore(16), memory)
 
 
 def execute(bus, text):

@@ -2,15 +2,14 @@
 process, of test files that use nothing but the plugin; none may leave a
 mount, whether its test passes, fails, times out, hangs the daemon, or
 pytest itself is killed."""
-import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
-from conftest import mounted_paths
+from conftest import mounted_paths, wait_for
+from daxfuse import client
 
 pytestmark = [pytest.mark.mounted, pytest.mark.timeout(180)]
 
@@ -94,10 +93,7 @@ def test_a_hung_daemon_is_forced_off_and_named(fuse, tmp_path):
     assert str(tmp_path / "base") in r.stdout, "the message names the mount"
     assert left(tmp_path) == []
     reader = int((tmp_path / "reader.pid").read_text())
-    deadline = time.monotonic() + 10
-    while os.path.exists(f"/proc/{reader}") and open(f"/proc/{reader}/stat").read().split()[2] != "Z":
-        assert time.monotonic() < deadline, "the blocked reader was not freed"
-        time.sleep(0.1)
+    wait_for(lambda: (client.proc_stat(reader) or ["Z"])[0] == "Z", "the blocked reader to be freed", 10)
 
 
 def test_a_timed_out_test_still_unmounts(fuse, tmp_path):
@@ -128,10 +124,7 @@ def test_pytest_killed_takes_its_daemons_along(fuse, tmp_path):
         assert left(tmp_path)
         proc.kill()  # SIGKILL: no teardown at all
         proc.wait(30)
-        deadline = time.monotonic() + 30
-        while left(tmp_path):
-            assert time.monotonic() < deadline, "the daemon outlived pytest"
-            time.sleep(0.1)
+        wait_for(lambda: not left(tmp_path), "the daemon to go with pytest")
     finally:
         proc.kill()
         proc.wait()

@@ -14,8 +14,8 @@ import textwrap
 
 import pytest
 
-from conftest import DAXFUSE, as_user, mounted_paths
-from daxfuse.testing import DaxMount
+from conftest import as_user, mounted_paths
+from daxfuse.testing import DAXFUSE, DaxMount
 
 pytestmark = [pytest.mark.mounted, pytest.mark.timeout(180),
               pytest.mark.skipif(os.geteuid() != 0, reason="creating a user to try it as needs root")]

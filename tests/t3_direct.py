@@ -6,6 +6,7 @@ counters, in the device and in the next device made over its memory."""
 import mmap
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -13,8 +14,9 @@ import time
 
 import pytest
 
-from conftest import DAXFUSE
-from daxfuse.testing import DaxMount
+from conftest import SYS_RECVMSG, syscall, wait_for
+from daxfuse import client
+from daxfuse.testing import DAXFUSE, DaxMount
 
 pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]
 
@@ -90,18 +92,7 @@ class Mapper:
 
 
 def gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in "ZX"
-    except FileNotFoundError:
-        return True
-
-
-def wait_for(predicate, what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
+    return (client.proc_stat(pid) or ["X"])[0] in "ZX"
 
 
 @pytest.fixture
@@ -235,9 +226,30 @@ def test_a_mapping_made_before_a_disable_works_again_after_the_enable(mount, rev
         mapper.close()
 
 
-def syscall_nr(pid: int) -> str:
-    with open(f"/proc/{pid}/syscall") as f:
-        return f.read().split()[0]
+def unix_receive_queues(pid: int) -> list[int]:
+    """How many messages wait in each Unix socket pid holds (sock_diag with
+    UDIAG_SHOW_RQLEN: what `ss -x` reads)."""
+    queues = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if not link.startswith("socket:["):
+            continue
+        req = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, int(link[8:-1]),
+                          0x10, 0xFFFFFFFF, 0xFFFFFFFF)  # UDIAG_SHOW_RQLEN; no cookie
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4) as nl:  # NETLINK_SOCK_DIAG
+            nl.send(struct.pack("=IHHII", 16 + len(req), 20, 1, 1, 0) + req)  # SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST
+            reply = nl.recv(65536)
+        length, kind = struct.unpack_from("=IH", reply)
+        at = 16 + 16  # nlmsghdr, unix_diag_msg
+        while kind == 20 and at + 4 <= length:
+            attr_len, attr_type = struct.unpack_from("=HH", reply, at)
+            if attr_type == 4:  # UNIX_DIAG_RQLEN
+                queues.append(struct.unpack_from("=I", reply, at + 4)[0])
+            at += (attr_len + 3) & ~3
+    return queues
 
 
 def test_a_grant_in_flight_during_a_revocation_is_dead_on_arrival(mount, revoke):
@@ -252,11 +264,11 @@ def test_a_grant_in_flight_during_a_revocation_is_dead_on_arrival(mount, revoke)
         try:
             mapper.proc.stdin.write("go\n")
             mapper.proc.stdin.flush()
-            wait_for(lambda: syscall_nr(mapper.proc.pid) == "47", "the client never asked for its grant")  # recvmsg
+            wait_for(lambda: syscall(mapper.proc.pid)[0] == str(SYS_RECVMSG), "the client to ask for its grant")
             os.kill(mapper.proc.pid, signal.SIGSTOP)
         finally:
             d.proc.send_signal(signal.SIGCONT)
-        time.sleep(WATCH)  # the grant goes out meanwhile, and waits in the stopped client's socket
+        wait_for(lambda: any(unix_receive_queues(mapper.proc.pid)), "the grant in the stopped client's socket")
         assert d.control("disable-device dax0.0") == "ok dax0.0"
         os.kill(mapper.proc.pid, signal.SIGCONT)
         assert mapper.proc.wait(30) == -signal.SIGBUS

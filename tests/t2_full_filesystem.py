@@ -7,9 +7,10 @@ import subprocess
 
 import pytest
 
-from conftest import DAXFUSE, mounted_paths
+from conftest import dirty_shutdowns, mounted_paths
 from daxfuse.core.errors import DaxError
 from daxfuse.memory import MemoryFile
+from daxfuse.testing import DAXFUSE
 
 pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]
 
@@ -54,11 +55,6 @@ def test_memory_file_without_room_is_refused_not_a_sigbus(fuse, small, tmp_path)
         assert r.returncode == 1 and "ENOSPC" in r.stderr
     finally:
         subprocess.run([*DAXFUSE, "umount", str(mnt)], capture_output=True, timeout=60)
-
-
-def dirty_shutdowns(mnt) -> int:
-    with open(f"{mnt}/sys/devices/platform/daxfuse-nvdimm/ndbus0/nmem0/nfit/dirty_shutdown") as f:
-        return int(f.read())
 
 
 def test_hot_unplug_and_a_clean_stop_work_on_a_full_disk(fuse, small, tmp_path):

@@ -7,31 +7,16 @@ import mmap
 import os
 import signal
 import subprocess
-import sys
-import textwrap
-import time
 
 import pytest
 
-from conftest import DAXFUSE
-from daxfuse.testing import DaxMount
+from conftest import SYS_OPENAT, child, syscall, wait_for, writing
+from daxfuse import client
+from daxfuse.testing import DAXFUSE, DaxMount
 
 pytestmark = [pytest.mark.mounted, pytest.mark.torture, pytest.mark.timeout(240)]
 
 MiB = 1 << 20
-
-
-def wait_for(condition, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def child(code: str, *args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 DIRTIER = """
@@ -59,7 +44,7 @@ def test_waiting_control_writes_never_starve_the_data_path(daxfuse_factory):
     assert dirtier.stdout.readline() == "dirty\n", dirtier.stderr.read()
     disable = subprocess.Popen([*DAXFUSE, "disable-device", "dax0.0", "-m", d.mountpoint],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.1)
+    wait_for(lambda: writing(disable.pid, d.path("control")), "the disable to be under way")
     writers = child("""
         import os, sys, threading, time
         base, n = sys.argv[1], int(sys.argv[2])
@@ -242,10 +227,15 @@ def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def drop_caches() -> None:
-    """Evict the kernel's dentries and inodes: FORGETs reach the daemon."""
+def forgotten(d) -> None:
+    """Evict the kernel's dentries and inodes, and return once the daemon has
+    handled their FORGETs: the kernel hands pending FORGETs out ahead of the
+    next request, and the daemon handles them before it reads another
+    (pyfuse3 awaits each handler in the task that read it; forget never
+    yields), so the answer to an OPEN comes after them."""
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("2\n")
+    os.close(os.open(d.path("control"), os.O_RDONLY))
 
 
 def test_fresh_paths_are_forgotten_with_the_kernel(daxfuse_factory):
@@ -259,8 +249,7 @@ def test_fresh_paths_are_forgotten_with_the_kernel(daxfuse_factory):
             os.write(fd, f"create-region size=2M id={i}".encode())
             os.stat(d.path("sys", "devices", "platform", f"daxfuse.{i}", "dax_region", "size"))
             os.write(fd, f"destroy-region {i}".encode())
-        drop_caches()
-        time.sleep(0.5)  # FORGETs are asynchronous
+        forgotten(d)
 
     cycles(range(1, 3001))  # rounds of one size: the allocator keeps its high-water mark
     before = rss_kib(d.proc.pid)
@@ -281,8 +270,7 @@ def test_create_destroy_and_open_close_cycles_leak_nothing(daxfuse_factory):
             os.pwrite(fd, b"x", 0)
             os.close(fd)
             d.control("destroy-device dax0.1")
-        drop_caches()
-        time.sleep(0.5)
+        forgotten(d)
 
     cycles(1500)
     before = rss_kib(d.proc.pid), fds(d.proc.pid)
@@ -410,16 +398,24 @@ def argv(pid: int) -> list[bytes]:
         return [b""]
 
 
+def opening_on_fuse(pid: int) -> bool:
+    """pid is in openat(2), waiting on a FUSE connection (its kernel stack)."""
+    try:
+        if syscall(pid)[0] != str(SYS_OPENAT):
+            return False
+        with open(f"/proc/{pid}/stack") as f:
+            return "fuse" in f.read()
+    except OSError:
+        return False
+
+
 def children(pid: int) -> list[int]:
     """The processes pid started (another suite's, on the same machine, are not)."""
     found = []
     for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                if entry.isdigit() and int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry))
-        except (OSError, ValueError, IndexError):
-            continue
+        fields = client.proc_stat(entry) if entry.isdigit() else None
+        if fields and int(fields[1]) == pid:
+            found.append(int(entry))
     return found
 
 
@@ -431,7 +427,7 @@ def test_a_sigkill_that_fusermount3s_auto_unmount_misjudges_leaves_no_mount(fuse
     after that open was sent, the open fails ECONNABORTED instead, and it
     leaves the mount alone. The watchdog's umount -f then aborted the
     connection but could not unmount while a client held a file open (EBUSY):
-    a stale mount (tests/test_torture_runs.py::test_crash, once in CI). Here a
+    a stale mount (tests/t4_torture_runs.py::test_crash, once in CI). Here a
     duplicate of the daemon's /dev/fuse fd holds the connection open while
     fusermount3 decides, and the watchdog is stopped until it has."""
     (tmp_path / "mnt").mkdir()
@@ -447,7 +443,8 @@ def test_a_sigkill_that_fusermount3s_auto_unmount_misjudges_leaves_no_mount(fuse
         try:
             d.proc.kill()
             d.proc.wait(15)
-            time.sleep(0.5)  # fusermount3's open of the mount point waits on the live connection
+            wait_for(lambda: opening_on_fuse(auto_unmount), "fusermount3's open of the mount point to wait on "
+                     "the live connection", 15)
             os.close(connection)  # the abort fails that open ECONNABORTED
             wait_for(lambda: not os.path.exists(f"/proc/{auto_unmount}"), "fusermount3 to give up", 15)
             assert d.mounted()  # fusermount3 left it: the watchdog's to clean up

@@ -13,7 +13,8 @@ import textwrap
 
 import pytest
 
-from conftest import DAXFUSE
+from daxfuse.testing import DAXFUSE
+
 
 pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]
 

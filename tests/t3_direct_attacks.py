@@ -1,5 +1,5 @@
 """The direct-mapping socket, attacked as a hostile program of the daemon's
-own user would (another user cannot reach it: test_access.py): forged
+own user would (another user cannot reach it: t2_access.py): forged
 messages of every kind, idle connections by the thousand, fds of a
 filesystem that never answers, minors to pin. None does harm: the daemon
 serves on, the devices change as asked, nobody is signalled."""
@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from conftest import DAXFUSE
 from daxfuse.views import wire
+from daxfuse.testing import DAXFUSE
 
 pytestmark = [pytest.mark.mounted, pytest.mark.timeout(120)]
 
