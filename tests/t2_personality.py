@@ -3,6 +3,7 @@ devices with the kernel's mmap rules (tests/c, after ndctl's test/device-dax.c
 and dax-pmd.c); everything else passes through."""
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -86,3 +87,42 @@ def test_exec_in_a_chroot_whose_root_is_no_mount_says_what_to_do(tmp_path):
                         str(root), *DAXFUSE, "exec", "--", "true"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "/ is not a mount point here" in r.stderr and "mount --bind DIR DIR" in r.stderr
+
+
+MAPPINGS = r"""
+import ctypes, mmap, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+MAP_FIXED, page, n = 0x10, 4096, int(sys.argv[1])
+fd = os.open("/dev/dax0.0", os.O_RDWR)
+base = libc.mmap(None, n * page, 0, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+for i in range(n):  # n device mappings side by side
+    at = libc.mmap(base + i * page, page, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | MAP_FIXED, fd, i * page)
+    assert at == base + i * page, os.strerror(ctypes.get_errno())
+rc = libc.munmap(base, n * page)
+print(rc, os.strerror(ctypes.get_errno()) if rc else "")
+"""
+
+
+def test_an_internal_limit_fails_the_call_aloud(daxfuse_factory):
+    """One munmap over more device mappings than the library tracks per call
+    fails (EINVAL) and says why on stderr, whatever the debug setting."""
+    d = daxfuse_factory("--size", "64M", "--align", "4K")
+    r = inside(d, sys.executable, "-c", MAPPINGS, "64")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "0 \n", ""), r.stderr
+    r = inside(d, sys.executable, "-c", MAPPINGS, "65")
+    assert r.returncode == 0 and r.stdout == "-1 Invalid argument\n", r.stdout + r.stderr
+    assert "more than 64 device mappings at once (an internal limit)" in r.stderr, r.stderr
+
+
+def test_the_debug_channel_traces_what_the_library_does(daxfuse_factory):
+    d = daxfuse_factory("--size", "64M", "--align", "4K")
+    quiet = inside(d, sys.executable, "-c", MAPPINGS, "2")
+    traced = inside(d, "env", "DAXFUSE_DEBUG=1", sys.executable, "-c", MAPPINGS, "2")
+    assert quiet.stderr == "" and quiet.stdout == traced.stdout == "0 \n", quiet.stderr + traced.stderr
+    lines = traced.stderr.splitlines()
+    assert all(line.startswith("daxfuse[") for line in lines), lines
+    assert any("personality on for" in line for line in lines), lines
+    assert sum("minor 0 mapped at" in line and "directly" in line for line in lines) == 2, lines

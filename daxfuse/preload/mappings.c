@@ -110,7 +110,8 @@ void map_release(struct dax_map *m)
  * m is claimed). */
 int map_remap(struct dax_map *m, long fresh, int window)
 {
-	if (direct_map(fresh, m->start, m->end - m->start, m->offset, m->prot, window) < 0)
+	if (check_vma(1, 1, m->start, m->end - m->start, m->offset, grant_at(fresh)->align) ||
+	    direct_map(fresh, m->start, m->end - m->start, m->offset, m->prot, window) < 0)
 		return -1;
 	__atomic_store_n(&m->grant, fresh, __ATOMIC_RELEASE);
 	return 0;
@@ -247,6 +248,21 @@ static void cut(struct dax_map **claimed, int k, uintptr_t start, uintptr_t end,
 
 /* --- mmap: check_vma() and dax_get_unmapped_area() -------------------------- */
 
+/* drivers/dax/device.c's check_vma(), in its order: what every mapping of a
+ * device meets, at mmap, at mremap and when a fault maps it again. The
+ * device alive, the mapping shared, its start, length and offset on the
+ * device's align (start 0: not placed yet). 0, or the errno. */
+int check_vma(int alive, int shared, uintptr_t start, size_t len, uint64_t off, size_t align)
+{
+	if (!alive || !align)
+		return ENXIO;
+	if (!shared)
+		return EINVAL;
+	if (!len || start % align || page_end(0, len) % align || off % align)
+		return EINVAL;
+	return 0;
+}
+
 /* A sysfs attribute of device minor, read through the mount (not /sys: the
  * library also works outside exec). -1 when it cannot be read. */
 static long long device_attr(long minor, const char *attr)
@@ -279,38 +295,43 @@ static int device_enabled(long minor)
 static void *dax_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	long minor = fd_minor(fd), grant = -1;
-	int type = flags & MAP_TYPE, mode = REAL(fcntl)(fd, F_GETFL) & O_ACCMODE, direct = 0, alive, window = -1;
-	int write = (prot & PROT_WRITE) != 0;
+	int type = flags & MAP_TYPE, mode = REAL(fcntl)(fd, F_GETFL) & O_ACCMODE, direct = 0, alive = 0, window = -1;
+	int write = (prot & PROT_WRITE) != 0, shared = type == MAP_SHARED || type == MAP_SHARED_VALIDATE, err;
+	int fixed = (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) != 0;
 	struct dax_map *m;
-	long long align;
+	long long align = 0;
 	uintptr_t start;
 	void *area = NULL, *p;
 
 	if (minor < 0)
 		return REAL(mmap)(addr, len, prot, flags, fd, off);
-	if (mode == O_WRONLY || ((type == MAP_SHARED || type == MAP_SHARED_VALIDATE) && write && mode == O_RDONLY))
+	if (mode == O_WRONLY || (shared && write && mode == O_RDONLY))
 		return fail(EACCES);  /* mmap's own checks, before the driver's */
-	if (type != MAP_SHARED && type != MAP_SHARED_VALIDATE) {  /* check_vma: !dax_alive(), then !VM_MAYSHARE */
-		alive = direct_alive(minor);
-		return fail((alive < 0 ? device_enabled(minor) : alive) ? EINVAL : ENXIO);
+	if (shared) {  /* a grant, if the daemon gives one: ENXIO for a dead device */
+		direct = direct_grant(fd, minor, write, 0, &grant, &window);
+		if (direct < 0)
+			return MAP_FAILED;
 	}
-	direct = direct_grant(fd, minor, write, 0, &grant, &window);  /* ENXIO for a dead device */
-	if (direct < 0)
-		return MAP_FAILED;
-	if (!direct && !device_enabled(minor))
-		return fail(ENXIO);  /* check_vma: !dax_alive() */
-	align = direct ? (long long)grant_at(grant)->align : device_attr(minor, "align");
-	if (align <= 0)
-		return fail(ENXIO);  /* gone meanwhile */
-	if (!len || page_end(0, len) % align || off % align)
-		return fail(EINVAL);  /* vm_start, vm_end and the offset on align */
-	if (reserve(&m, 1) < 0)
+	if (direct) {
+		alive = 1;
+		align = (long long)grant_at(grant)->align;
+	} else {
+		alive = direct_alive(minor);
+		alive = alive < 0 ? device_enabled(minor) : alive;
+		align = alive ? device_attr(minor, "align") : 0;
+	}
+	err = check_vma(alive, shared, fixed ? (uintptr_t)addr : 0, len, off, align > 0 ? (size_t)align : 0);
+	if (err) {
+		if (window >= 0)
+			REAL(close)(window);
+		return fail(err);
+	}
+	if (reserve(&m, 1) < 0) {
+		if (window >= 0)
+			REAL(close)(window);
 		return fail(ENOMEM);
-	if (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) {
-		if ((uintptr_t)addr % align) {
-			unreserve(&m, 1);
-			return fail(EINVAL);
-		}
+	}
+	if (fixed) {
 		start = (uintptr_t)addr;
 	} else {  /* dax_get_unmapped_area: an address aligned to align */
 		area = REAL(mmap)(NULL, len + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -470,8 +491,9 @@ static void *dax_mremap(struct dax_map *m, uintptr_t start, size_t old_len, size
 	void *area = NULL, *p;
 	struct dax_map whole = *m;
 
-	if (start != whole.start || end != whole.end || new_len % whole.align ||
-	    ((flags & MREMAP_FIXED) && (uintptr_t)target % whole.align) || (flags & MREMAP_DONTUNMAP))
+	if (start != whole.start || end != whole.end || (flags & MREMAP_DONTUNMAP))
+		return fail(EINVAL);
+	if (check_vma(1, 1, (flags & MREMAP_FIXED) ? (uintptr_t)target : 0, new_len, whole.offset, whole.align))
 		return fail(EINVAL);
 	if ((flags & MREMAP_MAYMOVE) && !(flags & MREMAP_FIXED) && new_len > old_len) {
 		/* where it may move, as dax_get_unmapped_area would place it */

@@ -112,6 +112,7 @@ struct dax_map {
 	int prot;
 	long grant;           /* direct: the grant it maps (atomic), -1 through FUSE */
 };
+int check_vma(int alive, int shared, uintptr_t start, size_t len, uint64_t off, size_t align) HIDDEN;
 struct dax_map *map_claim_at(uintptr_t addr) HIDDEN;
 void map_release(struct dax_map *m) HIDDEN;
 int map_remap(struct dax_map *m, long grant, int window) HIDDEN;
