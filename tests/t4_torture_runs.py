@@ -1,4 +1,5 @@
-"""The long-run torture harness (scripts/torture.py), each workload in a
+"""The long-run torture harness (scripts/torture.py, its workloads in
+scripts/workloads), each workload in a
 bounded, CI-sized run: it must find no violation, and it must have done
 enough to mean something. `scripts/torture --minutes N` runs the same
 workloads for longer."""
@@ -9,6 +10,8 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 import torture  # noqa: E402
+from workloads import concurrency, fuzz  # noqa: E402
+from workloads.harness import Stats  # noqa: E402
 
 pytestmark = [pytest.mark.mounted, pytest.mark.torture, pytest.mark.timeout(150)]
 
@@ -18,7 +21,7 @@ def run(tmp_path):
     if not os.path.exists("/dev/fuse"):
         pytest.skip("/dev/fuse is missing: mounted tests need FUSE")
 
-    def run_(workload: str, seconds: float) -> torture.Stats:
+    def run_(workload: str, seconds: float) -> Stats:
         stats = torture.run([workload], seconds, seed=1, workdir=str(tmp_path))
         assert not stats.violations, "\n".join(stats.violations)
         assert not torture.left_mounted(str(tmp_path))
@@ -29,13 +32,13 @@ def run(tmp_path):
 def test_fuzz(run):
     stats = run("fuzz", 15)
     assert sum(stats.inputs.values()) > 1000
-    attrs = torture.DEVICE_ATTRS + torture.REGION_ATTRS + torture.DRIVER_ATTRS
+    attrs = fuzz.DEVICE_ATTRS + fuzz.REGION_ATTRS + fuzz.DRIVER_ATTRS
     assert {f"fuzz sysfs {a}" for a in attrs} | {"fuzz control"} <= stats.inputs.keys()
 
 
 def test_concurrency(run):
     stats = run("concurrency", 30)
-    assert all(stats.ops[f"concurrency {kind}"] > 100 for kind in torture.IO_KINDS)
+    assert all(stats.ops[f"concurrency {kind}"] > 100 for kind in concurrency.IO_KINDS)
     assert all(stats.ops[f"concurrency churner {action}"] > 0
                for action in ("cycle", "resize", "recreate", "failing_batch"))
 

@@ -1,0 +1,1 @@
+"""The torture workloads, one module each, on the harness in harness.py."""
