@@ -319,7 +319,7 @@ def test_a_world_writable_run_is_still_roots(stranger):
     have it): another user's daemon keeps its files in a directory of its
     own, not in root's /run/daxfuse, where it could not write anyway."""
     uid, _ = stranger
-    where = [sys.executable, "-c", "from daxfuse import runfiles; print(runfiles.run_dir())"]
+    where = [sys.executable, "-c", "from daxfuse.client import runfiles; print(runfiles.run_dir())"]
     before = "mount -t tmpfs none /run && mkdir -m 0755 /run/daxfuse"
     assert as_user(uid, *where, before=before).stdout == f"/tmp/daxfuse-{uid}\n"
     assert as_user(0, *where, before=before).stdout == "/run/daxfuse\n"
