@@ -14,7 +14,8 @@ from .client import listing, mountinfo, personality, runfiles
 from .core import NR_DAX
 from .views.devdir import HOST_DEV, HOST_MOUNTED
 from .core.errors import DaxError
-from .core.units import parse_size
+from .core.units import format_size, parse_count, parse_id, parse_size
+from .dax import ALIGNS, DEFAULT_ALIGN, DEFAULT_SIZE
 from .dax.users import parse_group, parse_mode, parse_owner
 
 MOUNT_TIMEOUT = 60.0
@@ -260,12 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("mount", help="mount an emulator")
     m.add_argument("mountpoint")
     m.add_argument("--memory-file", metavar="PATH", help="back memory with PATH and keep it (default: /dev/shm, removed)")
-    m.add_argument("--size", type=_typed(parse_size), help="size of region 0 of a new layout (default 1G)")
-    m.add_argument("--align", type=_typed(parse_size), help="align of region 0 of a new layout: 4K, 2M or 1G (default 2M)")
+    m.add_argument("--size", type=_typed(parse_size), help=f"size of region 0 of a new layout (default {format_size(DEFAULT_SIZE)})")
+    m.add_argument("--align", type=_typed(parse_size), help=f"align of region 0 of a new layout: {', '.join(map(format_size, ALIGNS))} "
+                        f"(default {format_size(DEFAULT_ALIGN)})")
     m.add_argument("--no-default-device", action="store_true", help="do not create dax0.0")
     m.add_argument("--fresh", action="store_true",
                    help="a --memory-file that holds data and no layout record becomes new memory (its data lost)")
-    m.add_argument("--nr-dax", type=int, default=NR_DAX, help=f"most dax devices at once (default {NR_DAX})")
+    m.add_argument("--nr-dax", type=_typed(parse_id), default=NR_DAX, help=f"most dax devices at once (default {NR_DAX})")
     m.add_argument("--foreground", action="store_true", help="serve in this process")
     m.add_argument("-o", action="append", default=[], metavar="OPT",
                    help="extra FUSE mount option (allow_other: let other users in)")
@@ -307,8 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     ie = managed("inject-error", "poison 512-byte blocks of a device (media errors), clear or list them",
                  cmd_inject_error)
     ie.add_argument("device", metavar="NAME")
-    ie.add_argument("-B", "--block", type=int, help="first 512-byte block")
-    ie.add_argument("-n", "--count", type=int, default=1, help="blocks (default 1)")
+    ie.add_argument("-B", "--block", type=_typed(parse_count), help="first 512-byte block")
+    ie.add_argument("-n", "--count", type=_typed(parse_count), default=1, help="blocks (default 1)")
     ie.add_argument("--uninject", action="store_true", help="clear them")
     ie.add_argument("--status", action="store_true", help="list the device's bad blocks")
 
@@ -316,16 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
                  lambda a: _run(a, _line("create-region", size=a.size, align=a.align, id=a.id)))
     cr.add_argument("-s", "--size", required=True)
     cr.add_argument("-a", "--align")
-    cr.add_argument("--id", type=int)
+    cr.add_argument("--id", type=_typed(parse_id))
 
     dr = managed("destroy-region", "destroy a region without devices",
                  lambda a: _run(a, _line("destroy-region", str(a.id))))
-    dr.add_argument("id", type=int)
+    dr.add_argument("id", type=_typed(parse_id))
 
     cd = managed("create-device", "create a device in a region",
                  lambda a: _run(a, _line("create-device", region=a.region, size=a.size, align=a.align,
                                          owner=a.owner, group=a.group, mode=a.mode)))
-    cd.add_argument("-r", "--region", required=True, type=int)
+    cd.add_argument("-r", "--region", required=True, type=_typed(parse_id))
     cd.add_argument("-s", "--size")
     cd.add_argument("-a", "--align")
     cd.add_argument("--owner", metavar="USER", help="its owner (default: the mount's --owner)")

@@ -1,4 +1,6 @@
-"""The mount table, read once, in one place: /proc/self/mountinfo."""
+"""The mount table, parsed in one place: /proc/PID/mountinfo (this
+process's by default). The watchdog, a shell script, greps it for its
+mount's device."""
 import re
 from dataclasses import dataclass
 
@@ -7,6 +9,8 @@ FSTYPE = "fuse.daxfuse"
 
 @dataclass(frozen=True)
 class Mount:
+    mnt_id: str
+    dev: str  # its superblock's device, MAJOR:MINOR
     point: str
     fstype: str
     source: str
@@ -24,13 +28,15 @@ def _unescape(field: str) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def mounts() -> list[Mount]:
+def mounts(pid: int | str = "self") -> list[Mount]:
+    """The mounts pid sees (OSError where its /proc cannot be read)."""
     out = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             fields = line.split()
             sep = fields.index("-")
-            out.append(Mount(_unescape(fields[4]), fields[sep + 1], _unescape(fields[sep + 2]), fields[sep + 3]))
+            out.append(Mount(fields[0], fields[2], _unescape(fields[4]), fields[sep + 1], _unescape(fields[sep + 2]),
+                             fields[sep + 3]))
     return out
 
 

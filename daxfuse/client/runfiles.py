@@ -11,6 +11,7 @@ import os
 import stat
 
 from .. import client
+from ..core.devt import dev_text
 
 
 def run_dir() -> str:
@@ -35,7 +36,7 @@ def run_file(mountpoint: str, suffix: str) -> str:
 def socket_path(mount_dev: int) -> str:
     """Where the daemon of the mount whose st_dev is mount_dev takes direct
     mapping requests: short, for sun_path's 108 bytes."""
-    return os.path.join(run_dir(), f"{os.major(mount_dev)}:{os.minor(mount_dev)}.sock")
+    return os.path.join(run_dir(), f"{dev_text(mount_dev)}.sock")
 
 
 def make_run_dir() -> None:

@@ -1,6 +1,7 @@
 """Device numbers, shared by the core, the sysfs view and the personality:
 the char major the emulated devices report, and how a device's inode number
 in the mount gives its minor (ino = DAX_INO_BASE + minor)."""
+import os
 
 # A major no host driver uses: 120-127 are LANANA's "local/experimental"
 # char majors, which the kernel never hands out dynamically.
@@ -14,3 +15,9 @@ DAX_INO_BASE = 1 << 32
 NDCTL_MAJOR = 121
 NMEM_MAJOR = 122
 NDCTL_INO = DAX_INO_BASE - 1
+
+
+def dev_text(dev: int) -> str:
+    """A device number as the kernel prints it (print_dev_t): MAJOR:MINOR,
+    as mountinfo, /sys/dev and /sys/class/bdi spell it."""
+    return f"{os.major(dev)}:{os.minor(dev)}"

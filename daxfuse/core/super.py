@@ -2,7 +2,7 @@
 
 Mirrors drivers/dax/super.c after the seed refactor, narrowed to what the
 services on top use: alloc_dax / get_dax / put_dax / kill_dax / run_dax /
-dax_alive / dax_read_lock, and a minor allocator bounded by nr_dax. A minor
+dax_alive / read_lock (dax_read_lock), and a minor allocator bounded by nr_dax. A minor
 (hence its inode number) is released only when the last reference is put, so
 a front end that holds a reference for every kernel-side use never sees an
 inode number reused under it.

@@ -1,7 +1,7 @@
 """Direct mappings: the socket through which the personality library asks
 for a device's window (memory/window.py), to map the device's memory itself.
 
-The protocol's wire format is daxfuse/preload/daxfuse_wire.h (wire.py). A
+The protocol's wire format is daxfuse/preload/daxfuse_wire.h (views/wire.py). A
 connection carries one request and its reply. Trust comes from the kernel:
 
 - the socket lives in the daemon's run directory (mode 0700), so only the
@@ -44,7 +44,8 @@ import trio
 from ..views import wire
 from ..dax import DaxBus, DevDax, Event
 from ..dax.grant import Peer, grant, poison
-from ..core.devt import DAX_INO_BASE
+from ..client import mountinfo
+from ..core.devt import DAX_INO_BASE, dev_text
 from ..core.errors import DaxError
 
 log = logging.getLogger(__name__)
@@ -114,15 +115,14 @@ def _opened(pid: int, fd: int, mount_dev: int) -> tuple[int, int] | None:
         with open(f"/proc/{pid}/fdinfo/{fd}") as f:
             info = dict(line.split(":", 1) for line in f if ":" in line)
         flags, mnt_id, ino = int(info["flags"], 8), info["mnt_id"].strip(), int(info["ino"])
-        with open(f"/proc/{pid}/mountinfo") as f:
-            dev = next((line.split()[2] for line in f if line.split(None, 1)[0] == mnt_id), None)
+        dev = next((m.dev for m in mountinfo.mounts(pid) if m.mnt_id == mnt_id), None)
     except FileNotFoundError:
         raise DaxError(errno.EBADF, f"no fd {fd}") from None
     except PermissionError:
         return None
     if flags & _O_PATH:
         raise DaxError(errno.EBADF, f"fd {fd} is an O_PATH fd")
-    if dev != f"{os.major(mount_dev)}:{os.minor(mount_dev)}" or ino < DAX_INO_BASE:
+    if dev != dev_text(mount_dev) or ino < DAX_INO_BASE:
         raise DaxError(errno.ENODEV, f"fd {fd} is not a device of this mount")
     return ino, flags
 

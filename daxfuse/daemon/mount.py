@@ -20,7 +20,8 @@ import trio
 from ..client import runfiles
 from . import watchdog
 from ..core import DaxCore
-from ..dax import DEFAULT_ALIGN, Access, DaxBus
+from ..core.devt import dev_text
+from ..dax import DEFAULT_ALIGN, DEFAULT_SIZE, Access, DaxBus
 from ..dax.layout import LayoutStore
 from .direct import DirectServer
 from ..core.errors import DaxError
@@ -49,7 +50,6 @@ MAX_TASKS = 1 << 30
 # How long a shutdown waits for clients to read the result of a batch they
 # wrote on a control handle that is still open.
 CONTROL_DRAIN = 5.0
-DEFAULT_SIZE = 1 << 30
 FUSE_CONF = "/etc/fuse.conf"
 MTAB = "/etc/mtab"
 
@@ -261,7 +261,7 @@ async def _serve(config: MountConfig, options: set[str]) -> None:
 
 
 def _raise_read_ahead(st_dev: int) -> None:
-    path = f"/sys/class/bdi/{os.major(st_dev)}:{os.minor(st_dev)}/read_ahead_kb"
+    path = f"/sys/class/bdi/{dev_text(st_dev)}/read_ahead_kb"
     try:
         with open(path, "w") as f:
             f.write(f"{READ_AHEAD_KB}\n")

@@ -21,6 +21,8 @@ import os
 import signal
 import subprocess
 
+from ..core.devt import dev_text
+
 _SCRIPT = r'''
 trap 'kill $! 2>/dev/null
       if grep -q "^[0-9]* [0-9]* $2 " /proc/self/mountinfo; then
@@ -34,10 +36,9 @@ while :; do sleep 86400 & wait $!; done
 
 def start(mountpoint: str, st_dev: int) -> subprocess.Popen:
     """The watchdog of the mount at mountpoint (st_dev: its device)."""
-    major, minor = os.major(st_dev), os.minor(st_dev)
-    abort = f"/sys/fs/fuse/connections/{(major << 20) | minor}/abort"
+    abort = f"/sys/fs/fuse/connections/{(os.major(st_dev) << 20) | os.minor(st_dev)}/abort"
     return subprocess.Popen(["setpriv", "--pdeathsig", "TERM", "sh", "-c", _SCRIPT, "daxfuse-watchdog",
-                             mountpoint, f"{major}:{minor}", abort],
+                             mountpoint, dev_text(st_dev), abort],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 

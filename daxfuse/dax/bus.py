@@ -21,9 +21,9 @@ import trio
 from ..core import DaxCore
 from ..core.errors import DaxError, shown
 from ..memory import MemoryFile, Window
-from ..core.units import ID_MAX, INT_MAX, parse_index, size_text
+from ..core.units import ID_MAX, INT_MAX, format_size, parse_index, size_text
 from .badblocks import SECTOR, Badblocks, sectors
-from .device import ALIGNS, DEFAULT_ALIGN, Access, DaxRegion, DevDax, Range, is_aligned
+from .device import ALIGNS, DEFAULT_ALIGN, Access, DaxRegion, DevDax, Range, is_aligned, valid_id, valid_mode
 from .events import Event, Listener
 
 log = logging.getLogger(__name__)
@@ -33,21 +33,26 @@ log = logging.getLogger(__name__)
 
 def _check_align(align: int) -> None:
     if align not in ALIGNS:
-        raise DaxError(errno.EINVAL, f"align {size_text(align)} is not one of 4K, 2M, 1G")
+        raise DaxError(errno.EINVAL, f"align {size_text(align)} is not one of "
+                                     f"{', '.join(format_size(a) for a in ALIGNS)}")
 
 
 def _check_id(value: int, what: str) -> int:
-    """A uid or gid, 0 to ID_MAX."""
-    if not 0 <= value <= ID_MAX:
+    if not valid_id(value):
         raise DaxError(errno.EINVAL, f"{what} {value} is out of range (0 to {ID_MAX})")
     return value
 
 
 def _check_mode(mode: int) -> int:
-    """Permission bits only: no setuid, setgid or sticky on a device."""
-    if not 0 <= mode <= 0o777:
+    if not valid_mode(mode):
         raise DaxError(errno.EINVAL, f"mode {mode:#o} is not within 0777")
     return mode
+
+
+def _enabled(name: str) -> DaxError:
+    """What a change that needs a disabled device answers for an enabled one
+    (bus.c's -EBUSY while a driver is bound)."""
+    return DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
 
 
 def _check_multiple(size: int, align: int, what: str) -> None:
@@ -307,7 +312,7 @@ class DaxBus:
     def destroy_device(self, name: str) -> None:
         dev = self.device(name)
         if dev.enabled:
-            raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
+            raise _enabled(name)
         region = dev.region
         del region.devices[dev.id]
         del self._by_minor[dev.dax_dev.minor]
@@ -350,7 +355,7 @@ class DaxBus:
         """sysfs `mapping`: add exactly [start, end] (inclusive) as a new range."""
         dev = self.device(name)
         if dev.enabled:
-            raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
+            raise _enabled(name)
         r = Range(start, end + 1)
         if r.size <= 0 or not r.aligned(dev.align):
             raise DaxError(errno.EINVAL, f"mapping {start:#x}-{end:#x} is not aligned to {size_text(dev.align)}")
@@ -364,7 +369,7 @@ class DaxBus:
         dev = self.device(name)
         _check_multiple(size, dev.align, "size")  # the value first, then the state: as the kernel
         if dev.enabled:
-            raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
+            raise _enabled(name)
         if size < dev.size:
             ranges = self._plan_shrink(dev.ranges, size)
         else:
@@ -377,7 +382,7 @@ class DaxBus:
         dev = self.device(name)
         _check_align(align)
         if dev.enabled:
-            raise DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
+            raise _enabled(name)
         for r in dev.ranges:
             if not r.aligned(align):
                 raise DaxError(errno.EINVAL, f"{name} range {r.start:#x}-{r.end - 1:#x} is not aligned to {size_text(align)}")

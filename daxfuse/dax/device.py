@@ -13,16 +13,29 @@ import trio
 
 from ..core import DaxDevice
 from ..core.minors import Ida
+from ..core.units import ID_MAX
 from ..memory import Window
 
 ALIGNS = (4 << 10, 2 << 20, 1 << 30)  # what a region or device may be aligned to
 DEFAULT_ALIGN = 2 << 20
+DEFAULT_SIZE = 1 << 30  # of region 0 of a new mount
 
 
 def is_aligned(value: int, align: int) -> bool:
     """IS_ALIGNED, the one test of a size or start against an align (the
     kernel's alloc_is_aligned() for a device's size)."""
     return value % align == 0
+
+
+def valid_id(value: int) -> bool:
+    """A uid or gid a device may be given: 0 to ID_MAX (not -1, which chown
+    takes as "unchanged")."""
+    return 0 <= value <= ID_MAX
+
+
+def valid_mode(mode: int) -> bool:
+    """Permission bits only: no setuid, setgid or sticky bit on a device."""
+    return 0 <= mode <= 0o777
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,13 @@ read and write; mmap itself is never seen (a FUSE limitation).
 """
 import errno
 import functools
-from typing import TYPE_CHECKING
 
 import trio
 
 from ..core import DaxDevice
 from ..core.errors import DaxError
 from .badblocks import sectors, whole_sectors
-
-if TYPE_CHECKING:  # bus.py imports this module
-    from .bus import DaxBus
+from .bus import DaxBus
 
 
 class DaxFile:

@@ -3,7 +3,8 @@
 The rules, as the kernel's open and mmap of a device-dax apply them, and the
 window's own (memory/window.py):
 
-- the device must be alive: ENXIO, as check_vma()'s dax_alive();
+- the device must be enabled: ENXIO, as check_vma()'s dax_alive()
+  (DaxBus.window refuses a disabled one, under the bus lock);
 - a writable mapping needs the device opened for writing: EACCES, as
   mmap's VM_MAYWRITE;
 - a window is a file of the daemon's user, which whoever holds it can open
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from ..core.errors import DaxError
 from ..memory import Window
+from .badblocks import SECTOR
 from .bus import DaxBus
 from .device import DevDax
 
@@ -41,4 +43,4 @@ async def grant(bus: DaxBus, dev: DevDax, peer: Peer, write: bool, opened_for_wr
 
 def poison(bus: DaxBus, dev: DevDax) -> list[tuple[int, int]]:
     """dev's poisoned ranges, in bytes from its start, as a mapping must avoid them."""
-    return [(block * 512, count * 512) for block, count in bus.device_badblocks(dev)]
+    return [(block * SECTOR, count * SECTOR) for block, count in bus.device_badblocks(dev)]

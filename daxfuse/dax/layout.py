@@ -30,9 +30,9 @@ import os
 
 from ..core import files
 from ..core.errors import DaxError
-from ..core.units import ID_MAX, size_text
+from ..core.units import INT_MAX, size_text
 from .badblocks import Badblocks
-from .device import ALIGNS, Access, Range, is_aligned
+from .device import ALIGNS, Access, Range, valid_id, valid_mode
 
 FORMAT = "daxfuse-layout"
 VERSION = 2  # 1 kept "state" in the record itself, and had no memory_id
@@ -63,10 +63,10 @@ def check_record(record: dict) -> None:
         start, size = whole(r["start"], "region start"), whole(r["size"], "region size")
         if r["align"] not in ALIGNS:
             raise ValueError(f"region {r['id']!r} align {r['align']!r}")
-        if not (is_aligned(start, r["align"]) and is_aligned(size, r["align"])):
+        if not Range(start, start + size).aligned(r["align"]):
             raise ValueError(f"region {r['id']!r} size or start off its align")
         ids = {whole(d["id"], "device id") for d in r["devices"]}
-        if whole(r["id"], "region id") >= 1 << 31 or len(ids) != len(r["devices"]):
+        if whole(r["id"], "region id") > INT_MAX or len(ids) != len(r["devices"]):
             raise ValueError(f"region {r['id']} or its device ids")
         if r["seed"] not in ids | {None} or r["youngest"] not in ids | {None}:
             raise ValueError(f"region {r['id']} seed")
@@ -76,7 +76,8 @@ def check_record(record: dict) -> None:
             whole(d["size"], "device size"), whole(d["align"], "device align"), bool(d["enabled"])
             if type(d.get("window", False)) is not bool:
                 raise ValueError(f"dax{r['id']}.{d['id']} window {d['window']!r}")
-            if whole(d["uid"], "uid") > ID_MAX or whole(d["gid"], "gid") > ID_MAX or whole(d["mode"], "mode") > 0o777:
+            if not (valid_id(whole(d["uid"], "uid")) and valid_id(whole(d["gid"], "gid"))
+                    and valid_mode(whole(d["mode"], "mode"))):
                 raise ValueError(f"dax{r['id']}.{d['id']} owner, group or mode")
             ranges += [(whole(a, "range"), whole(b, "range"), f"dax{r['id']}.{d['id']}") for a, b in d["ranges"]]
             if any(b <= a for a, b in d["ranges"]) or sum(b - a for a, b in d["ranges"]) != d["size"]:
@@ -110,7 +111,7 @@ class LayoutStore:
         """The record, verified; None when there is none. A record that is
         corrupt, foreign or from a newer daxfuse fails in one line; what is
         not a regular file of this user's, or is larger than any record,
-        fails before a byte is read (files.py)."""
+        fails before a byte is read (core/files.py)."""
         try:
             fd = files.open_file(self.path, os.O_RDONLY)
         except FileNotFoundError:

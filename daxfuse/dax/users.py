@@ -8,6 +8,7 @@ import re
 
 from ..core.errors import DaxError, shown
 from ..core.units import ID_MAX, bounded_int
+from .device import valid_mode
 
 _OCTAL = re.compile(r"0?[0-7]{1,4}", re.ASCII)
 _DECIMAL = re.compile(r"[0-9]+", re.ASCII)
@@ -35,6 +36,6 @@ def parse_group(text: str) -> int:
 
 def parse_mode(text: str) -> int:
     """Octal permission bits, 0 to 0777 (0660, 660)."""
-    if not _OCTAL.fullmatch(text) or int(text, 8) > 0o777:
+    if not _OCTAL.fullmatch(text) or not valid_mode(int(text, 8)):
         raise DaxError(errno.EINVAL, f"invalid mode {shown(text)} (octal, at most 0777)")
     return int(text, 8)

@@ -11,7 +11,7 @@ instance. The instance itself stays under its dynamic dax region
 device holds a link to it. Under the kernel's dax_pmem it would hold the
 instance itself, but every device would then be a static dax region of its
 own and `daxctl create-device` could not run. What libndctl requires, and
-what it silently drops, is in shared/docs/DESIGN.md.
+what it silently drops, is in the README's "The NVDIMM bus".
 """
 import errno
 import functools
