@@ -165,6 +165,22 @@ def test_daxctl_create_reconfigure_disable_enable_destroy(region):
 
 
 @needs_daxctl
+def test_daxctl_acts_on_devices_in_the_kernels_listing_order(region):
+    """kernfs lists by name hash: dax0.2, dax0.0, dax0.1. `destroy-device
+    all` reports its last device's status, so it succeeds as on the kernel
+    (dax0.1 last); in creation order dax0.0, which stays (EBUSY), would come
+    last and fail it."""
+    d = region
+    for _ in range(2):
+        daxctl(d, "create-device", "-r", "0", "-s", "64M")  # dax0.0, dax0.1, and the seed dax0.2
+    assert os.listdir(sys_path(d, "bus", "dax", "devices")) == ["dax0.2", "dax0.0", "dax0.1"]
+    daxctl(d, "disable-device", "-r", "0", "all")
+    r = daxctl(d, "destroy-device", "-r", "0", "all", check=False)
+    assert r.returncode == 0, r.stderr
+    assert [(x["chardev"], x["size"]) for x in json.loads(daxctl(d, "list", "-Di").stdout)] == [("dax0.0", 0)]
+
+
+@needs_daxctl
 def test_daxctl_device_over_a_hole_and_the_tail(region):
     d = region
     for _ in range(2):

@@ -1,7 +1,10 @@
 """`daxctl list` JSON from the emulator's layout: same keys, omissions, order
-(daxctl lists regions, devices and mappings in reverse discovery order) and
+(daxctl lists regions, devices and mappings in reverse discovery order,
+which follows kernfs's listing order) and
 formatting (json-c: no space after ':', '/' escaped)."""
 import json
+
+from ..views.sysfs import kernfs_order
 
 REGION_PATH = "/platform/daxfuse.{id}"
 
@@ -14,18 +17,34 @@ def _device(dev: dict, mappings: bool, media_errors: bool) -> dict:
     if mappings and dev["ranges"]:
         out["mappings"] = [{"page_offset": r["page_offset"] // 4096, "start": r["start"],
                             "end": r["end"], "size": r["end"] + 1 - r["start"]}
-                           for r in reversed(dev["ranges"])]
+                           for r in reversed(dev["ranges"])]  # mappingN by index, each to the head
     if media_errors and dev["badblocks"]:  # as ndctl list --media-errors, for namespaces
         out["badblocks"] = dev["badblocks"]
     return out
 
 
+def _discovered(names) -> list[str]:
+    """Names in the order libdaxctl keeps what it found under them: it reads
+    a directory in readdir order (kernfs's) and adds each to the head of its
+    list."""
+    return kernfs_order(names)[::-1]
+
+
 def daxctl_list(layout: list[dict], regions: bool, devices: bool, mappings: bool, idle: bool,
                 media_errors: bool = False) -> list[dict]:
-    def devs(region: dict) -> list[dict]:
-        return [_device(d, mappings, media_errors) for d in reversed(region["devices"]) if idle or d["size"]]
+    """libdaxctl finds regions through the devices in /sys/bus/dax/devices
+    (a region without one is not seen), and a region's devices in its own
+    directory."""
+    by_name = {d["name"]: region for region in layout for d in region["devices"]}
+    found = {}
+    for name in kernfs_order(by_name):
+        found.setdefault(by_name[name]["id"], by_name[name])
+    layout = [found[i] for i in list(found)[::-1]]
 
-    layout = list(reversed(layout))
+    def devs(region: dict) -> list[dict]:
+        named = {d["name"]: d for d in region["devices"]}
+        return [_device(named[n], mappings, media_errors) for n in _discovered(named) if idle or named[n]["size"]]
+
     if not regions:
         return [d for region in layout for d in devs(region)]
     out = []

@@ -255,7 +255,7 @@ class DaxOperations(pyfuse3.Operations):
         listing = self._open_dirs[fh]
         directory = listing[0]
         if not start_id or listing[1] is None:
-            listing[1] = list(directory[1].names())
+            listing[1] = self.tree.listing(*directory)
         names = listing[1]
         for offset in range(start_id, len(names)):
             try:

@@ -26,6 +26,26 @@ REGION_DIR = "daxfuse.{}"
 RDEV_ZERO = "0:0"
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def kernfs_name_hash(name: str) -> int:
+    """fs/kernfs/dir.c's kernfs_name_hash() for a name without a namespace:
+    full_name_hash() as include/linux/stringhash.h spells it on 64 bits,
+    kept within 2 .. INT_MAX - 1."""
+    h = 0
+    for c in name.encode("utf-8", "surrogateescape"):
+        h = ((h + (c << 4) + (c >> 4)) * 11) & 0xFFFFFFFFFFFFFFFF
+    h = ((h * 0x61C8864680B583EB) & 0xFFFFFFFFFFFFFFFF) >> 32  # end_name_hash: hash_long(h, 32)
+    h &= 0x7FFFFFFF
+    return min(max(h, 2), 0x7FFFFFFE)
+
+
+def kernfs_order(names) -> list[str]:
+    """Names in the order a sysfs directory lists them: kernfs keeps its
+    children in an rbtree by (hash, name), and readdir walks it in order.
+    daxctl acts on devices in that order (destroy-device all, for one)."""
+    return sorted(names, key=lambda name: (kernfs_name_hash(name), name))
+
+
 def _text(data: str) -> str:
     return data.replace("\0", "").strip()
 

@@ -12,7 +12,7 @@ from .ars import NdctlFile
 from .devdir import HOST_DEV, HOST_MOUNTED
 from ..core.devt import NDCTL_INO
 from .nodes import Attr, AttrFile, Chardev, Device, Dir, Link, Mountpoint, table
-from .sysfs import SysfsView
+from .sysfs import SysfsView, kernfs_order
 
 NDCTL = "ndctl0"
 
@@ -54,6 +54,12 @@ class Tree:
         if name in HOST_MOUNTED and os.path.exists(host) and not os.path.islink(host):
             return Dir(lambda: [], lambda _: None) if os.path.isdir(host) else Mountpoint()
         return Link(f"{HOST_DEV}/{name}") if os.path.lexists(host) else None
+
+    def listing(self, path: tuple[str, ...], directory: Dir) -> list[str]:
+        """The names of directory (at path), in the order its readdir gives
+        them: kernfs's under sys/, as the bus has them elsewhere."""
+        names = directory.names()
+        return kernfs_order(names) if path[:1] == ("sys",) else list(names)
 
     def resolve(self, path: tuple[str, ...]):
         node = self.root
