@@ -80,6 +80,15 @@ def test_tree_matches_the_kernels_layout(region):
     major_minor = read_attr(os.path.join(base, "dev"))
     assert os.path.realpath(sys_path(d, "dev", "char", major_minor)) == base
     assert read_attr(sys_path(d, "module", "device_dax", "initstate")) == "live"
+    # every platform device, as ndctl's daxdev-errors looks it up; a new region's too
+    d.control("create-region size=16M id=5")
+    platform = sorted(os.listdir(sys_path(d, "devices", "platform")))
+    assert sorted(os.listdir(sys_path(d, "bus", "platform", "devices"))) == platform
+    assert "daxfuse.5" in platform
+    for name in platform:
+        assert os.path.realpath(sys_path(d, "bus", "platform", "devices", name)) == sys_path(d, "devices", "platform", name)
+    d.control("destroy-region 5")
+    assert not os.path.lexists(sys_path(d, "bus", "platform", "devices", "daxfuse.5"))
     assert os.path.exists(d.path("dev", "dax0.0"))
     assert os.readlink(d.path("dev", "fuse")) == ".host/fuse"  # resolves under daxfuse exec
     assert stat.S_ISREG(os.lstat(d.path("dev", "null")).st_mode)  # where exec mounts the host's

@@ -110,6 +110,7 @@ class SysfsView:
                     "drivers": _static(table({"device_dax": lambda: Dir(self._driver_names, self._driver)})),
                 })),
                 "nd": self.nd.bus_nd,
+                "platform": _static(table({"devices": lambda: Dir(self._platform_names, self._platform_link)})),
             })),
             "class": _static(table({"nd": self.nd.class_nd})),
             "devices": _static(table({
@@ -157,6 +158,10 @@ class SysfsView:
 
     def _platform(self, name: str) -> Node | None:
         return self.nd.platform_dir() if name == BUS_DIR else self._region(name)
+
+    def _platform_link(self, name: str) -> Node | None:
+        """/sys/bus/platform/devices/NAME, where ndctl's tests look a platform device up."""
+        return Link(f"../../../devices/platform/{name}") if name in self._platform_names() else None
 
     def _devt_names(self) -> list[str]:
         return [RDEV_ZERO, *self.nd.devts()] + [f"{DAX_MAJOR}:{d.dax_dev.minor}" for d in self._devices()]
@@ -252,7 +257,8 @@ class SysfsView:
         what a change to it changes (its region's dax_region/): the
         kernel's cached entries that a change to subject makes stale."""
         if type(subject) is DaxRegion:
-            return [(("devices", "platform"), REGION_DIR.format(subject.id)), *self.nd.places(subject)]
+            return [(("devices", "platform"), REGION_DIR.format(subject.id)),
+                    (("bus", "platform", "devices"), REGION_DIR.format(subject.id)), *self.nd.places(subject)]
         region_dir = ("devices", "platform", REGION_DIR.format(subject.region.id))
         return [(("bus", "dax", "devices"), subject.name), (("bus", "dax", "drivers", "device_dax"), subject.name),
                 (region_dir, subject.name), (region_dir, "dax_region"),
@@ -261,7 +267,7 @@ class SysfsView:
     def listings(self) -> list[tuple[str, ...]]:
         """The directories that list devices or regions."""
         return [("bus", "dax", "devices"), ("bus", "dax", "drivers", "device_dax"), ("devices", "platform"),
-                ("dev", "char"), *(("devices", "platform", REGION_DIR.format(r)) for r in self.bus.regions),
+                ("bus", "platform", "devices"), ("dev", "char"), *(("devices", "platform", REGION_DIR.format(r)) for r in self.bus.regions),
                 *self.nd.listings()]
 
     def changed(self, path: tuple[str, ...]) -> int | None:
@@ -272,7 +278,7 @@ class SysfsView:
             case ("devices", "platform", name, *rest) if name == BUS_DIR:
                 return self.nd.changed(tuple(rest))
             case ("bus", "dax", "devices") | ("bus", "dax", "drivers", "device_dax") | ("devices", "platform") \
-                    | ("dev", "char") | ("devices", "platform", _):
+                    | ("bus", "platform", "devices") | ("dev", "char") | ("devices", "platform", _):
                 return self.bus.changed
             case ("devices", "platform", region, "dax_region", *_):
                 found = self.bus.regions.get(parse_index(region.removeprefix("daxfuse.")))
