@@ -13,8 +13,8 @@ from . import client
 from .client import listing, mountinfo, personality, runfiles
 from .core import NR_DAX
 from .views.devdir import HOST_DEV, HOST_MOUNTED
-from .core.errors import DaxError
-from .core.units import format_size, parse_count, parse_id, parse_size
+from .core.errors import DaxError, shown
+from .core.units import format_size, parse_id, parse_size
 from .dax import ALIGNS, DEFAULT_ALIGN, DEFAULT_SIZE
 from .dax.users import parse_group, parse_mode, parse_owner
 
@@ -231,8 +231,14 @@ def _run(args, command: str) -> None:
 
 
 def _line(command: str, *names: str, **keys) -> str:
-    """One control-file command line; keys given as None are left out."""
-    return " ".join([command, *names, *(f"{k}={v}" for k, v in keys.items() if v is not None)])
+    """One control-file command line; keys given as None are left out. A
+    word with a space or a line break in it would be more than the one
+    command asked for: EINVAL."""
+    words = [*names, *(f"{k}={v}" for k, v in keys.items() if v is not None)]
+    for word in words:
+        if not word or any(c.isspace() for c in str(word)):
+            raise CliError(f"EINVAL: invalid argument {shown(str(word))}")
+    return " ".join([command, *words])
 
 
 def _each(command: str, **keys):
@@ -283,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("mountpoint", nargs="?")
     u.set_defaults(func=cmd_umount)
 
+    # A managed command's numbers and names go to the daemon as typed: the
+    # control grammar judges them (one line, errno EINVAL), not argparse.
     def managed(name: str, help_: str, func) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_)
         s.add_argument("-m", "--mount", metavar="MOUNTPOINT", help="daxfuse mount (default: the only one)")
@@ -309,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     ie = managed("inject-error", "poison 512-byte blocks of a device (media errors), clear or list them",
                  cmd_inject_error)
     ie.add_argument("device", metavar="NAME")
-    ie.add_argument("-B", "--block", type=_typed(parse_count), help="first 512-byte block")
-    ie.add_argument("-n", "--count", type=_typed(parse_count), default=1, help="blocks (default 1)")
+    ie.add_argument("-B", "--block", help="first 512-byte block")
+    ie.add_argument("-n", "--count", default="1", help="blocks (default 1)")
     ie.add_argument("--uninject", action="store_true", help="clear them")
     ie.add_argument("--status", action="store_true", help="list the device's bad blocks")
 
@@ -318,16 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
                  lambda a: _run(a, _line("create-region", size=a.size, align=a.align, id=a.id)))
     cr.add_argument("-s", "--size", required=True)
     cr.add_argument("-a", "--align")
-    cr.add_argument("--id", type=_typed(parse_id))
+    cr.add_argument("--id")
 
     dr = managed("destroy-region", "destroy a region without devices",
                  lambda a: _run(a, _line("destroy-region", str(a.id))))
-    dr.add_argument("id", type=_typed(parse_id))
+    dr.add_argument("id")
 
     cd = managed("create-device", "create a device in a region",
                  lambda a: _run(a, _line("create-device", region=a.region, size=a.size, align=a.align,
                                          owner=a.owner, group=a.group, mode=a.mode)))
-    cd.add_argument("-r", "--region", required=True, type=_typed(parse_id))
+    cd.add_argument("-r", "--region", required=True)
     cd.add_argument("-s", "--size")
     cd.add_argument("-a", "--align")
     cd.add_argument("--owner", metavar="USER", help="its owner (default: the mount's --owner)")

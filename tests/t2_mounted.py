@@ -255,7 +255,9 @@ def test_cli_exit_status_tells_usage_errno_and_unreachable_apart(daxfuse_factory
     assert cli("inject-error", "dax0.0")[0] == 2
     assert cli("exec")[0] == 2
     for args, name in ((("create-device", "-r", "0", "-s", "3M"), "EINVAL"), (("disable-device", "dax0.9"), "ENXIO"),
-                       (("destroy-device", "dax0.0"), "EBUSY"), (("create-region", "-s", "x"), "EINVAL")):
+                       (("destroy-device", "dax0.0"), "EBUSY"), (("create-region", "-s", "x"), "EINVAL"),
+                       (("inject-error", "dax0.0", "-B", "-1"), "EINVAL"),
+                       (("create-region", "-s", "2M\ndestroy-region 0"), "EINVAL")):  # one command, not two
         status, said = cli(*args)
         assert status == 1 and name in said and said.count("\n") == 1, (args, said)
     assert subprocess.run(d.exec_argv("sh", "-c", "exit 7"), timeout=60).returncode == 7  # the command's own

@@ -20,7 +20,7 @@ C_DIR = os.path.join(os.path.dirname(__file__), "c")
 def programs(tmp_path_factory):
     """The test programs, compiled once."""
     out = tmp_path_factory.mktemp("c")
-    for name in ("device_dax", "stat_family"):
+    for name in ("device_dax", "stat_family", "dax_fops"):
         subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(out / name),
                         os.path.join(C_DIR, f"{name}.c"), "-ldl"], check=True)
     return out
@@ -41,6 +41,18 @@ def test_the_stat_family_sees_a_character_device(daxfuse_factory, programs):
 def test_device_dax_mmap_rules(daxfuse_factory, programs, tmp_path, align):
     d = daxfuse_factory("--size", "64M", "--align", align)
     r = inside(d, str(programs / "device_dax"), "/dev/dax0.0", d.path("control"), "dax0.0", cwd=str(tmp_path))
+    assert r.returncode == 0 and r.stdout.endswith("all checks passed\n"), r.stdout + r.stderr
+
+
+def test_the_other_file_calls_answer_as_dax_fops(daxfuse_factory, programs):
+    """lseek, truncate, fallocate, fsync, ioctl, sendfile, splice, statfs
+    and O_TRUNC, as the kernel answers them for a device-dax character device
+    (memcached -e on a device must fail its ftruncate, as on the kernel)."""
+    d = daxfuse_factory("--size", "64M")
+    fd = os.open(d.device(), os.O_RDWR)
+    os.pwrite(fd, b"marker", 0)
+    os.close(fd)
+    r = inside(d, str(programs / "dax_fops"), "/dev/dax0.0")
     assert r.returncode == 0 and r.stdout.endswith("all checks passed\n"), r.stdout + r.stderr
 
 

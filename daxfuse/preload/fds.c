@@ -14,6 +14,7 @@
 #include <linux/close_range.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -23,6 +24,7 @@
 static unsigned char kinds[FD_TRACK];
 
 DECLARE(int, fstat64, int, struct stat64 *);
+DECLARE(int, close, int);
 DECLARE(int, fcntl, int, int, ...);
 DECLARE(int, fcntl64, int, int, ...);
 
@@ -119,6 +121,37 @@ int fd_kind(int fd)
 	return kind;
 }
 
+/* What the file at path is (dirfd and AT_ flags as fstatat's), from what
+ * the kernel holds, following links as open does. */
+static int path_kind_at(int dirfd, const char *path, int flags)
+{
+	struct statx stx;
+	dev_t dev;
+	long minor;
+
+	if (!cfg.active || syscall(SYS_statx, dirfd, path, flags | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_INO, &stx))
+		return FD_OTHER;
+	dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+	minor = dev_minor(dev, stx.stx_ino, stx.stx_mode);
+	if (minor >= 0)
+		return FD_DAX;
+	return chardev_of(dev, stx.stx_ino, stx.stx_mode) ? FD_NDCTL : FD_OTHER;
+}
+
+int path_kind(const char *path)
+{
+	return path_kind_at(AT_FDCWD, path, 0);
+}
+
+/* An open with O_TRUNC that the FUSE file behind a device refused (EINVAL):
+ * on a character device the kernel ignores O_TRUNC, so it is opened
+ * without. */
+static int untruncated(int fd, int flags, int dirfd, const char *path)
+{
+	return fd < 0 && errno == EINVAL && (flags & O_TRUNC) &&
+	       path_kind_at(dirfd, path, (flags & O_NOFOLLOW) ? AT_SYMLINK_NOFOLLOW : 0) == FD_DAX;
+}
+
 /* The minor of the device fd is, or -1. */
 long fd_minor(int fd)
 {
@@ -163,6 +196,8 @@ void fds_init(void)
 		MODE_ARG(flags, mode);                           \
 		RESOLVE(name);                                   \
 		int fd = REAL(name)(path, flags, mode);          \
+		if (untruncated(fd, flags, AT_FDCWD, path))      \
+			fd = REAL(name)(path, flags & ~O_TRUNC, mode); \
 		note(fd);                                        \
 		return fd;                                       \
 	}
@@ -177,6 +212,8 @@ OPEN_WRAPPER(open64)
 		MODE_ARG(flags, mode);                                   \
 		RESOLVE(name);                                           \
 		int fd = REAL(name)(dirfd, path, flags, mode);           \
+		if (untruncated(fd, flags, dirfd, path))                 \
+			fd = REAL(name)(dirfd, path, flags & ~O_TRUNC, mode); \
 		note(fd);                                                \
 		return fd;                                               \
 	}
@@ -199,12 +236,33 @@ NEW_FD_WRAPPER(dup, (int fd), (fd))
 NEW_FD_WRAPPER(dup2, (int fd, int new), (fd, new))
 NEW_FD_WRAPPER(dup3, (int fd, int new, int flags), (fd, new, flags))
 
+/* fopen's "w" opens with O_TRUNC inside libc, where no wrapper sees it:
+ * a device refused so is opened again without it, then given its FILE. */
+static FILE *fopen_untruncated(const char *path, const char *mode)
+{
+	int flags = (strchr(mode, '+') ? O_RDWR : O_WRONLY) | (strchr(mode, 'e') ? O_CLOEXEC : 0);
+	int fd = REAL(open)(path, flags);
+	FILE *f;
+
+	if (fd < 0)
+		return NULL;
+	f = fdopen(fd, mode);
+	if (!f)
+		REAL(close)(fd);
+	return f;
+}
+
 #define FOPEN_WRAPPER(name)                                           \
 	DECLARE(FILE *, name, const char *, const char *);           \
 	FILE *name(const char *path, const char *mode)                \
 	{                                                             \
 		RESOLVE(name);                                        \
 		FILE *f = REAL(name)(path, mode);                     \
+		if (!f && mode[0] == 'w' && untruncated(-1, O_TRUNC, AT_FDCWD, path)) { \
+			RESOLVE(open);                                \
+			RESOLVE(close);                               \
+			f = fopen_untruncated(path, mode);            \
+		}                                                     \
 		if (f)                                                \
 			note(fileno(f));                              \
 		return f;                                             \
@@ -212,7 +270,6 @@ NEW_FD_WRAPPER(dup3, (int fd, int new, int flags), (fd, new, flags))
 FOPEN_WRAPPER(fopen)
 FOPEN_WRAPPER(fopen64)
 
-DECLARE(int, close, int);
 DECLARE(int, fclose, FILE *);
 DECLARE(int, close_range, unsigned int, unsigned int, int);
 

@@ -10,11 +10,10 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-DECLARE(int, ioctl, int, unsigned long, ...);
 DECLARE(ssize_t, pwrite, int, const void *, size_t, off_t);
 DECLARE(ssize_t, pread, int, void *, size_t, off_t);
 
-static int ndctl_ioctl(int fd, unsigned int request, void *arg)
+int ndctl_ioctl(int fd, unsigned int request, void *arg)
 {
 	unsigned int nr = _IOC_NR(request), size = _IOC_SIZE(request);
 	char *buf;
@@ -45,18 +44,4 @@ static int ndctl_ioctl(int fd, unsigned int request, void *arg)
 		rc = -1;
 	free(buf);
 	return rc;
-}
-
-int ioctl(int fd, unsigned long request, ...)
-{
-	va_list ap;
-	void *arg;
-
-	va_start(ap, request);
-	arg = va_arg(ap, void *);
-	va_end(ap);
-	RESOLVE(ioctl);
-	if (fd_kind(fd) == FD_NDCTL)  /* libndctl passes an int: compare the low 32 bits */
-		return ndctl_ioctl(fd, (unsigned int)request, arg);
-	return REAL(ioctl)(fd, request, arg);
 }

@@ -7,6 +7,8 @@
  *   fds.c       which fds are devices: open, dup, close and their kin
  *   stat.c      the stat family: character devices
  *   io.c        no read or write file operations (dax_fops has neither)
+ *   fops.c      dax_fops's other answers: lseek, fsync, fallocate,
+ *               truncate, splice and sendfile, statfs, ioctl
  *   table.c     growable tables that signal handlers may read
  *   mappings.c  the device mappings this process made: check_vma(),
  *               dax_get_unmapped_area(), dev_dax_may_split(); mmap, munmap,
@@ -63,6 +65,7 @@ void loud(const char *fmt, ...) HIDDEN __attribute__((format(printf, 1, 2)));
 /* fds.c */
 enum { FD_OTHER, FD_DAX, FD_NDCTL };
 int fd_kind(int fd) HIDDEN;
+int path_kind(const char *path) HIDDEN;
 long fd_minor(int fd) HIDDEN;
 dev_t chardev_of(dev_t dev, ino_t ino, mode_t mode) HIDDEN;
 void fds_init(void) HIDDEN;
@@ -116,6 +119,9 @@ int check_vma(int alive, int shared, uintptr_t start, size_t len, uint64_t off, 
 struct dax_map *map_claim_at(uintptr_t addr) HIDDEN;
 void map_release(struct dax_map *m) HIDDEN;
 int map_remap(struct dax_map *m, long grant, int window) HIDDEN;
+
+/* ndctl.c */
+int ndctl_ioctl(int fd, unsigned int request, void *arg) HIDDEN;
 
 /* sigbus.c */
 void sigbus_install(void) HIDDEN;
