@@ -14,7 +14,7 @@ from daxfuse.core import DaxCore
 from daxfuse.core.errors import DaxError
 from daxfuse.dax import ALIGNS, Access, DaxBus, DaxFile, DevDax, Event, Range
 from daxfuse.dax.layout import LayoutStore, check_record
-from daxfuse.memory import MemoryFile
+from daxfuse.memory import MemoryFile, phys_base
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,7 +95,7 @@ def test_create_region_defaults(bus, memory):
     assert region.id == 0 and region.align == M2
     assert region.res == Range(0, 8 * M)
     assert memory.size >= 8 * M
-    assert bus.layout() == [{"id": 0, "start": 0, "size": 8 * M, "align": M2,
+    assert bus.layout() == [{"id": 0, "start": 0, "resource": phys_base(), "size": 8 * M, "align": M2,
                              "available_size": 8 * M, "devices": [
                                  {"name": "dax0.0", "id": 0, "size": 0, "align": M2, "state": "disabled",
                                   "minor": 0, "uid": 0, "gid": 0, "mode": "0600", "ranges": [], "badblocks": []}]}]

@@ -9,6 +9,7 @@ from hypothesis import example, given, settings, strategies as st
 
 from daxfuse.views import control
 from daxfuse.core import DaxCore
+from daxfuse.memory import phys_base
 from daxfuse.core.errors import DaxError
 from daxfuse.dax import DaxBus
 from daxfuse.client.listing import REGION_PATH, daxctl_list
@@ -345,7 +346,8 @@ def test_error_line(bus):
 
 
 # --- daxctl list ----------------------------------------------------------------------------------------
-# daxctl prints regions, devices and mappings in reverse discovery order.
+# daxctl prints regions, devices and mappings in reverse discovery order,
+# and discovers them in kernfs's listing order (by name hash).
 
 
 @pytest.fixture
@@ -375,26 +377,28 @@ def dev(name, size, align, disabled=False, mappings=None):
 
 
 def test_daxctl_list_regions_and_devices(listing_bus):
+    # kernfs lists dax0.2, dax0.0, dax2.0, dax0.1, dax1.0: regions are found
+    # in the order 0, 2, 1, and each is put first
     out = daxctl_list(listing_bus.layout(), regions=True, devices=True, mappings=False, idle=False)
     assert out == [
-        {"path": "/platform/daxfuse.2", "id": 2, "size": 2 * M, "available_size": 2 * M,
-         "align": 2 * M},
         {"path": "/platform/daxfuse.1", "id": 1, "size": 2 * M, "align": 4 * K,
          "devices": [dev("dax1.0", 2 * M, 4 * K)]},
+        {"path": "/platform/daxfuse.2", "id": 2, "size": 2 * M, "available_size": 2 * M,
+         "align": 2 * M},
         {"path": REGION_PATH.format(id=0), "id": 0, "size": 8 * M, "available_size": 4 * M,
-         "align": 2 * M, "devices": [dev("dax0.2", 2 * M, 2 * M, disabled=True),
-                                     dev("dax0.0", 2 * M, 2 * M)]},
+         "align": 2 * M, "devices": [dev("dax0.0", 2 * M, 2 * M),
+                                     dev("dax0.2", 2 * M, 2 * M, disabled=True)]},
     ]
-    assert "available_size" not in out[1], "omitted when 0"
-    assert "devices" not in out[0], "no devices key for a region without devices"
-    assert "state" not in out[1]["devices"][0], "state only when disabled"
+    assert "available_size" not in out[0], "omitted when 0"
+    assert "devices" not in out[1], "no devices key for a region without devices"
+    assert "state" not in out[0]["devices"][0], "state only when disabled"
 
 
 def test_daxctl_list_idle_shows_size_zero(listing_bus):
     out = daxctl_list(listing_bus.layout(), regions=True, devices=True, mappings=False, idle=True)
-    assert out[2]["devices"] == [dev("dax0.2", 2 * M, 2 * M, disabled=True),
-                                 dev("dax0.1", 0, 2 * M, disabled=True),
-                                 dev("dax0.0", 2 * M, 2 * M)]
+    assert out[2]["devices"] == [dev("dax0.1", 0, 2 * M, disabled=True),
+                                 dev("dax0.0", 2 * M, 2 * M),
+                                 dev("dax0.2", 2 * M, 2 * M, disabled=True)]
 
 
 def test_daxctl_list_idle_only_region(bus):
@@ -409,15 +413,15 @@ def test_daxctl_list_idle_only_region(bus):
 
 def test_daxctl_list_devices_only(listing_bus):
     out = daxctl_list(listing_bus.layout(), regions=False, devices=True, mappings=False, idle=False)
-    assert out == [dev("dax1.0", 2 * M, 4 * K), dev("dax0.2", 2 * M, 2 * M, disabled=True),
-                   dev("dax0.0", 2 * M, 2 * M)]
+    assert out == [dev("dax1.0", 2 * M, 4 * K), dev("dax0.0", 2 * M, 2 * M),
+                   dev("dax0.2", 2 * M, 2 * M, disabled=True)]
     idle = daxctl_list(listing_bus.layout(), regions=False, devices=True, mappings=False, idle=True)
-    assert [d["chardev"] for d in idle] == ["dax2.0", "dax1.0", "dax0.2", "dax0.1", "dax0.0"]
+    assert [d["chardev"] for d in idle] == ["dax1.0", "dax2.0", "dax0.1", "dax0.0", "dax0.2"]
 
 
 def test_daxctl_list_regions_without_devices(listing_bus):
     out = daxctl_list(listing_bus.layout(), regions=True, devices=False, mappings=False, idle=True)
-    assert [r["id"] for r in out] == [2, 1, 0]
+    assert [r["id"] for r in out] == [1, 2, 0]
     assert all("devices" not in r for r in out)
 
 
@@ -435,10 +439,13 @@ def test_daxctl_list_mappings(bus):
     without = daxctl_list(layout, regions=False, devices=True, mappings=False, idle=False)
     assert "mappings" not in without[0]
     (d,) = daxctl_list(layout, regions=False, devices=True, mappings=True, idle=False)
-    # dax0.1 is [2M, 4M) at device offset 0, then [0, 2M) at device offset 2M
+    # dax0.1 is [2M, 4M) at device offset 0, then [0, 2M) at device offset 2M,
+    # in physical addresses: from the region's resource
+    base = layout[0]["resource"]
+    assert base == phys_base()
     assert d == dev("dax0.1", 4 * M, 2 * M, disabled=True, mappings=[
-        {"page_offset": 2 * M // 4096, "start": 0, "end": 2 * M - 1, "size": 2 * M},
-        {"page_offset": 0, "start": 2 * M, "end": 4 * M - 1, "size": 2 * M},
+        {"page_offset": 2 * M // 4096, "start": base, "end": base + 2 * M - 1, "size": 2 * M},
+        {"page_offset": 0, "start": base + 2 * M, "end": base + 4 * M - 1, "size": 2 * M},
     ])
     (r,) = daxctl_list(layout, regions=True, devices=True, mappings=True, idle=False)
     assert r["devices"] == [d]

@@ -95,3 +95,24 @@ def test_short_or_malformed_ioctls_fail_alone_and_change_nothing(daxfuse_factory
         os.close(fd)
     assert all(dev["badblocks"] == [] for r in d.layout() for dev in r["devices"]), "nothing poisoned"
     assert "Traceback" not in d.log()
+
+
+def test_regions_and_namespaces_report_emulated_physical_addresses(daxfuse_factory):
+    """Above the host's own memory and GiB-aligned, as ndctl and the
+    kernel's resource tree would show them; a namespace where its device is."""
+    d = daxfuse_factory("--size", "64M")
+    d.control("create-region size=32M align=4K id=1\ncreate-device region=1 size=8M")
+
+    def read(*parts):
+        with open(d.path("sys", *parts)) as f:
+            return int(f.read(), 16)
+    nd = ("bus", "nd", "devices")
+    base = read(*nd, "region0", "resource")
+    host_end = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if os.path.isdir("/sys/devices/system/memory"):  # the memory blocks exec shows beside ours
+        with open("/sys/devices/system/memory/block_size_bytes") as f:
+            host_end = int(f.read(), 16) * (1 + max(int(n[6:]) for n in os.listdir("/sys/devices/system/memory")
+                                                    if n.startswith("memory") and n[6:].isdigit()))
+    assert base >= max(host_end, 4 << 30) and base % (1 << 30) == 0
+    assert read(*nd, "region1", "resource") == base + 64 * MiB
+    assert read(*nd, "namespace1.0", "resource") == read("bus", "dax", "devices", "dax1.0", "resource") == base + 64 * MiB

@@ -117,10 +117,18 @@ def test_attribute_writes_follow_the_kernel(region):
     assert write_attr(os.path.join(rb, "delete"), "dax0.0") == errno.EBUSY  # enabled
     assert write_attr(os.path.join(rb, "delete"), "dax0.7") == errno.ENXIO
     m = dev_dir(d, "dax0.1")
-    assert write_attr(os.path.join(m, "mapping"), "0x30000000-0x301fffff") == 0
-    assert read_attr(os.path.join(m, "mapping0", "start")) == "0x30000000"
-    assert read_attr(os.path.join(m, "mapping0", "end")) == "0x301fffff"
-    assert write_attr(os.path.join(m, "mapping"), "0x0-0x1fffff") == errno.ENOSPC  # dax0.0's
+    phys = int(read_attr(os.path.join(base, "resource")), 16)  # dax0.0 starts the region: its physical start
+    assert phys >= 4 << 30 and phys % (1 << 30) == 0, "above the host's memory, GiB-aligned"
+    # mapping, as 6.18's mapping_store: physical addresses in hex; the length
+    # a multiple of the align (ENXIO), the start need not be; taken: ENOMEM
+    assert write_attr(os.path.join(m, "mapping"), f"{phys + 0x30000000:#x}-{phys + 0x301fffff:#x}") == 0
+    assert read_attr(os.path.join(m, "mapping0", "start")) == f"{phys + 0x30000000:#x}"
+    assert read_attr(os.path.join(m, "mapping0", "end")) == f"{phys + 0x301fffff:#x}"
+    assert write_attr(os.path.join(m, "mapping"), f"{phys:x}-{phys + 0x1fffff:x}") == errno.ENOMEM  # dax0.0's
+    assert write_attr(os.path.join(m, "mapping"), f"{phys + 0x30200000:#x}-{phys + 0x302fffff:#x}") == errno.ENXIO
+    assert write_attr(os.path.join(m, "mapping"), "0x0-0x1fffff") == errno.ENOMEM  # below the region
+    assert write_attr(os.path.join(m, "mapping"), f"{phys + 0x30300000:#x}-{phys + 0x304fffff:#x}") == 0
+    assert read_attr(os.path.join(m, "mapping1", "start")) == f"{phys + 0x30300000:#x}", "start not aligned"
     assert write_attr(os.path.join(m, "size"), "0") == 0
     assert write_attr(os.path.join(rb, "delete"), "dax0.1") == 0
     assert not os.path.exists(d.path("dax", "dax0.1"))
@@ -199,7 +207,8 @@ def test_daxctl_device_over_a_hole_and_the_tail(region):
     out = json.loads(daxctl(d, "create-device", "-r", "0", "-s", "256M", "-a", "4K").stdout)[0]
     assert out["align"] == 4096
     listed = [dev for dev in json.loads(daxctl(d, "list", "-DM").stdout) if dev["chardev"] == out["chardev"]][0]
-    assert sorted((m["start"], m["size"]) for m in listed["mappings"]) == [(0, 128 * MiB), (256 * MiB, 128 * MiB)]
+    phys = int(read_attr(sys_path(d, "bus", "nd", "devices", "region0", "resource")), 16)
+    assert sorted((m["start"] - phys, m["size"]) for m in listed["mappings"]) == [(0, 128 * MiB), (256 * MiB, 128 * MiB)]
     assert daxfuse_list(d, "-RDMi") == daxctl(d, "list", "-RDMi").stdout
     assert daxfuse_list(d) == daxctl(d, "list").stdout
 

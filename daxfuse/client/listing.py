@@ -9,14 +9,15 @@ from ..views.sysfs import kernfs_order
 REGION_PATH = "/platform/daxfuse.{id}"
 
 
-def _device(dev: dict, mappings: bool, media_errors: bool) -> dict:
+def _device(dev: dict, base: int, mappings: bool, media_errors: bool) -> dict:
+    """base: the physical address of offset 0 in the memory file."""
     out = {"chardev": dev["name"], "size": dev["size"], "target_node": 0,
            "align": dev["align"], "mode": "devdax"}
     if dev["state"] == "disabled":
         out["state"] = "disabled"
     if mappings and dev["ranges"]:
-        out["mappings"] = [{"page_offset": r["page_offset"] // 4096, "start": r["start"],
-                            "end": r["end"], "size": r["end"] + 1 - r["start"]}
+        out["mappings"] = [{"page_offset": r["page_offset"] // 4096, "start": base + r["start"],
+                            "end": base + r["end"], "size": r["end"] + 1 - r["start"]}
                            for r in reversed(dev["ranges"])]  # mappingN by index, each to the head
     if media_errors and dev["badblocks"]:  # as ndctl list --media-errors, for namespaces
         out["badblocks"] = dev["badblocks"]
@@ -43,7 +44,9 @@ def daxctl_list(layout: list[dict], regions: bool, devices: bool, mappings: bool
 
     def devs(region: dict) -> list[dict]:
         named = {d["name"]: d for d in region["devices"]}
-        return [_device(named[n], mappings, media_errors) for n in _discovered(named) if idle or named[n]["size"]]
+        base = region["resource"] - region["start"]
+        return [_device(named[n], base, mappings, media_errors) for n in _discovered(named)
+                if idle or named[n]["size"]]
 
     if not regions:
         return [d for region in layout for d in devs(region)]

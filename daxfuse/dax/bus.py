@@ -20,7 +20,7 @@ import trio
 
 from ..core import DaxCore
 from ..core.errors import DaxError, shown
-from ..memory import MemoryFile, Window
+from ..memory import MemoryFile, Window, phys_base
 from ..core.units import ID_MAX, INT_MAX, format_size, parse_index, size_text
 from .badblocks import SECTOR, Badblocks, sectors
 from .device import ALIGNS, DEFAULT_ALIGN, Access, DaxRegion, DevDax, Range, is_aligned, valid_id, valid_mode
@@ -352,15 +352,21 @@ class DaxBus:
         self.destroy_device(name)
 
     def set_mapping(self, name: str, start: int, end: int) -> None:
-        """sysfs `mapping`: add exactly [start, end] (inclusive) as a new range."""
+        """sysfs `mapping`: add exactly [start, end] (inclusive) as a new
+        range, as 6.18's mapping_store: its length must be a multiple of the
+        align (ENXIO), its start need not be; a range that is not free in the
+        region is ENOMEM (__request_region fails); an empty one does nothing."""
         dev = self.device(name)
         if dev.enabled:
             raise _enabled(name)
         r = Range(start, end + 1)
-        if r.size <= 0 or not r.aligned(dev.align):
-            raise DaxError(errno.EINVAL, f"mapping {start:#x}-{end:#x} is not aligned to {size_text(dev.align)}")
+        if r.size < 0 or not is_aligned(r.size, dev.align):
+            raise DaxError(errno.ENXIO, f"mapping {start:#x}-{end:#x} is not a multiple of align "
+                                        f"{size_text(dev.align)} long")
+        if not r.size:
+            return
         if not any(h.start <= r.start and r.end <= h.end for h in dev.region.free):
-            raise DaxError(errno.ENOSPC, f"{start:#x}-{end:#x} is not free in region {dev.region.id}")
+            raise DaxError(errno.ENOMEM, f"{start:#x}-{end:#x} is not free in region {dev.region.id}")
         old = dev.ranges
         dev.set_ranges(old + [r])
         self._record(lambda: dev.set_ranges(old), self._notify(Event.RESIZED, dev))
@@ -680,7 +686,8 @@ class DaxBus:
     def layout(self) -> list[dict]:
         """Regions, devices, ranges and states as plain data."""
         return [{
-            "id": region.id, "start": region.res.start, "size": region.size,
+            "id": region.id, "start": region.res.start, "resource": phys_base() + region.res.start,
+            "size": region.size,
             "align": region.align, "available_size": region.available_size,
             "devices": [{
                 "name": dev.name, "id": dev.id, "size": dev.size, "align": dev.align,

@@ -1,7 +1,8 @@
 """The memory file: the emulated physical memory behind every region.
 
 A sparse file mapped MAP_SHARED with numpy. Offsets in it play the role of
-physical addresses. By default it is an unlinked file, gone with the daemon:
+physical addresses, which front ends show moved up by phys_base(): above
+the host's own memory, as the kernel would place hot-added memory. By default it is an unlinked file, gone with the daemon:
 on a tmpfs of the daemon's own mounted with huge=always and attached to no
 path (2M- and 1G-aligned devices then get huge-page mappings, as the
 kernel's PMD faults, and the daemon's own mapping costs a fault per 2 MiB,
@@ -11,6 +12,7 @@ never share it. The file only grows: resources are carved out of it.
 """
 import errno
 import fcntl
+import functools
 import glob
 import mmap
 import os
@@ -24,6 +26,24 @@ from . import tmpfs
 from .window import Window, punch, remove
 
 _PAGE = mmap.PAGESIZE
+_GIB = 1 << 30
+_HOST_MEMORY = "/sys/devices/system/memory"
+
+
+@functools.cache
+def phys_base() -> int:
+    """The emulated physical address of the memory file's offset 0: the
+    first GiB boundary above the host's memory blocks (what `daxfuse exec`
+    shows beside the emulated ones), else above its RAM; never below 4 GiB
+    (the 32-bit hole). GiB-aligned, so each align keeps its alignment."""
+    try:
+        with open(f"{_HOST_MEMORY}/block_size_bytes") as f:
+            block = int(f.read(), 16)
+        blocks = [int(n[6:]) for n in os.listdir(_HOST_MEMORY) if n.startswith("memory") and n[6:].isdigit()]
+        end = (max(blocks) + 1) * block
+    except (OSError, ValueError):
+        end = os.sysconf("SC_PHYS_PAGES") * _PAGE
+    return max(4 * _GIB, -(-end // _GIB) * _GIB)
 
 
 class MemoryFile:

@@ -20,6 +20,7 @@ from . import wire
 from ..dax import DaxBus
 from ..dax.badblocks import SECTOR
 from ..core.errors import DaxError
+from ..memory import phys_base
 
 ARS_CAP, ARS_START, ARS_STATUS = wire.ND_ARS_CAP, wire.ND_ARS_START, wire.ND_ARS_STATUS
 CLEAR_ERROR, CALL = wire.ND_CLEAR_ERROR, wire.ND_CALL
@@ -76,8 +77,9 @@ class NdctlFile:
     # struct nd_cmd_ars_status {u32 status, out_length; u64 address, length, restart_address,
     #   restart_length; u16 type, flags; u32 num_records; {u32 handle, rsvd; u64 err_address, length}[]}
     async def _ars_status(self, p: bytearray) -> None:
-        records = [(s * SECTOR, c * SECTOR) for s, c in self.bus.badblocks.ranges()][:(len(p) - 48) // 24]
-        struct.pack_into("<IIQQQQHHI", p, 0, 0, 48 + 24 * len(records), 0, self.bus.memory.size, 0, 0,
+        records = [(phys_base() + s * SECTOR, c * SECTOR) for s, c in self.bus.badblocks.ranges()]
+        records = records[:(len(p) - 48) // 24]
+        struct.pack_into("<IIQQQQHHI", p, 0, 0, 48 + 24 * len(records), phys_base(), self.bus.memory.size, 0, 0,
                          2, 0, len(records))
         for i, (address, length) in enumerate(records):
             struct.pack_into("<IIQQ", p, 48 + 24 * i, 0, 0, address, length)
@@ -85,7 +87,7 @@ class NdctlFile:
     # struct nd_cmd_clear_error {u64 address, length; u32 status; u8 rsvd[4]; u64 cleared}
     async def _clear_error(self, p: bytearray) -> None:
         address, length = struct.unpack_from("<QQ", p)
-        await self.bus.apply([lambda: self.bus.clear_physical(address, length)])
+        await self.bus.apply([lambda: self.bus.clear_physical(_offset(address), length)])
         struct.pack_into("<I4xQ", p, 16, 0, length)
 
     # struct nd_cmd_pkg {u64 nd_family, nd_command; u32 nd_size_in, nd_size_out, rsvd[9], fw_size;
@@ -101,17 +103,26 @@ class NdctlFile:
                                          f"out are too few")
         _need(body, size_in + size_out, f"ND_CMD_CALL command {command}")
         if command == INJECT_GET:  # {u32 status, count; {u64 base, length}[]}
-            records = [(s * SECTOR, c * SECTOR) for s, c in self.bus.injected.ranges()][:(size_out - 8) // 16]
+            records = [(phys_base() + s * SECTOR, c * SECTOR) for s, c in self.bus.injected.ranges()]
+            records = records[:(size_out - 8) // 16]
             struct.pack_into("<II", body, 0, 0, len(records))
             for i, record in enumerate(records):
                 struct.pack_into("<QQ", body, 8 + 16 * i, *record)
             return
         base, length = struct.unpack_from("<QQ", body)
         if command == INJECT_SET:
-            await self.bus.apply([lambda: self.bus.inject_physical(base, length), self.bus.start_scrub])
+            await self.bus.apply([lambda: self.bus.inject_physical(_offset(base), length), self.bus.start_scrub])
         else:
-            await self.bus.apply([lambda: self.bus.uninject_physical(base, length)])
+            await self.bus.apply([lambda: self.bus.uninject_physical(_offset(base), length)])
         struct.pack_into("<I", body, size_in, 0)  # the status, after the input
+
+
+def _offset(address: int) -> int:
+    """The memory-file offset of an emulated physical address (one below the
+    emulated memory is no address of its: ENXIO)."""
+    if address < phys_base():
+        raise DaxError(errno.ENXIO, f"address {address:#x} is below the emulated memory ({phys_base():#x})")
+    return address - phys_base()
 
 
 def _need(payload, size: int, what: str) -> None:

@@ -23,6 +23,7 @@ from ..core.devt import NDCTL_MAJOR, NMEM_MAJOR
 from ..core.errors import DaxError
 from .nodes import Attr, Link, Node, group, table
 from ..core.units import parse_count, parse_index
+from ..memory import phys_base
 
 BUS_DIR = "daxfuse-nvdimm"
 BUS = f"devices/platform/{BUS_DIR}/ndbus0"
@@ -218,7 +219,7 @@ class NdBusView:
             "modalias": lambda region: _REGION_MODALIAS,
             "nstype": lambda region: _NSTYPE,
             "set_cookie": lambda region: _ro(f"{uuid.uuid5(_UUIDS, f'region{region.id}').int >> 64:#x}\n"),
-            "resource": lambda region: _val(lambda: f"{region.res.start:#x}\n"),
+            "resource": lambda region: _val(lambda: f"{phys_base() + region.res.start:#x}\n"),
             "align": lambda region: _val(lambda: f"{region.align}\n"),
             "numa_node": lambda region: _ZERO,
             "target_node": lambda region: _ZERO,
@@ -263,7 +264,7 @@ class NdBusView:
         return table({
             "nstype": _static(_ro("5\n")),
             "size": _static(_val(lambda: f"{dev.size}\n")),
-            "resource": _static(_val(lambda: f"{dev.ranges[0].start:#x}\n")),
+            "resource": _static(_val(lambda: f"{phys_base() + dev.ranges[0].start:#x}\n")),
             "force_raw": _static(_ro("0\n")),
             "modalias": _static(_ro("nd:t5\n")),
             "alt_name": _static(_ro("\n")),
@@ -290,7 +291,7 @@ class NdBusView:
             "namespace": _static(_ro(f"namespace{region.id}.{dev.id}\n")),
             "align": _static(_val(lambda: f"{dev.align}\n")),
             "size": _static(_val(lambda: f"{dev.size}\n")),
-            "resource": _static(_val(lambda: f"{dev.ranges[0].start:#x}\n")),
+            "resource": _static(_val(lambda: f"{phys_base() + dev.ranges[0].start:#x}\n")),
             "supported_alignments": _static(_ro(f"{SUPPORTED_ALIGNMENTS}\n")),
             "numa_node": _static(_ro("0\n")),
             "dax_region": _static(table({

@@ -18,6 +18,7 @@ from ..core.errors import DaxError, shown
 from .ndbus import BUS_DIR, NdBusView
 from .nodes import Attr, Dir, Link, Node, group, table
 from ..core.units import U64_MAX, bounded_int, parse_index
+from ..memory import phys_base
 
 REGION_DIR = "daxfuse.{}"
 # Without the personality, device files are regular files (st_rdev 0:0 to
@@ -222,8 +223,9 @@ class SysfsView:
                                       store=_op(bus.set_align, dev.name,
                                                 parse=functools.partial(_number, err=errno.ENXIO))),
             "mapping": lambda dev: Attr(0o200, store=lambda data: [
-                functools.partial(bus.set_mapping, dev.name, *_range(data))]),
-            "resource": lambda dev: Attr(0o400, show=lambda: f"{(dev.ranges[0] if dev.ranges else dev.region.res).start:#x}\n"),
+                functools.partial(bus.set_mapping, dev.name, *(a - phys_base() for a in _range(data)))]),
+            "resource": lambda dev: Attr(0o400, show=lambda: (
+                f"{phys_base() + (dev.ranges[0] if dev.ranges else dev.region.res).start:#x}\n")),
             "target_node": lambda dev: _NODE_ZERO,
             "numa_node": lambda dev: _NODE_ZERO,
             "modalias": lambda dev: _MODALIAS,
@@ -246,7 +248,7 @@ class SysfsView:
     def _mapping(dev: DevDax, i: int) -> Node | None:
         if i >= len(dev.ranges):
             return None
-        fields = {"start": lambda: dev.ranges[i].start, "end": lambda: dev.ranges[i].end - 1,
+        fields = {"start": lambda: phys_base() + dev.ranges[i].start, "end": lambda: phys_base() + dev.ranges[i].end - 1,
                   "page_offset": lambda: dev.page_offsets()[i] // 4096}
         return table({field: _static(Attr(0o400, show=lambda get=get: f"{get():#x}\n"))
                       for field, get in fields.items()})
