@@ -462,25 +462,48 @@ int mprotect(void *addr, size_t len, int prot)
 
 DECLARE(int, madvise, void *, size_t, int);
 
+/* Whether [addr, addr + len) touches a device mapping. */
+static int touches_device(void *addr, size_t len)
+{
+	uintptr_t start = (uintptr_t)addr, end = page_end(start, len);
+	unsigned long i, n = table_count(&maps);
+
+	if (!__atomic_load_n(&live, __ATOMIC_ACQUIRE))
+		return 0;
+	for (i = 0; i < n; i++) {
+		struct dax_map *m = map(i);
+
+		if (__atomic_load_n(&m->state, __ATOMIC_ACQUIRE) != MAP_FREE && m->start < end && m->end > start)
+			return 1;
+	}
+	return 0;
+}
+
 /* MADV_REMOVE punches a hole in the file a mapping maps: a device is no
  * file to punch (vfs_fallocate answers ENODEV for a character device),
  * and a window's hole would lose data. The rest is the kernel's own. */
 int madvise(void *addr, size_t len, int advice)
 {
-	uintptr_t start = (uintptr_t)addr, end = page_end(start, len);
-	unsigned long i, n = table_count(&maps);
-
 	RESOLVE(madvise);
-	if (advice == MADV_REMOVE && __atomic_load_n(&live, __ATOMIC_ACQUIRE))
-		for (i = 0; i < n; i++) {
-			struct dax_map *m = map(i);
-
-			if (__atomic_load_n(&m->state, __ATOMIC_ACQUIRE) != MAP_FREE && m->start < end && m->end > start) {
-				errno = ENODEV;
-				return -1;
-			}
-		}
+	if (advice == MADV_REMOVE && touches_device(addr, len)) {
+		errno = ENODEV;
+		return -1;
+	}
 	return REAL(madvise)(addr, len, advice);
+}
+
+DECLARE(int, msync, void *, size_t, int);
+
+/* msync(MS_SYNC) of a shared file mapping fsyncs the file: dax_fops has
+ * no fsync, so EINVAL, as for fsync (fops.c). MS_ASYNC does nothing. */
+int msync(void *addr, size_t len, int flags)
+{
+	RESOLVE(msync);
+	if ((flags & MS_SYNC) && touches_device(addr, len)) {
+		errno = EINVAL;
+		return -1;
+	}
+	return REAL(msync)(addr, len, flags);
 }
 
 /* A device mapping moves and grows as its VMA would on the kernel: to an

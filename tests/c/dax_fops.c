@@ -73,6 +73,14 @@ int main(int argc, char **argv)
 	check("sendfile to a device: EINVAL", FAILS(sendfile(fd, plain, NULL, 4096), EINVAL));
 	check("splice from a device: EINVAL", FAILS(splice(fd, &off, pipes[1], NULL, 4096, 0), EINVAL));
 	check("copy_file_range: EINVAL", FAILS(copy_file_range(plain, NULL, fd, &off, 4096, 0), EINVAL));
+	{
+		char *p = mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+		check("msync MS_SYNC of a device mapping: EINVAL (no fsync)", p != MAP_FAILED &&
+		      FAILS(msync(p, 4096, MS_SYNC), EINVAL));
+		check("msync MS_ASYNC: nothing to do", msync(p, 4096, MS_ASYNC) == 0);
+		munmap(p, 2 << 20);
+	}
 	check("fstatfs: devtmpfs, a tmpfs", fstatfs(fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC);
 	check("statfs: devtmpfs, a tmpfs", statfs(dev, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC);
 	check("statvfs: the same file system", statvfs(dev, &svfs) == 0 && svfs.f_bsize == (unsigned long)sfs.f_bsize);
