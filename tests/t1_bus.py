@@ -95,7 +95,8 @@ def test_create_region_defaults(bus, memory):
     assert region.id == 0 and region.align == M2
     assert region.res == Range(0, 8 * M)
     assert memory.size >= 8 * M
-    assert bus.layout() == [{"id": 0, "start": 0, "resource": phys_base(), "size": 8 * M, "align": M2,
+    assert bus.layout() == [{"id": 0, "start": 0, "resource": phys_base(), "size": 8 * M, "target_node": 0,
+                             "numa_node": 0, "align": M2,
                              "available_size": 8 * M, "devices": [
                                  {"name": "dax0.0", "id": 0, "size": 0, "align": M2, "state": "disabled",
                                   "minor": 0, "uid": 0, "gid": 0, "mode": "0600", "ranges": [], "badblocks": []}]}]

@@ -64,6 +64,9 @@ def test_a_stale_temporary_record_is_ignored(bus):
     (lambda r: r.update(memory_id="short"), "memory_id 'short'"),
     (lambda r: r.pop("badblocks"), "'badblocks'"),
     (lambda r: r.update(dirty_shutdown=-1), "dirty_shutdown -1"),
+    (lambda r: r["regions"][0].update(target_node=-2), "target_node or numa_node"),
+    (lambda r: r["regions"][0].update(numa_node="0"), "target_node or numa_node"),
+    (lambda r: r["regions"][0]["devices"][0].update(memmap_on_memory=1), "memmap_on_memory"),
 ])
 def test_a_record_that_verifies_but_makes_no_sense_is_refused(bus, change, what):
     rewrite(bus.store.path, change)
@@ -107,3 +110,21 @@ def test_writes_that_clear_poison_at_once_are_recorded_one_at_a_time(bus):
     record = LayoutStore(bus.store.path[:-len(".layout")]).load()
     assert record["badblocks"] == record["injected"] == []
     assert not os.path.exists(bus.store.path + ".tmp")
+
+
+def test_a_record_without_nodes_or_memmap_on_memory_restores_with_the_defaults(bus, tmp_path):
+    """Records written before regions had nodes and devices memmap_on_memory
+    restore as they were then: node 0, off."""
+    def old(record):
+        for r in record["regions"]:
+            del r["target_node"], r["numa_node"]
+            for d in r["devices"]:
+                del d["memmap_on_memory"]
+    rewrite(bus.store.path, old)
+    store = LayoutStore(bus.store.path[:-len(".layout")])
+    memory = MemoryFile()
+    again = DaxBus(DaxCore(), memory, store)
+    store.restore(again, store.load())
+    region = again.regions[0]
+    assert (region.target_node, region.numa_node, again.device("dax0.0").memmap_on_memory) == (0, 0, False)
+    memory.close()

@@ -50,7 +50,8 @@ def daxfuse(*args, check=True):
 
 def test_the_layout_comes_back_exactly(daxfuse_factory, memory_file, tmp_path):
     d = daxfuse_factory("--size", "64M", "--memory-file", memory_file, name="first")
-    d.control("create-region size=32M align=4K\ncreate-device region=1 size=8M\ncreate-device region=1 size=4M\n"
+    d.control("create-region size=32M align=4K target_node=-1 numa_node=2\n"
+              "create-device region=1 size=8M\ncreate-device region=1 size=4M\n"
               "create-device region=1 size=8K\ndisable-device dax1.1\ndisable-device dax1.0\n"
               "destroy-device dax1.0\nresize-device dax1.1 size=12M\ninject-error dax1.1 block=9 count=3")
     with pytest.raises(OSError) as disabled:
@@ -67,6 +68,7 @@ def test_the_layout_comes_back_exactly(daxfuse_factory, memory_file, tmp_path):
     assert record["version"] == 2 and not os.path.exists(memory_file + ".running"), "a clean stop"
     again = daxfuse_factory("--memory-file", memory_file, name="second")
     assert daxfuse("list", "-m", again.mountpoint, "-RDMi", "--media-errors").stdout == listing
+    assert [(r["target_node"], r["numa_node"]) for r in again.layout()] == [(0, 0), (-1, 2)]
     fd = os.open(again.path("dax", "dax1.1"), os.O_RDONLY)
     assert os.pread(fd, 4, 8 * MiB) == b"kept"
     os.close(fd)

@@ -249,7 +249,9 @@ LIST_FLAGS = ["".join(f) for f in itertools.product(["", "R"], ["", "D"], ["", "
     "",  # a fresh --no-default-device mount: only the seed dax0.0, of size 0
     "create-device region=0 size=16M\ncreate-device region=0 size=8M\ndisable-device dax0.1\n"
     "create-region size=8M align=4K\ncreate-device region=1 size=4M\ncreate-region size=2M",
-], ids=["seed-only", "two-regions"])
+    "create-region size=8M align=4K target_node=-1 numa_node=-1\ncreate-device region=1 size=4M\n"
+    "create-region size=8M align=4K target_node=3 numa_node=1\ncreate-device region=2 size=4M",
+], ids=["seed-only", "two-regions", "nodes"])
 def test_daxfuse_list_is_daxctl_list_for_every_flag_combination(region, layout):
     if layout:
         region.control(layout)
@@ -352,3 +354,28 @@ def test_a_walk_of_cached_sysfs_asks_the_daemon_nothing(region):
         if not path.endswith(("device_dax/dax1.7", "dax1.7/driver")):  # the links its unbind removed
             os.lstat(path)
     assert 0 < _requests(d) - before < 100, "a change dropped more than its device's entries"
+
+
+def test_node_attributes_and_memmap_on_memory(region):
+    """target_node is hidden while negative (dev_dax_visible); numa_node is
+    the region's, -1 included; memmap_on_memory takes kstrtobool and is
+    EOPNOTSUPP to turn on where the host's memory_hotplug cannot."""
+    d = region
+    d.control("create-region size=8M align=4K target_node=-1 numa_node=-1\ncreate-device region=1 size=4M\n"
+              "create-region size=8M align=4K target_node=3 numa_node=1\ncreate-device region=2 size=4M")
+    hidden, shown = dev_dir(d, "dax1.0"), dev_dir(d, "dax2.0")
+    assert "target_node" not in os.listdir(hidden) and not os.path.exists(os.path.join(hidden, "target_node"))
+    assert read_attr(os.path.join(hidden, "numa_node")) == "-1"
+    assert (read_attr(os.path.join(shown, "target_node")), read_attr(os.path.join(shown, "numa_node"))) == ("3", "1")
+    assert read_attr(sys_path(d, "bus", "nd", "devices", "region2", "numa_node")) == "1"
+    for bad in ("target_node=-2", "numa_node=1024", "target_node=x"):
+        with pytest.raises(OSError) as e:
+            d.control(f"create-region size=2M {bad}")
+        assert e.value.errno == errno.EINVAL
+    attr = os.path.join(shown, "memmap_on_memory")
+    assert read_attr(attr) == "0"
+    assert write_attr(attr, "off") == 0 and write_attr(attr, "bogus") == errno.EINVAL
+    with open("/sys/module/memory_hotplug/parameters/memmap_on_memory") as f:
+        supported = f.read().strip() not in ("N", "0")
+    assert write_attr(attr, "Y") == (0 if supported else errno.EOPNOTSUPP)
+    assert read_attr(attr) == ("1" if supported else "0")

@@ -9,10 +9,12 @@ from ..views.sysfs import kernfs_order
 REGION_PATH = "/platform/daxfuse.{id}"
 
 
-def _device(dev: dict, base: int, mappings: bool, media_errors: bool) -> dict:
-    """base: the physical address of offset 0 in the memory file."""
-    out = {"chardev": dev["name"], "size": dev["size"], "target_node": 0,
-           "align": dev["align"], "mode": "devdax"}
+def _device(dev: dict, region: dict, mappings: bool, media_errors: bool) -> dict:
+    out = {"chardev": dev["name"], "size": dev["size"]}
+    if region["target_node"] >= 0:  # hidden, so -1 to libdaxctl
+        out["target_node"] = region["target_node"]
+    out |= {"align": dev["align"], "mode": "devdax"}
+    base = region["resource"] - region["start"]  # the physical address of offset 0
     if dev["state"] == "disabled":
         out["state"] = "disabled"
     if mappings and dev["ranges"]:
@@ -44,8 +46,7 @@ def daxctl_list(layout: list[dict], regions: bool, devices: bool, mappings: bool
 
     def devs(region: dict) -> list[dict]:
         named = {d["name"]: d for d in region["devices"]}
-        base = region["resource"] - region["start"]
-        return [_device(named[n], base, mappings, media_errors) for n in _discovered(named)
+        return [_device(named[n], region, mappings, media_errors) for n in _discovered(named)
                 if idle or named[n]["size"]]
 
     if not regions:

@@ -57,6 +57,11 @@ def parse_id(text: str) -> int:
     return value
 
 
+def parse_node(text: str) -> int:
+    """A NUMA node: -1 (none) or a decimal or 0x hex id (the bus bounds it)."""
+    return -1 if text == "-1" else parse_id(text)
+
+
 def parse_count(text: str) -> int:
     """A block number or count: decimal or 0x hex, up to 2^64 - 1."""
     m = _PLAIN.fullmatch(text)

@@ -20,10 +20,11 @@ import trio
 
 from ..core import DaxCore
 from ..core.errors import DaxError, shown
-from ..memory import MemoryFile, Window, phys_base
+from ..memory import MemoryFile, Window, memmap_on_memory_supported, phys_base
 from ..core.units import ID_MAX, INT_MAX, format_size, parse_index, size_text
 from .badblocks import SECTOR, Badblocks, sectors
-from .device import ALIGNS, DEFAULT_ALIGN, Access, DaxRegion, DevDax, Range, is_aligned, valid_id, valid_mode
+from .device import (ALIGNS, DEFAULT_ALIGN, MAX_NUMNODES, Access, DaxRegion, DevDax, Range, is_aligned, valid_id,
+                     valid_mode, valid_node)
 from .events import Event, Listener
 
 log = logging.getLogger(__name__)
@@ -216,8 +217,12 @@ class DaxBus:
         return self._by_minor.get(minor)
 
     # --- regions -------------------------------------------------------------------
-    def create_region(self, size: int, align: int = DEFAULT_ALIGN, id_: int | None = None) -> DaxRegion:
+    def create_region(self, size: int, align: int = DEFAULT_ALIGN, id_: int | None = None,
+                      target_node: int = 0, numa_node: int = 0) -> DaxRegion:
         _check_align(align)
+        for node, what in ((target_node, "target_node"), (numa_node, "numa_node")):
+            if not valid_node(node):
+                raise DaxError(errno.EINVAL, f"{what} {node} is not -1 or a node below {MAX_NUMNODES}")
         if size <= 0:
             raise DaxError(errno.EINVAL, "region size must be positive")
         _check_multiple(size, align, "region size")
@@ -237,7 +242,7 @@ class DaxBus:
                                          f"use a smaller size or --memory-file on a larger filesystem")
         if id_ is None:
             id_ = next(i for i in itertools.count() if i not in self.regions)
-        region = DaxRegion(id_, Range(start, start + size), align)
+        region = DaxRegion(id_, Range(start, start + size), align, target_node, numa_node)
         self.memory.ensure(region.res.end)
         self.regions[region.id] = region
         self._record(lambda: self.regions.pop(region.id), self._notify(Event.REGION_ADDED, region))
@@ -408,6 +413,17 @@ class DaxBus:
         dev.access = new
         self._record(lambda: setattr(dev, "access", old), self._notify(Event.ACCESS, dev))
 
+    def set_memmap_on_memory(self, name: str, value: bool) -> None:
+        """bus.c's memmap_on_memory_store: EOPNOTSUPP to turn it on where the
+        host cannot place a memory map on hot-added memory."""
+        dev = self.device(name)
+        if value and not memmap_on_memory_supported():
+            raise DaxError(errno.EOPNOTSUPP, "memmap_on_memory is not available here "
+                                             "(memory_hotplug.memmap_on_memory is off)")
+        old = dev.memmap_on_memory
+        dev.memmap_on_memory = value
+        self._record(lambda: setattr(dev, "memmap_on_memory", old), self._notify(Event.CONFIGURED, dev))
+
     def disable_device(self, name: str) -> None:
         dev = self.device(name)
         if not dev.enabled:
@@ -533,17 +549,19 @@ class DaxBus:
             await trio.to_thread.run_sync(self.store.end)
 
     # --- a recorded layout taken in (layout.restore: before serving, no batch) ----------------------
-    def adopt_region(self, id_: int, res: Range, align: int,
-                     devices: list[tuple[int, int, Access, list[Range], bool]],
+    def adopt_region(self, id_: int, res: Range, align: int, nodes: tuple[int, int],
+                     devices: list[tuple[int, int, Access, list[Range], bool, bool]],
                      seed: int | None, youngest: int | None) -> DaxRegion:
-        """The region as recorded, with its devices ((id, align, access,
-        ranges, enabled) each) under their ids and fresh minors."""
-        region = DaxRegion(id_, res, align)
+        """The region as recorded, with its (target, NUMA) nodes and its
+        devices ((id, align, access, ranges, enabled, memmap_on_memory)
+        each) under their ids and fresh minors."""
+        region = DaxRegion(id_, res, align, *nodes)
         self.memory.ensure(res.end)
         self.regions[id_] = region
-        for dev_id, dev_align, access, ranges, enabled in devices:
+        for dev_id, dev_align, access, ranges, enabled, memmap_on_memory in devices:
             dev = DevDax(region, dev_id, dev_align)
             dev.access = access
+            dev.memmap_on_memory = memmap_on_memory
             dev.dax_dev = self.core.alloc_dax(dev)
             region.ida.claim(dev_id)
             dev.set_ranges(ranges)
@@ -687,7 +705,7 @@ class DaxBus:
         """Regions, devices, ranges and states as plain data."""
         return [{
             "id": region.id, "start": region.res.start, "resource": phys_base() + region.res.start,
-            "size": region.size,
+            "size": region.size, "target_node": region.target_node, "numa_node": region.numa_node,
             "align": region.align, "available_size": region.available_size,
             "devices": [{
                 "name": dev.name, "id": dev.id, "size": dev.size, "align": dev.align,

@@ -33,6 +33,15 @@ def valid_id(value: int) -> bool:
     return 0 <= value <= ID_MAX
 
 
+NUMA_NO_NODE = -1
+MAX_NUMNODES = 1 << 10  # x86_64's CONFIG_NODES_SHIFT
+
+
+def valid_node(node: int) -> bool:
+    """A NUMA node a region may name: NUMA_NO_NODE or 0 to MAX_NUMNODES - 1."""
+    return NUMA_NO_NODE <= node < MAX_NUMNODES
+
+
 def valid_mode(mode: int) -> bool:
     """Permission bits only: no setuid, setgid or sticky bit on a device."""
     return 0 <= mode <= 0o777
@@ -69,10 +78,15 @@ class Range:
 
 
 class DaxRegion:
-    def __init__(self, id_: int, res: Range, align: int) -> None:
+    def __init__(self, id_: int, res: Range, align: int, target_node: int = 0, numa_node: int = 0) -> None:
         self.id = id_
         self.res = res
         self.align = align
+        # where its memory would be onlined (the node hmem and CXL regions
+        # get), and the node closest to it (its parent device's): either
+        # NUMA_NO_NODE, which hides target_node, as on the kernel
+        self.target_node = target_node
+        self.numa_node = numa_node
         self.devices: dict[int, DevDax] = {}
         self.ida = Ida()
         # sysfs "seed": the first device created while no seed was set,
@@ -123,6 +137,7 @@ class DevDax:
         self.enabled = False
         self.dax_dev: DaxDevice | None = None
         self.access = Access()
+        self.memmap_on_memory = False  # for kmem: the memory map on the memory it hot-adds
         self.window: Window | None = None  # its memory in a file of its own, while mapped directly
         self.moving: trio.Event | None = None  # set once a window has opened or closed: I/O waits for it
         self._starts: list[int] = [0]  # device offset of each range, plus the size

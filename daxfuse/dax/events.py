@@ -15,6 +15,7 @@ class Event(enum.Enum):
     RESIZED = "resized"
     REALIGNED = "realigned"
     ACCESS = "access"  # owner, group or mode
+    CONFIGURED = "configured"  # a setting no data path reads (memmap_on_memory)
     FLUSH = "flush"  # write back what is held for it (deep flush)
     POISONED = "poisoned"  # media errors in its ranges
     CLEARED = "cleared"

@@ -32,7 +32,7 @@ from ..core import files
 from ..core.errors import DaxError
 from ..core.units import INT_MAX, size_text
 from .badblocks import Badblocks
-from .device import ALIGNS, Access, Range, valid_id, valid_mode
+from .device import ALIGNS, Access, Range, valid_id, valid_mode, valid_node
 
 FORMAT = "daxfuse-layout"
 VERSION = 2  # 1 kept "state" in the record itself, and had no memory_id
@@ -68,14 +68,17 @@ def check_record(record: dict) -> None:
         ids = {whole(d["id"], "device id") for d in r["devices"]}
         if whole(r["id"], "region id") > INT_MAX or len(ids) != len(r["devices"]):
             raise ValueError(f"region {r['id']} or its device ids")
+        if not all(type(node) is int and valid_node(node)
+                   for node in (r.get("target_node", 0), r.get("numa_node", 0))):
+            raise ValueError(f"region {r['id']} target_node or numa_node")
         if r["seed"] not in ids | {None} or r["youngest"] not in ids | {None}:
             raise ValueError(f"region {r['id']} seed")
         spans.append((start, start + size, f"region {r['id']}"))
         ranges = []
         for d in r["devices"]:
             whole(d["size"], "device size"), whole(d["align"], "device align"), bool(d["enabled"])
-            if type(d.get("window", False)) is not bool:
-                raise ValueError(f"dax{r['id']}.{d['id']} window {d['window']!r}")
+            if type(d.get("window", False)) is not bool or type(d.get("memmap_on_memory", False)) is not bool:
+                raise ValueError(f"dax{r['id']}.{d['id']} window or memmap_on_memory")
             if not (valid_id(whole(d["uid"], "uid")) and valid_id(whole(d["gid"], "gid"))
                     and valid_mode(whole(d["mode"], "mode"))):
                 raise ValueError(f"dax{r['id']}.{d['id']} owner, group or mode")
@@ -196,8 +199,10 @@ class LayoutStore:
             "dirty_shutdown": bus.dirty_shutdown,
             "regions": [{
                 "id": r.id, "start": r.res.start, "size": r.size, "align": r.align,
+                "target_node": r.target_node, "numa_node": r.numa_node,
                 "seed": r.seed and r.seed.id, "youngest": r.youngest and r.youngest.id,
                 "devices": [{"id": d.id, "size": d.size, "align": d.align, "enabled": d.enabled,
+                             "memmap_on_memory": d.memmap_on_memory,
                              "window": d.window is not None and d.window.path is not None,
                              "uid": d.access.uid, "gid": d.access.gid, "mode": d.access.mode,
                              "ranges": [[x.start, x.end] for x in d.ranges]}
@@ -214,8 +219,10 @@ class LayoutStore:
         windowed = []
         for r in record["regions"]:
             devices = [(d["id"], d["align"], Access(d["uid"], d["gid"], d["mode"]),
-                        [Range(start, end) for start, end in d["ranges"]], d["enabled"]) for d in r["devices"]]
-            region = bus.adopt_region(r["id"], Range(r["start"], r["start"] + r["size"]), r["align"], devices,
+                        [Range(start, end) for start, end in d["ranges"]], d["enabled"],
+                        d.get("memmap_on_memory", False)) for d in r["devices"]]
+            region = bus.adopt_region(r["id"], Range(r["start"], r["start"] + r["size"]), r["align"],
+                                      (r.get("target_node", 0), r.get("numa_node", 0)), devices,
                                       r["seed"], r["youngest"])
             windowed += [region.devices[d["id"]] for d in r["devices"] if d.get("window")]
         for dev in windowed:

@@ -46,6 +46,17 @@ def phys_base() -> int:
     return max(4 * _GIB, -(-end // _GIB) * _GIB)
 
 
+def memmap_on_memory_supported() -> bool:
+    """Whether the host could place a hot-added block's memory map on the
+    block itself (memory_hotplug.memmap_on_memory), which a kmem device's
+    memmap_on_memory asks for."""
+    try:
+        with open("/sys/module/memory_hotplug/parameters/memmap_on_memory") as f:
+            return f.read().strip() not in ("", "N", "0")
+    except OSError:
+        return False
+
+
 class MemoryFile:
     def __init__(self, path: str | None = None) -> None:
         self.path = path  # None: unlinked, gone with the daemon

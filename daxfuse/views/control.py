@@ -6,7 +6,7 @@ then the batch is applied all or nothing. Blank lines and '#' comments are
 ignored. A read returns the result of the last write on the same handle
 (`ok NAME...` or `error ERRNO: message`), else the layout as JSON.
 
-  create-region size=SIZE [align=ALIGN] [id=N]
+  create-region size=SIZE [align=ALIGN] [id=N] [target_node=NODE] [numa_node=NODE]
   destroy-region ID
   create-device region=ID [size=SIZE] [align=ALIGN] [owner=USER] [group=GROUP] [mode=MODE]
   resize-device NAME size=SIZE
@@ -27,7 +27,7 @@ import trio
 
 from ..dax import DaxBus
 from ..core.errors import DaxError, shown
-from ..core.units import parse_count, parse_id, parse_size
+from ..core.units import parse_count, parse_id, parse_node, parse_size
 from ..dax.users import parse_group, parse_mode, parse_owner
 
 # The kernel cuts a write into requests of at most 1 MiB, and one of up to
@@ -68,7 +68,9 @@ def _device_named(_, args) -> str:
 _SIZE_KEYS = {"size": (parse_size, "size"), "align": (parse_size, "align")}
 _BLOCK_KEYS = {"block": (parse_count, "block"), "count": (parse_count, "count")}
 _COMMANDS = {
-    "create-region": _Command("create_region", None, {**_SIZE_KEYS, "id": (parse_id, "id_")},
+    "create-region": _Command("create_region", None, {**_SIZE_KEYS, "id": (parse_id, "id_"),
+                                                      "target_node": (parse_node, "target_node"),
+                                                      "numa_node": (parse_node, "numa_node")},
                               frozenset({"size"}), _region_made),
     "destroy-region": _Command("destroy_region", parse_id, {}, frozenset(), _region_named),
     "create-device": _Command("create_device", None, {"region": (parse_id, "region_id"), **_SIZE_KEYS,

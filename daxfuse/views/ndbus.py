@@ -221,8 +221,8 @@ class NdBusView:
             "set_cookie": lambda region: _ro(f"{uuid.uuid5(_UUIDS, f'region{region.id}').int >> 64:#x}\n"),
             "resource": lambda region: _val(lambda: f"{phys_base() + region.res.start:#x}\n"),
             "align": lambda region: _val(lambda: f"{region.align}\n"),
-            "numa_node": lambda region: _ZERO,
-            "target_node": lambda region: _ZERO,
+            "numa_node": lambda region: _ro(f"{region.numa_node}\n"),
+            "target_node": lambda region: _ro(f"{region.target_node}\n"),
             "available_size": lambda region: _val(lambda: f"{region.available_size}\n"),
             "max_available_extent": lambda region: _val(lambda: f"{region.available_size}\n"),
             "persistence_domain": lambda region: _PERSISTENCE_DOMAIN,
@@ -272,8 +272,8 @@ class NdBusView:
             "mode": _static(_ro("dax\n")),
             "holder": _static(_ro(f"{dev.name}\n")),  # the one link from a namespace to its nd dax
             "holder_class": _static(_ro("dax\n")),
-            "numa_node": _static(_ro("0\n")),
-            "target_node": _static(_ro("0\n")),
+            "numa_node": _static(_ro(f"{dev.region.numa_node}\n")),
+            "target_node": _static(_ro(f"{dev.region.target_node}\n")),
             "sector_size": _static(_ro("\n")),
             "subsystem": _static(Link("../../../../../../bus/nd")),
         })
@@ -293,7 +293,7 @@ class NdBusView:
             "size": _static(_val(lambda: f"{dev.size}\n")),
             "resource": _static(_val(lambda: f"{phys_base() + dev.ranges[0].start:#x}\n")),
             "supported_alignments": _static(_ro(f"{SUPPORTED_ALIGNMENTS}\n")),
-            "numa_node": _static(_ro("0\n")),
+            "numa_node": _static(_ro(f"{region.numa_node}\n")),
             "dax_region": _static(table({
                 "id": _static(_ro(f"{region.id}\n")),
                 "size": _static(_val(lambda: f"{dev.size}\n")),

@@ -68,6 +68,17 @@ def _number(data: str, err: int | None = None) -> int:
     return value
 
 
+def _bool(data: str) -> bool:
+    """kstrtobool: the first character decides (y, t, 1 / n, f, 0), or
+    "on" / "off"; anything else is EINVAL."""
+    text = _text(data).lower()
+    if text[:1] in ("y", "t", "1") or text[:2] == "on":
+        return True
+    if text[:1] in ("n", "f", "0") or text[:2] == "of":
+        return False
+    raise DaxError(errno.EINVAL, f"invalid boolean {shown(text)}")
+
+
 def _range(data: str) -> tuple[int, int]:
     """sscanf("%llx-%llx"): hex, each with an optional 0x."""
     def hexa(x: str) -> int | None:
@@ -84,7 +95,6 @@ def _ro(show) -> Attr:
     return Attr(0o444, show=show)
 
 
-_NODE_ZERO = _ro(lambda: "0\n")
 _MODALIAS = _ro(lambda: "dax:t0\n")
 _SUBSYSTEM = Link("../../../../bus/dax")
 _DRIVER = Link("../../../../bus/dax/drivers/device_dax")
@@ -226,8 +236,12 @@ class SysfsView:
                 functools.partial(bus.set_mapping, dev.name, *(a - phys_base() for a in _range(data)))]),
             "resource": lambda dev: Attr(0o400, show=lambda: (
                 f"{phys_base() + (dev.ranges[0] if dev.ranges else dev.region.res).start:#x}\n")),
-            "target_node": lambda dev: _NODE_ZERO,
-            "numa_node": lambda dev: _NODE_ZERO,
+            # hidden while negative (dev_dax_visible), as daxctl expects
+            "target_node": lambda dev: (None if dev.region.target_node < 0
+                                        else _ro(lambda: f"{dev.region.target_node}\n")),
+            "numa_node": lambda dev: _ro(lambda: f"{dev.region.numa_node}\n"),
+            "memmap_on_memory": lambda dev: Attr(0o644, show=lambda: f"{int(dev.memmap_on_memory)}\n",
+                                                 store=_op(bus.set_memmap_on_memory, dev.name, parse=_bool)),
             "modalias": lambda dev: _MODALIAS,
             "dev": lambda dev: _ro(lambda: f"{DAX_MAJOR}:{dev.dax_dev.minor}\n"),
             "uevent": lambda dev: Attr(0o644, show=lambda: (
