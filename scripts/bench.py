@@ -29,6 +29,9 @@ from daxfuse.core.units import format_size, parse_size
 
 MiB = 1 << 20
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# a region for 1,000 devices of 2 MiB (the smallest a device grows by) and
+# the one created and destroyed beside them
+MANY_MiB = 2 * 1002
 DAXFUSE = [sys.executable, "-m", "daxfuse"]
 
 
@@ -152,10 +155,10 @@ def control_plane(work: str, mnt: str, pid: int, size: int) -> dict:
     os.close(fd)
     out[f"disable_dirty_{dirty // MiB}M_ms"] = statistics.median(samples) * 1000
 
-    ctl("create-region size=8M align=4K id=1")
-    ctl("\n".join(["create-device region=1 size=4K"] * 1000))
+    ctl(f"create-region size={MANY_MiB}M align=4K id=1")
+    ctl("\n".join(["create-device region=1 size=2M"] * 1000))
     out["create_destroy_1000_ms"] = ctl.latency_ms(
-        "create-device region=1 size=4K", "disable-device dax1.1000\ndestroy-device dax1.1000")
+        "create-device region=1 size=2M", "disable-device dax1.1000\ndestroy-device dax1.1000")
     with open(os.path.join(mnt, "control")) as f:
         out["layout_read_1000_ms"] = statistics.median(
             timed(lambda: (f.seek(0), f.read())) for _ in range(21)) * 1000
@@ -163,15 +166,15 @@ def control_plane(work: str, mnt: str, pid: int, size: int) -> dict:
         timed(lambda: subprocess.run([*DAXFUSE, "list", "-m", mnt], check=True, capture_output=True))
         for _ in range(5)) * 1000
 
-    # A new region remaps the memory file, now 16 GiB: what the daemon keeps
+    # A new region of 16 GiB remaps the memory file: what the daemon keeps
     # of its own, the emulated memory it touched no longer mapped.
-    ctl(f"create-region size={16 * 1024 - size // MiB - 8}M id=2\ncreate-device region=2")
+    ctl(f"create-region size={16 * 1024}M id=2\ncreate-device region=2")
     out.update({f"daemon_{key}_MiB": value for key, value in rss(pid).items()})
     # what a sparse device costs in RAM: a byte stored every 64 MiB through a
     # direct mapping allocates a huge page (2 MiB) each on the daemon's tmpfs
     exe = compile_c(work, "scripts/bench_touch.c")
     before = shmem_MiB()
-    in_exec(mnt, exe, "touch", "/dev/dax2.0", str(16 * 1024 * MiB - size - 8 * MiB), "sparse")
+    in_exec(mnt, exe, "touch", "/dev/dax2.0", str(16 * 1024 * MiB), "sparse")
     out["sparse_16G_byte_per_64M_MiB"] = shmem_MiB() - before
     out["disable_sparse_16G_ms"] = timed(lambda: ctl("disable-device dax2.0")) * 1000  # its window moves back
     return out
@@ -187,10 +190,10 @@ def durable_layout(work: str) -> dict:
                    check=True, capture_output=True)
     try:
         ctl = Control(mnt)
-        ctl("create-region size=8M align=4K id=1")
-        ctl("\n".join(["create-device region=1 size=4K"] * 1000))
+        ctl(f"create-region size={MANY_MiB}M align=4K id=1")
+        ctl("\n".join(["create-device region=1 size=2M"] * 1000))
         return {"create_destroy_1000_durable_ms": ctl.latency_ms(
-                    "create-device region=1 size=4K", "disable-device dax1.1000\ndestroy-device dax1.1000"),
+                    "create-device region=1 size=2M", "disable-device dax1.1000\ndestroy-device dax1.1000"),
                 "layout_record_1000_KiB": os.stat(memory + ".layout").st_size / 1024}
     finally:
         subprocess.run([*DAXFUSE, "umount", mnt], check=False)
@@ -199,7 +202,8 @@ def durable_layout(work: str) -> dict:
 
 def scale(work: str, runs: int) -> dict:
     """What a sysfs walk, a listing and a batch cost as the bus grows: a
-    region of 4K devices; each measure at the device count of its row."""
+    region of 2 MiB devices (the smallest step, alloc_is_aligned); each
+    measure at the device count of its row."""
     mnt = os.path.join(work, "smnt")
     os.mkdir(mnt)
     subprocess.run([*DAXFUSE, "mount", mnt, "--size", "64M", "--nr-dax", "12000"], check=True, capture_output=True)
@@ -208,7 +212,7 @@ def scale(work: str, runs: int) -> dict:
 
         def grow(to: int) -> float:
             nonlocal have
-            took = timed(lambda: ctl("\n".join(["create-device region=1 size=4K"] * (to - have))))
+            took = timed(lambda: ctl("\n".join(["create-device region=1 size=2M"] * (to - have))))
             have = to
             return took
 
@@ -222,7 +226,7 @@ def scale(work: str, runs: int) -> dict:
         def daxctl_list() -> float:
             return timed(lambda: in_exec(mnt, "daxctl", "list", "-D"))
 
-        ctl("create-region size=64M align=4K id=1")
+        ctl(f"create-region size={2 * 10_002}M align=4K id=1")
         grow(101)
         out["sysfs_cold_stat_100_us"] = cold_lookup_us()
         grow(1001)

@@ -102,7 +102,7 @@ def test_a_poisoned_block_never_reads_as_data_and_a_cleared_one_never_fails(step
     memory = MemoryFile()
     bus = DaxBus(DaxCore(), memory)
     try:
-        apply(bus, P(bus.create_region, 4 << 20, 4096), P(bus.create_device, 0, 1 << 20))
+        apply(bus, P(bus.create_region, 4 << 20, 4096), P(bus.create_device, 0, 2 << 20))
         dev = bus.device("dax0.0")
         f = DaxFile(bus, dev.dax_dev)
         poison, data = set(), bytearray(SECTORS * 512)

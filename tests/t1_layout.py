@@ -128,3 +128,28 @@ def test_a_record_without_nodes_or_memmap_on_memory_restores_with_the_defaults(b
     region = again.regions[0]
     assert (region.target_node, region.numa_node, again.device("dax0.0").memmap_on_memory) == (0, 0, False)
     memory.close()
+
+
+def test_a_device_recorded_before_the_2m_step_comes_back_as_it_was(bus):
+    """An older daxfuse allowed 4 KiB steps: such a device is restored with
+    its size and data place; only its next change follows alloc_is_aligned."""
+    def older(record):
+        dev = record["regions"][0]["devices"][0]
+        dev.update(size=12 << 10, align=4096, ranges=[[0, 12 << 10]])
+    rewrite(bus.store.path, older)
+    store = LayoutStore(bus.store.path[:-len(".layout")])
+    memory = MemoryFile()
+    again = DaxBus(DaxCore(), memory, store)
+    store.restore(again, store.load())
+    dev = again.device("dax0.0")
+    assert (dev.size, dev.align, [(r.start, r.end) for r in dev.ranges]) == (12 << 10, 4096, [(0, 12 << 10)])
+    with pytest.raises(DaxError) as e:
+        trio.run(again.apply, [P(again.disable_device, "dax0.0"), P(again.resize_device, "dax0.0", 16 << 10)])
+    assert e.value.errno == errno.EINVAL and dev.size == 12 << 10
+    with pytest.raises(DaxError) as e:  # a step of 2M - 12K: dev_dax_resize's ENXIO
+        trio.run(again.apply, [P(again.disable_device, "dax0.0"), P(again.resize_device, "dax0.0", M2)])
+    assert e.value.errno == errno.ENXIO
+    trio.run(again.apply, [P(again.disable_device, "dax0.0"), P(again.resize_device, "dax0.0", 0),
+                           P(again.resize_device, "dax0.0", M2)])
+    assert dev.size == M2
+    memory.close()

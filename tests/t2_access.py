@@ -227,7 +227,7 @@ def test_mount_defaults_and_per_device_access(stranger, daxfuse_factory):
     st = os.stat(d.device("dax0.0"))
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, 0o660)
     d.control("create-region size=8M align=4K id=1")
-    r = subprocess.run([*DAXFUSE, "create-device", "-m", d.mountpoint, "-r", "1", "-s", "4K", "--owner", "root",
+    r = subprocess.run([*DAXFUSE, "create-device", "-m", d.mountpoint, "-r", "1", "-s", "2M", "--owner", "root",
                         "--mode", "0604"], capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stdout) == (0, "dax1.0\n"), r.stderr
     st = os.stat(d.device("dax1.0"))
@@ -235,7 +235,7 @@ def test_mount_defaults_and_per_device_access(stranger, daxfuse_factory):
     for bad, message in (("owner=no-such-user", "no user named"), ("group=99999999999", "out of range"),
                          ("mode=0888", "invalid mode"), ("mode=04755", "invalid mode")):
         with pytest.raises(OSError) as e:
-            d.control(f"create-device region=1 size=4K {bad}")
+            d.control(f"create-device region=1 size=2M {bad}")
         assert e.value.errno == errno.EINVAL and message in str(e.value)
     assert [dev["name"] for dev in d.layout()[1]["devices"]] == ["dax1.0"], "nothing made"
     r = subprocess.run([*DAXFUSE, "mount", "--owner", "no-such-user", d.mountpoint + "x"],

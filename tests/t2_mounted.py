@@ -425,14 +425,14 @@ def test_a_listing_survives_changes_made_while_it_is_read(daxfuse_factory):
     """readdir offsets are stable: a device made or removed during a listing
     that takes several READDIR requests shifts no other entry."""
     d = daxfuse_factory("--size", "64M", "--nr-dax", "512")
-    d.control("create-region size=4M align=4K id=1\n" + "\n".join(["create-device region=1 size=4K"] * 300))
+    d.control("create-region size=600M align=4K id=1\n" + "\n".join(["create-device region=1 size=2M"] * 300))
     before = set(os.listdir(d.path("dax")))
     seen = []
     with os.scandir(d.path("dax")) as it:
         for entry in it:
             seen.append(entry.name)
             if len(seen) == 40:  # past the first READDIR reply
-                d.control("disable-device dax1.3\ndestroy-device dax1.3\ncreate-device region=1 size=4K")
+                d.control("disable-device dax1.3\ndestroy-device dax1.3\ncreate-device region=1 size=2M")
     assert len(seen) == len(set(seen)), "an entry came twice"
     assert before - {"dax1.3"} <= set(seen), f"entries skipped: {sorted(before - set(seen) - {'dax1.3'})}"
 

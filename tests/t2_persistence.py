@@ -52,7 +52,7 @@ def test_the_layout_comes_back_exactly(daxfuse_factory, memory_file, tmp_path):
     d = daxfuse_factory("--size", "64M", "--memory-file", memory_file, name="first")
     d.control("create-region size=32M align=4K target_node=-1 numa_node=2\n"
               "create-device region=1 size=8M\ncreate-device region=1 size=4M\n"
-              "create-device region=1 size=8K\ndisable-device dax1.1\ndisable-device dax1.0\n"
+              "create-device region=1 size=2M\ndisable-device dax1.1\ndisable-device dax1.0\n"
               "destroy-device dax1.0\nresize-device dax1.1 size=12M\ninject-error dax1.1 block=9 count=3")
     with pytest.raises(OSError) as disabled:
         os.open(d.path("dax", "dax1.1"), os.O_RDWR)
@@ -135,8 +135,8 @@ def test_sigkill_counts_an_unsafe_shutdown_and_a_clean_one_does_not(daxfuse_fact
 
 
 BATCHES = [
-    "create-device region=1 size=2M", "create-device region=1 size=1M\ncreate-device region=1 size=4K",
-    "disable-device dax1.{i}", "enable-device dax1.{i}", "disable-device dax1.{i}\nresize-device dax1.{i} size=3M",
+    "create-device region=1 size=2M", "create-device region=1 size=4M\ncreate-device region=1 size=2M",
+    "disable-device dax1.{i}", "enable-device dax1.{i}", "disable-device dax1.{i}\nresize-device dax1.{i} size=6M",
     "disable-device dax1.{i}\ndestroy-device dax1.{i}", "inject-error dax1.{i} block=1", "clear-error dax1.{i} block=1",
     "create-region size=2M align=4K id=2", "destroy-region 2",
 ]

@@ -339,7 +339,7 @@ def test_a_walk_of_cached_sysfs_asks_the_daemon_nothing(region):
     and attributes stay with the kernel until a change drops them, so a
     second walk of every path, 100 devices' worth, costs no request."""
     d = region
-    d.control("create-region size=8M align=4K id=1\n" + "\n".join(["create-device region=1 size=4K"] * 100))
+    d.control("create-region size=200M align=4K id=1\n" + "\n".join(["create-device region=1 size=2M"] * 100))
     paths = _walk(d.path("sys"))
     assert len(paths) > 2000
     for path in paths:  # a directory read has made its own time stale: one GETATTR each
@@ -379,3 +379,22 @@ def test_node_attributes_and_memmap_on_memory(region):
         supported = f.read().strip() not in ("N", "0")
     assert write_attr(attr, "Y") == (0 if supported else errno.EOPNOTSUPP)
     assert read_attr(attr) == ("1" if supported else "0")
+
+
+def test_a_4k_aligned_device_still_grows_in_2m_steps(region):
+    """alloc_is_aligned(): max(align, memremap_compat_align()), 2 MiB on
+    x86_64, for sysfs size, mapping lengths, the control file and the CLI."""
+    d = region
+    d.control("create-region size=64M align=4K id=1")
+    base = dev_dir(d, "dax1.0")
+    assert write_attr(os.path.join(base, "size"), "0x1000") == errno.EINVAL
+    assert write_attr(os.path.join(base, "size"), "0x201000") == errno.EINVAL
+    assert write_attr(os.path.join(base, "size"), "0x400000") == 0
+    with pytest.raises(OSError) as e:
+        d.control("create-device region=1 size=4K")
+    assert e.value.errno == errno.EINVAL and "memremap_compat_align" in e.value.strerror
+    r = subprocess.run([*DAXFUSE, "create-device", "-m", d.mountpoint, "-r", "1", "-s", "12K", "-a", "4K"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "EINVAL" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert d.create_device(1, "6M", align="4K") == "dax1.0"  # the seed, sized through sysfs, grown by a step
+    assert read_attr(os.path.join(base, "size")) == str(6 << 20)

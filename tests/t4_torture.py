@@ -39,7 +39,7 @@ def test_waiting_control_writes_never_starve_the_data_path(daxfuse_factory):
     n = 200
     d = daxfuse_factory("--size", "1G", "--nr-dax", "512")
     # one attribute per writer: the kernel serializes writes to one file
-    d.control("create-region size=8M align=4K id=1\n" + "\n".join(["create-device region=1 size=4K"] * n))
+    d.control("create-region size=400M align=4K id=1\n" + "\n".join(["create-device region=1 size=2M"] * n))
     dirtier = child(DIRTIER, d.path("dax", "dax0.0"), "1")
     assert dirtier.stdout.readline() == "dirty\n", dirtier.stderr.read()
     disable = subprocess.Popen([*DAXFUSE, "disable-device", "dax0.0", "-m", d.mountpoint],

@@ -23,8 +23,8 @@ from ..core.errors import DaxError, shown
 from ..memory import MemoryFile, Window, memmap_on_memory_supported, phys_base
 from ..core.units import ID_MAX, INT_MAX, format_size, parse_index, size_text
 from .badblocks import SECTOR, Badblocks, sectors
-from .device import (ALIGNS, DEFAULT_ALIGN, MAX_NUMNODES, Access, DaxRegion, DevDax, Range, is_aligned, valid_id,
-                     valid_mode, valid_node)
+from .device import (ALIGNS, DEFAULT_ALIGN, MAX_NUMNODES, MEMREMAP_COMPAT_ALIGN, Access, DaxRegion, DevDax, Range,
+                     alloc_is_aligned, is_aligned, valid_id, valid_mode, valid_node)
 from .events import Event, Listener
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,15 @@ def _check_mode(mode: int) -> int:
     if not valid_mode(mode):
         raise DaxError(errno.EINVAL, f"mode {mode:#o} is not within 0777")
     return mode
+
+
+def _check_granule(size: int, align: int, what: str) -> None:
+    if size < 0:
+        raise DaxError(errno.EINVAL, f"{what} {size} is negative")
+    if not alloc_is_aligned(size, align):
+        raise DaxError(errno.EINVAL, f"{what} {size_text(size)} is not a multiple of "
+                                     f"{size_text(max(align, MEMREMAP_COMPAT_ALIGN))} (the larger of the align "
+                                     f"and the kernel's memremap_compat_align)")
 
 
 def _enabled(name: str) -> DaxError:
@@ -274,8 +283,8 @@ class DaxBus:
         _check_align(align)
         if size is None:  # a seed sized before keeps what it has, and may grow
             room = region.available_size + (region.seed.size if region.seed else 0)
-            size = room - room % align
-        _check_multiple(size, align, "size")
+            size = room - room % max(align, MEMREMAP_COMPAT_ALIGN)
+        _check_granule(size, align, "size")
         dev = region.seed or self._new_device(region, align)
         if dev.align != align:
             self.set_align(dev.name, align)
@@ -365,9 +374,9 @@ class DaxBus:
         if dev.enabled:
             raise _enabled(name)
         r = Range(start, end + 1)
-        if r.size < 0 or not is_aligned(r.size, dev.align):
-            raise DaxError(errno.ENXIO, f"mapping {start:#x}-{end:#x} is not a multiple of align "
-                                        f"{size_text(dev.align)} long")
+        if r.size < 0 or not alloc_is_aligned(r.size, dev.align):
+            raise DaxError(errno.ENXIO, f"mapping {start:#x}-{end:#x} is not a multiple of "
+                                        f"{size_text(max(dev.align, MEMREMAP_COMPAT_ALIGN))} long")
         if not r.size:
             return
         if not any(h.start <= r.start and r.end <= h.end for h in dev.region.free):
@@ -378,11 +387,15 @@ class DaxBus:
 
     def resize_device(self, name: str, size: int) -> None:
         dev = self.device(name)
-        _check_multiple(size, dev.align, "size")  # the value first, then the state: as the kernel
+        _check_granule(size, dev.align, "size")  # the value first, then the state: as the kernel
         if dev.enabled:
             raise _enabled(name)
         if size < dev.size:
             ranges = self._plan_shrink(dev.ranges, size)
+        elif not alloc_is_aligned(size - dev.size, dev.align):  # only a device an older daxfuse recorded
+            raise DaxError(errno.ENXIO, f"{name} would grow by {size_text(size - dev.size)}, not a whole number "
+                                        f"of {size_text(max(dev.align, MEMREMAP_COMPAT_ALIGN))} steps; "
+                                        f"shrink it to 0 first")
         else:
             ranges = self._plan_grow(dev.region, dev.ranges, size - dev.size, dev.align)
         old = dev.ranges
@@ -394,9 +407,10 @@ class DaxBus:
         _check_align(align)
         if dev.enabled:
             raise _enabled(name)
-        for r in dev.ranges:
-            if not r.aligned(align):
-                raise DaxError(errno.EINVAL, f"{name} range {r.start:#x}-{r.end - 1:#x} is not aligned to {size_text(align)}")
+        for r in dev.ranges:  # dev_dax_validate_align: each range's length, not its start
+            if not alloc_is_aligned(r.size, align):
+                raise DaxError(errno.EINVAL, f"{name} range {r.start:#x}-{r.end - 1:#x} is not a multiple of "
+                                             f"{size_text(max(align, MEMREMAP_COMPAT_ALIGN))} long")
         old = dev.align
         dev.align = align
         self._record(lambda: setattr(dev, "align", old), self._notify(Event.REALIGNED, dev))

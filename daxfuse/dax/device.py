@@ -21,10 +21,22 @@ DEFAULT_ALIGN = 2 << 20
 DEFAULT_SIZE = 1 << 30  # of region 0 of a new mount
 
 
+# memremap_compat_align(): SUBSECTION_SIZE on x86_64, the finest step in
+# which device memory is mapped, whatever a device's align
+MEMREMAP_COMPAT_ALIGN = 2 << 20
+
+
 def is_aligned(value: int, align: int) -> bool:
-    """IS_ALIGNED, the one test of a size or start against an align (the
-    kernel's alloc_is_aligned() for a device's size)."""
+    """IS_ALIGNED, the one test of a size or start against an align."""
     return value % align == 0
+
+
+def alloc_is_aligned(size: int, align: int) -> bool:
+    """bus.c's alloc_is_aligned(): a device's size, a step of it (resize,
+    mapping) and each of its ranges under a new align are multiples of
+    max(align, memremap_compat_align()), so a 4K-aligned device still
+    grows in 2 MiB steps."""
+    return is_aligned(size, max(align, MEMREMAP_COMPAT_ALIGN))
 
 
 def valid_id(value: int) -> bool:

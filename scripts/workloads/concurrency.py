@@ -18,6 +18,7 @@ import traceback
 import numpy as np
 
 from daxfuse.dax import ALIGNS
+from daxfuse.dax.device import MEMREMAP_COMPAT_ALIGN
 
 from .harness import MiB, PAGE, TIMEOUT, MAX_VIOLATIONS, Daemon, Hung, Stats, ename, layout_violations
 
@@ -231,7 +232,7 @@ class Churner:
         return self.d.control(text)
 
     def new_size(self, s: int) -> int:
-        return self.rng.randrange(16 * MiB, 64 * MiB + 1, REGION_ALIGN[SLOT_REGION[s]])
+        return self.rng.randrange(16 * MiB, 64 * MiB + 1, max(REGION_ALIGN[SLOT_REGION[s]], MEMREMAP_COMPAT_ALIGN))
 
     def setup(self) -> None:
         self.d.control("create-region size=160M align=4K id=1")

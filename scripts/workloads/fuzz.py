@@ -6,12 +6,13 @@ import random
 import time
 
 from daxfuse.dax import ALIGNS
+from daxfuse.dax.device import MEMREMAP_COMPAT_ALIGN
 
 from .harness import MiB, MAX_VIOLATIONS, Daemon, Hung, Stats, ename, layout_violations, shown, view_violations
 
 
 CONTROL_ERRNOS = {0, errno.EINVAL, errno.ENOSPC, errno.EBUSY, errno.ENXIO, errno.EEXIST}
-SYSFS_ERRNOS = CONTROL_ERRNOS | {errno.ERANGE, errno.ENOENT}
+SYSFS_ERRNOS = CONTROL_ERRNOS | {errno.ERANGE, errno.ENOENT, errno.ENOMEM}  # ENOMEM: mapping_store
 HUGE_SYSFS = {errno.ERANGE, errno.EINVAL, errno.ENXIO}  # as the kernel's stores
 CONTROL_MAX = 1044480  # the largest control write applied whole; past it E2BIG
 BAD_VALUES = ["", "-1", "0x", "x10", "1.5M", "4Q", "1e3", "0b1", "4097", "3M", "+4K", "4K4", "K", "0o7",
@@ -61,14 +62,14 @@ def valid_line(rng: random.Random, layout: list) -> str:
         region = rng.choice(layout) if layout and rng.random() < 0.9 else {"id": rng.randrange(8), "align": ALIGNS[1]}
         words = [f"region={region['id']}"]
         if rng.random() < 0.8:
-            words.append(f"size={spell(rng, region['align'] * rng.randint(0, 8))}")
+            words.append(f"size={spell(rng, granule(region['align']) * rng.randint(0, 8))}")
         if rng.random() < 0.2:
             words.append(f"align={spell(rng, rng.choice(ALIGNS[:2]))}")
     else:
         device = rng.choice(devices)
         words = [device["name"]]
         if command == "resize-device":
-            words.append(f"size={spell(rng, device['align'] * rng.randint(0, 16))}")
+            words.append(f"size={spell(rng, granule(device['align']) * rng.randint(0, 16))}")
     head, keyed = ([], words) if command.startswith("create-") else (words[:1], words[1:])
     return " ".join([command] + head + rng.sample(keyed, len(keyed)))  # keys in any order
 
@@ -149,20 +150,27 @@ def holes(region: dict) -> list[tuple[int, int]]:
     return out
 
 
+def granule(align: int) -> int:
+    """The step a device's size takes (bus.c's alloc_is_aligned)."""
+    return max(align, MEMREMAP_COMPAT_ALIGN)
+
+
 def sysfs_value(rng: random.Random, attr: str, region: dict | None, device: dict | None,
                 names: list[str]) -> str:
     """A value of the right form for attr (the store may still refuse it)."""
     align = device["align"] if device else ALIGNS[0]
     if attr == "size":
-        n = align * rng.randint(0, 16)
+        n = granule(align) * rng.randint(0, 16)
         return rng.choice([str(n), hex(n), oct(n).replace("0o", "0"), f"+{n}"])
     if attr == "align":
         return str(rng.choice(ALIGNS + (8192,)))
-    if attr == "mapping":
-        spans = [(s, e) for s, e in holes(region) if e - s >= align] if region else []
-        start, end = rng.choice(spans) if spans else (0, align)
+    if attr == "mapping":  # physical addresses: the region's resource, not its offset
+        step, base = granule(align), region["resource"] - region["start"] if region else 0
+        spans = [(s, e) for s, e in holes(region) if e - s >= step] if region else []
+        start, end = rng.choice(spans) if spans else (0, step)
         start = -(-start // align) * align
-        end = start + align * rng.randint(1, max(1, (end - start) // align))
+        end = start + step * rng.randint(1, max(1, (end - start) // step))
+        start, end = base + start, base + end
         text = f"{start:x}-{end - 1:x}"
         return rng.choice([text, f"{start:#x}-{end - 1:#x}", f"{start:x}-{end:x}"])
     if attr == "create":

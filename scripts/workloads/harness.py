@@ -12,6 +12,7 @@ import threading
 import time
 
 from daxfuse.dax import ALIGNS
+from daxfuse.dax.device import alloc_is_aligned
 from daxfuse import client
 from daxfuse.client import mountinfo
 from daxfuse.testing import DaxMount
@@ -210,7 +211,9 @@ def overlaps(spans: list[tuple[int, int, str]]) -> list[str]:
 
 def layout_violations(layout: list) -> list[str]:
     """What is wrong with a layout read from the control file: every range
-    inside its region and aligned, none shared, the sizes adding up."""
+    inside its region and a whole number of aligns long (a mapping's start
+    need not be aligned), none shared, each size a whole number of 2 MiB
+    steps or aligns (alloc_is_aligned), the sizes adding up."""
     out, regions, ranges, minors = [], [], [], collections.Counter()
     for r in layout:
         where, end = f"region {r['id']}", r["start"] + r["size"]
@@ -222,15 +225,15 @@ def layout_violations(layout: list) -> list[str]:
             minors[d["minor"]] += 1
             if name != f"dax{r['id']}.{d['id']}" or d["state"] not in ("enabled", "disabled"):
                 out.append(f"{where}: device {name} id {d['id']} state {d['state']}")
-            if d["align"] not in ALIGNS or d["size"] % d["align"]:
-                out.append(f"{name}: size {d['size']:#x} is not a multiple of align {d['align']:#x}")
+            if d["align"] not in ALIGNS or not alloc_is_aligned(d["size"], d["align"]):
+                out.append(f"{name}: size {d['size']:#x} is not a whole number of steps of align {d['align']:#x}")
             if d["state"] == "enabled" and d["size"] <= 0:
                 out.append(f"{name}: enabled with size 0")
             for x in d["ranges"]:
                 start, stop = x["start"], x["end"] + 1
                 ranges.append((start, stop, name))
-                if stop <= start or start % d["align"] or (stop - start) % d["align"]:
-                    out.append(f"{name}: range [{start:#x}, {stop:#x}) not {d['align']:#x}-aligned")
+                if stop <= start or (stop - start) % d["align"]:
+                    out.append(f"{name}: range [{start:#x}, {stop:#x}) not a multiple of {d['align']:#x} long")
                 if not r["start"] <= start < stop <= end:
                     out.append(f"{name}: range [{start:#x}, {stop:#x}) outside {where} [{r['start']:#x}, {end:#x})")
                 if x["page_offset"] != offset:
