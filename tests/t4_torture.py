@@ -160,9 +160,9 @@ def test_a_control_write_too_large_for_one_request_is_refused_whole(daxfuse_fact
     """Defect 3: the kernel cuts writes into requests of at most 1 MiB; each
     was applied alone, and a line cut at the boundary ran as two."""
     d = daxfuse_factory("--size", "64M", "--nr-dax", "4096")
-    d.control("create-region size=16M align=4K id=1")
+    d.control("create-region size=6002M align=4K id=1")
     before = d.layout()
-    line = b"create-device region=1 size=4K\n"
+    line = b"create-device region=1 size=2M\n"
     batch = line * (2 * MiB // len(line)) + b"bogus\n"
     assert write_errno(d.path("control"), batch) == errno.E2BIG
     assert d.layout() == before
