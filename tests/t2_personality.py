@@ -4,6 +4,7 @@ and dax-pmd.c); everything else passes through."""
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -138,3 +139,28 @@ def test_the_debug_channel_traces_what_the_library_does(daxfuse_factory):
     assert all(line.startswith("daxfuse[") for line in lines), lines
     assert any("personality on for" in line for line in lines), lines
     assert sum("minor 0 mapped at" in line and "directly" in line for line in lines) == 2, lines
+
+
+def test_a_child_keeps_the_personality_whatever_environment_it_is_given(daxfuse_factory):
+    """env -i, an explicit environment (PMDK's test framework runs its tools
+    so), LD_PRELOAD cleared on purpose: each exec entry point puts the
+    library and its settings back, so the child still sees a character
+    device; its own LD_PRELOAD stays, after the library."""
+    d = daxfuse_factory("--size", "64M")
+    script = textwrap.dedent("""
+        import os, subprocess, sys
+        kind = ["stat", "-c", "%F", "/dev/dax0.0"]
+        run = lambda argv, **kw: subprocess.run(argv, capture_output=True, text=True, **kw).stdout.strip()
+        print(run(kind, env={}))                                    # execve with an empty environment
+        print(run(["env", "-i", *kind]))                            # execvp, after env cleared it
+        print(run(["env", "LD_PRELOAD=", "DAXFUSE_PERSONALITY=", *kind]))
+        print(run(["sh", "-c", "exec env -i sh -c 'stat -c %F /dev/dax0.0'"]))  # two generations on
+        print(run(["sh", "-c", 'echo "$LD_PRELOAD"'], env={"LD_PRELOAD": "libc.so.6"}).split(":")[1:])
+    """)
+    r = inside(d, sys.executable, "-c", script)
+    lines = r.stdout.splitlines()
+    assert lines[:4] == ["character special file"] * 4, r.stdout + r.stderr
+    assert lines[4] == "['libc.so.6']", "the program's own preload follows the library's"
+    # without the personality nothing is added
+    r = inside(d, "env", "-i", "stat", "-c", "%F", "/dev/dax0.0", options=["--no-personality"])
+    assert r.stdout.strip() == "regular file"

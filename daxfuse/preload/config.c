@@ -80,6 +80,7 @@ __attribute__((constructor)) static void configure(void)
 	}
 	cfg.mnt_dev = st.st_dev;
 	cfg.active = 1;
+	exec_init(env);
 	fds_init();
 	debug("personality on for %s (direct mappings %s)", cfg.mount, cfg.direct ? "on" : "off");
 }

@@ -17,6 +17,8 @@
  *   sigbus.c    SIGBUS: revived mappings, poison as memory failure, and the
  *               program's own handler behind ours
  *   ndctl.c     /dev/ndctl0's ioctls, answered by the daemon
+ *   exec.c      the personality kept across exec, whatever environment
+ *               a program gives its child
  *
  * As umockdev's preload library: a wrapper per libc entry point, one macro
  * per wrapper shape, everything that is not an emulated device untouched,
@@ -119,6 +121,9 @@ int check_vma(int alive, int shared, uintptr_t start, size_t len, uint64_t off, 
 struct dax_map *map_claim_at(uintptr_t addr) HIDDEN;
 void map_release(struct dax_map *m) HIDDEN;
 int map_remap(struct dax_map *m, long grant, int window) HIDDEN;
+
+/* exec.c */
+void exec_init(const char *personality) HIDDEN;
 
 /* ndctl.c */
 int ndctl_ioctl(int fd, unsigned int request, void *arg) HIDDEN;
