@@ -82,8 +82,8 @@ def test_tree_matches_the_kernels_layout(region):
     assert read_attr(sys_path(d, "module", "device_dax", "initstate")) == "live"
     # every platform device, as ndctl's daxdev-errors looks it up; a new region's too
     d.control("create-region size=16M id=5")
-    platform = sorted(os.listdir(sys_path(d, "devices", "platform")))
-    assert sorted(os.listdir(sys_path(d, "bus", "platform", "devices"))) == platform
+    platform = sorted(n for n in os.listdir(sys_path(d, "devices", "platform")) if n.startswith("daxfuse"))
+    assert set(platform) <= set(os.listdir(sys_path(d, "bus", "platform", "devices")))
     assert "daxfuse.5" in platform
     for name in platform:
         assert os.path.realpath(sys_path(d, "bus", "platform", "devices", name)) == sys_path(d, "devices", "platform", name)
@@ -261,7 +261,13 @@ def test_daxfuse_list_is_daxctl_list_for_every_flag_combination(region, layout):
 
 
 def _walk(top: str) -> list[str]:
-    """Every path under top, each looked up (so the kernel caches it)."""
+    """Every path under top, each looked up (so the kernel caches it); in
+    sys/, the emulated trees alone (the host's are passed through live)."""
+    if os.path.basename(top) == "sys":
+        tops = [os.path.join(top, "bus", "dax"), os.path.join(top, "bus", "nd")]
+        tops += [os.path.join(top, "devices", "platform", n) for n in os.listdir(os.path.join(top, "devices", "platform"))
+                 if n.startswith("daxfuse")]
+        return [top for top in tops] + [path for top in tops for path in _walk(top)]
     found = []
     for parent, dirs, files in os.walk(top):
         for name in dirs + files:
@@ -398,3 +404,27 @@ def test_a_4k_aligned_device_still_grows_in_2m_steps(region):
     assert r.returncode == 1 and "EINVAL" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert d.create_device(1, "6M", align="4K") == "dax1.0"  # the seed, sized through sysfs, grown by a step
     assert read_attr(os.path.join(base, "size")) == str(6 << 20)
+
+
+def test_exec_sys_is_the_hosts_with_the_emulated_laid_over(region):
+    """numactl, libnuma and ndctl's tests find the host's nodes, CPUs,
+    memory blocks and hugepages inside exec, beside the emulated bus; the
+    host's own attributes read live, and keep the host's owner and mode."""
+    d = region
+    script = ("{ numactl -H 2>/dev/null || echo no numactl; } | head -1; ls /sys/kernel/mm/hugepages | head -1; "
+              "cat /sys/devices/system/memory/block_size_bytes; ls /sys/bus/dax/devices; "
+              "stat -c '%u %a' /sys/kernel/mm/transparent_hugepage/enabled; "
+              "ls /sys/devices/platform | grep -c daxfuse; ls /sys/module | grep -c .")
+    r = subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, "--", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=60)
+    lines = r.stdout.splitlines()
+    host_nodes = len([n for n in os.listdir("/sys/devices/system/node") if n[4:].isdigit() and n.startswith("node")])
+    assert lines[0].startswith(f"available: {host_nodes} nodes") or lines[0] == "no numactl", r.stdout + r.stderr
+    assert lines[1] == sorted(os.listdir("/sys/kernel/mm/hugepages"))[0]
+    with open("/sys/devices/system/memory/block_size_bytes") as f:
+        assert lines[2] == f.read().strip()
+    assert lines[3] == "dax0.0", "the emulated bus, not the host's"
+    st = os.stat("/sys/kernel/mm/transparent_hugepage/enabled")
+    assert lines[4] == f"{st.st_uid} {oct(st.st_mode & 0o777)[2:]}"
+    assert lines[5] == "2", "daxfuse.0 and daxfuse-nvdimm among the host's platform devices"
+    assert int(lines[6]) >= len(os.listdir("/sys/module")), "the host's modules, and the emulated ones"

@@ -23,7 +23,7 @@ from pyfuse3 import FUSEError
 
 from ..dax import DaxBus, DaxFile, DevDax, Event
 from ..core.errors import DaxError
-from ..views.nodes import Attr, Chardev, Device, Dir, Link, Mountpoint
+from ..views.nodes import Attr, Chardev, Device, Dir, HostFile, Link, Mountpoint
 from ..views.tree import Tree
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,10 @@ class DaxOperations(pyfuse3.Operations):
             else:
                 a.st_mode = stat.S_IFREG | 0o644
             a.st_uid, a.st_gid = self._uid, self._gid  # the mounter's, as sysfs is root's: only it writes
-        host = path[:1] == ("dev",) and type(node) in (Link, Mountpoint, Dir)
+            if type(node) is HostFile:  # the host's own, which the kernel checks a caller against
+                a.st_mode, size, a.st_uid, a.st_gid = self._host_file(node)
+        host = (path[:1] == ("dev",) and type(node) in (Link, Mountpoint, Dir)) or getattr(node, "host", False) \
+            or type(node) is HostFile
         a.attr_timeout = a.entry_timeout = _HOST_TIMEOUT if host else _TIMEOUT
         changed = self.tree.changed(path) if type(node) is not Device else node.dev.changed
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = changed or self._mounted
@@ -138,6 +141,15 @@ class DaxOperations(pyfuse3.Operations):
         a.st_blksize = 4096
         a.st_blocks = size // 512
         return a
+
+    @staticmethod
+    def _host_file(node: HostFile) -> tuple[int, int, int, int]:
+        """A host sysfs file's mode, size, owner and group (ENOENT once it is gone)."""
+        try:
+            st = os.lstat(node.path)
+        except OSError as e:
+            raise FUSEError(e.errno) from None
+        return st.st_mode, st.st_size, st.st_uid, st.st_gid
 
     def _remember(self, dev: DevDax) -> None:
         """The kernel now holds one more lookup of dev's inode."""
@@ -303,7 +315,7 @@ class DaxOperations(pyfuse3.Operations):
             # path is as fast (scripts/bench) and, unlike it, allows MAP_SHARED.
             return pyfuse3.FileInfo(fh=fh)
         _, node = self._node(inode)
-        handle = self.tree.open(node)
+        handle = self.tree.open(node, flags)
         if handle is None:
             raise FUSEError(errno.EISDIR if type(node) is Dir else errno.EINVAL)
         self._handles[fh] = handle

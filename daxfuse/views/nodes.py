@@ -1,6 +1,7 @@
 """What a path in the mount resolves to. Front ends describe their trees with
 these; the FUSE adapter serves any tree made of them."""
 import errno
+import os
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -12,9 +13,11 @@ PAGE_SIZE = 4096
 
 @dataclass(frozen=True)
 class Dir:
-    """A directory: its names, and the node of each (None once gone)."""
+    """A directory: its names, and the node of each (None once gone). A
+    host one passes the host's through, live: the kernel keeps it briefly."""
     names: Callable[[], Iterable[str]]
     child: Callable[[str], "Node | None"]
+    host: bool = False
 
 
 def group(makers: dict[str, Callable[..., "Node | None"]], args: tuple = (),
@@ -81,6 +84,44 @@ class AttrFile:
 @dataclass(frozen=True)
 class Link:
     target: str
+    host: bool = False
+
+
+@dataclass(frozen=True)
+class HostFile:
+    """A file of the host's /sys, passed through: opened, read and written
+    as the daemon's user, for a caller the kernel checked against the
+    host's owner and mode (default_permissions)."""
+    path: str
+
+
+class HostFileHandle:
+    __slots__ = ("fd",)
+
+    def __init__(self, node: HostFile, flags: int) -> None:
+        try:
+            self.fd = os.open(node.path, flags & (os.O_ACCMODE | os.O_NONBLOCK) | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as e:
+            raise DaxError(e.errno, f"{node.path}: {e.strerror}") from None
+
+    async def read(self, off: int, size: int) -> bytes:
+        return self._call(os.pread, self.fd, size, off)
+
+    async def write(self, off: int, buf: bytes) -> int:
+        return self._call(os.pwrite, self.fd, bytes(buf), off)
+
+    @staticmethod
+    def _call(fn, *args):
+        try:
+            return fn(*args)
+        except OSError as e:
+            raise DaxError(e.errno, e.strerror) from None
+
+    async def fsync(self) -> None:
+        pass
+
+    def release(self) -> None:
+        os.close(self.fd)
 
 
 @dataclass(frozen=True)
@@ -102,4 +143,4 @@ class Mountpoint:
     """An empty file that `daxfuse exec` mounts a host node on (/dev/null)."""
 
 
-Node = Dir | Attr | Link | Device | Chardev | Mountpoint
+Node = Dir | Attr | Link | Device | Chardev | Mountpoint | HostFile

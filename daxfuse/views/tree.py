@@ -11,7 +11,8 @@ from ..dax import DaxBus, DaxRegion, DevDax
 from .ars import NdctlFile
 from .devdir import HOST_DEV, HOST_MOUNTED
 from ..core.devt import NDCTL_INO
-from .nodes import Attr, AttrFile, Chardev, Device, Dir, Link, Mountpoint, table
+from .host import overlay
+from .nodes import Attr, AttrFile, Chardev, Device, Dir, HostFile, HostFileHandle, Link, Mountpoint, table
 from .sysfs import SysfsView, kernfs_order
 
 NDCTL = "ndctl0"
@@ -22,6 +23,7 @@ class Tree:
         self.bus = bus
         self.control = Control(bus)
         self.sysfs = SysfsView(bus)
+        self.sys = overlay(self.sysfs.root)  # the host's /sys beneath
         self.ndctl = Chardev(NDCTL_INO, functools.partial(NdctlFile, bus))
         self.direct_socket: str | None = None  # where direct mappings are asked for, once it serves
         self.root = table({
@@ -29,7 +31,7 @@ class Tree:
             "control": lambda: self.control,
             "dax": lambda: Dir(self._device_names, self._device),
             "dev": lambda: Dir(self._dev_names, self._dev),
-            "sys": lambda: self.sysfs.root,
+            "sys": lambda: self.sys,
         })
 
     def _device_names(self) -> list[str]:
@@ -92,12 +94,15 @@ class Tree:
         directories that list devices or regions."""
         return [("control",), ("dax",), ("dev",), *(("sys", *path) for path in self.sysfs.listings())]
 
-    def open(self, node):
-        """A handle on a control file or an attribute; None for other nodes."""
+    def open(self, node, flags: int):
+        """A handle on a control file, an attribute or a host file; None for
+        other nodes."""
         if node is self.control:
             return self.control.open()
         if type(node) is Attr:
             return AttrFile(node, self.bus)
+        if type(node) is HostFile:
+            return HostFileHandle(node, flags)
         if type(node) is Chardev:
             return node.open()
         return None
