@@ -226,7 +226,7 @@ def scale(work: str, runs: int) -> dict:
         def daxctl_list() -> float:
             return timed(lambda: in_exec(mnt, "daxctl", "list", "-D"))
 
-        ctl(f"create-region size={2 * 10_002}M align=4K id=1")
+        ctl(f"create-region size={2 * 11_002}M align=4K id=1")  # 11,001 devices of 2 MiB, sparse
         grow(101)
         out["sysfs_cold_stat_100_us"] = cold_lookup_us()
         grow(1001)
