@@ -21,7 +21,7 @@ C_DIR = os.path.join(os.path.dirname(__file__), "c")
 def programs(tmp_path_factory):
     """The test programs, compiled once."""
     out = tmp_path_factory.mktemp("c")
-    for name in ("device_dax", "stat_family", "dax_fops"):
+    for name in ("device_dax", "stat_family", "dax_fops", "dax_poison"):
         subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(out / name),
                         os.path.join(C_DIR, f"{name}.c"), "-ldl"], check=True)
     return out
@@ -164,3 +164,15 @@ def test_a_child_keeps_the_personality_whatever_environment_it_is_given(daxfuse_
     # without the personality nothing is added
     r = inside(d, "env", "-i", "stat", "-c", "%F", "/dev/dax0.0", options=["--no-personality"])
     assert r.stdout.strip() == "regular file"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="MADV_HWPOISON needs CAP_SYS_ADMIN")
+@pytest.mark.parametrize("align", ["4K", "2M"])
+def test_madv_hwpoison_of_a_device_page_is_memory_failure(daxfuse_factory, programs, align):
+    """As ndctl's dax-poison.c checks it: SIGBUS BUS_MCEERR_AR at the page,
+    si_addr_lsb the mapping's page size; the page is a media error after."""
+    d = daxfuse_factory("--size", "64M", "--align", align)
+    r = inside(d, str(programs / "dax_poison"), "/dev/dax0.0", str(4096 if align == "4K" else 2 << 20))
+    assert r.returncode == 0 and r.stdout.endswith("all checks passed\n"), r.stdout + r.stderr
+    page = (4096 if align == "4K" else 2 << 20) // 512
+    assert d.layout()[0]["devices"][0]["badblocks"] == [{"offset": page, "length": 8}]

@@ -14,11 +14,15 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #ifndef MAP_SYNC
 #define MAP_SYNC 0x80000
+#endif
+#ifndef MADV_SOFT_OFFLINE
+#define MADV_SOFT_OFFLINE 101  /* linux/mman.h */
 #endif
 #ifndef MAP_SHARED_VALIDATE
 #define MAP_SHARED_VALIDATE 0x03
@@ -30,6 +34,7 @@ DECLARE(int, mprotect, void *, size_t, int);
 DECLARE(void *, mremap, void *, size_t, size_t, int, ...);
 DECLARE(int, open, const char *, int, ...);
 DECLARE(ssize_t, read, int, void *, size_t);
+DECLARE(ssize_t, write, int, const void *, size_t);
 DECLARE(int, close, int);
 DECLARE(int, lstat64, const char *, struct stat64 *);
 DECLARE(int, fcntl, int, int, ...);
@@ -46,6 +51,7 @@ static void resolve_all(void)
 	RESOLVE(mremap);
 	RESOLVE(open);
 	RESOLVE(read);
+	RESOLVE(write);
 	RESOLVE(close);
 	RESOLVE(lstat64);
 	RESOLVE(fcntl);
@@ -55,6 +61,12 @@ static void *fail(int err)
 {
 	errno = err;
 	return MAP_FAILED;
+}
+
+static int fail_int(int err)
+{
+	errno = err;
+	return -1;
 }
 
 static uintptr_t page_end(uintptr_t start, size_t len)
@@ -155,9 +167,10 @@ static void unreserve(struct dax_map **spares, int n)
 }
 
 /* Fill a reserved entry and make it live. */
-static void add(struct dax_map *m, uintptr_t start, uintptr_t end, size_t align, uint64_t offset, int prot,
-		long grant)
+static void add(struct dax_map *m, long minor, uintptr_t start, uintptr_t end, size_t align, uint64_t offset,
+		int prot, long grant)
 {
+	m->minor = minor;
 	m->align = align;
 	m->offset = offset;
 	m->prot = prot;
@@ -236,7 +249,7 @@ static void cut(struct dax_map **claimed, int k, uintptr_t start, uintptr_t end,
 			continue;
 		}
 		for (i = 1; i < n; i++)
-			add(*spares++, keep[i].start, keep[i].end, whole.align,
+			add(*spares++, whole.minor, keep[i].start, keep[i].end, whole.align,
 			    whole.offset + (keep[i].start - whole.start), keep[i].prot, whole.grant);
 		m->offset = whole.offset + (keep[0].start - whole.start);
 		m->prot = keep[0].prot;
@@ -365,7 +378,7 @@ static void *dax_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
 		if ((uintptr_t)area + align > start)
 			REAL(munmap)((void *)page_end(start, len), (uintptr_t)area + align - start);
 	}
-	add(m, start, page_end(start, len), align, off, prot, direct ? grant : -1);
+	add(m, minor, start, page_end(start, len), align, off, prot, direct ? grant : -1);
 	if (direct)
 		sigbus_install();
 	debug("minor %ld mapped at %#lx, %zu bytes at %#llx, %s", minor, (unsigned long)start, len,
@@ -479,15 +492,63 @@ static int touches_device(void *addr, size_t len)
 	return 0;
 }
 
+/* MADV_HWPOISON of a page of a device mapping, as memory_failure() treats
+ * device memory (mf_generic_kill_procs): the page is poisoned, which the
+ * daemon records as the device's media error over it, and the caller is
+ * sent SIGBUS BUS_MCEERR_AR at that address: here by touching the page,
+ * which now faults as poison (sigbus.c). */
+static int hwpoison(uintptr_t addr)
+{
+	char path[PATH_MAX + 64], link[PATH_MAX], line[128];
+	uintptr_t page = addr & ~(uintptr_t)4095;
+	struct dax_map *m = map_claim_at(page);
+	uint64_t offset;
+	const char *name;
+	ssize_t n;
+	long minor;
+	int fd;
+
+	if (!m)
+		return fail_int(EFAULT);
+	minor = m->minor;
+	offset = m->offset + (page - m->start);
+	map_release(m);
+	snprintf(path, sizeof(path), "%s/sys/dev/char/%u:%ld", cfg.mount, cfg.major, minor);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n <= 0)
+		return fail_int(ENXIO);
+	link[n] = 0;
+	name = strrchr(link, '/') ? strrchr(link, '/') + 1 : link;
+	snprintf(path, sizeof(path), "%s/control", cfg.mount);
+	n = snprintf(line, sizeof(line), "inject-error %s block=%llu count=8", name, (unsigned long long)offset / 512);
+	fd = REAL(open)(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || REAL(write)(fd, line, n) != n) {
+		int err = errno;
+		if (fd >= 0)
+			REAL(close)(fd);
+		return fail_int(err);
+	}
+	REAL(close)(fd);
+	debug("minor %ld: page at %#lx poisoned (MADV_HWPOISON)", minor, (unsigned long)page);
+	(void)*(volatile char *)page;  /* SIGBUS BUS_MCEERR_AR, as the kernel kills the caller */
+	return 0;
+}
+
 /* MADV_REMOVE punches a hole in the file a mapping maps: a device is no
  * file to punch (vfs_fallocate answers ENODEV for a character device),
- * and a window's hole would lose data. The rest is the kernel's own. */
+ * and a window's hole would lose data. MADV_HWPOISON and MADV_SOFT_OFFLINE
+ * need CAP_SYS_ADMIN; device memory is no online page to soft-offline
+ * (EIO). The rest is the kernel's own. */
 int madvise(void *addr, size_t len, int advice)
 {
 	RESOLVE(madvise);
-	if (advice == MADV_REMOVE && touches_device(addr, len)) {
-		errno = ENODEV;
-		return -1;
+	resolve_all();
+	if (advice == MADV_REMOVE && touches_device(addr, len))
+		return fail_int(ENODEV);
+	if ((advice == MADV_HWPOISON || advice == MADV_SOFT_OFFLINE) && touches_device(addr, len)) {
+		if (geteuid() != 0)
+			return fail_int(EPERM);
+		return advice == MADV_SOFT_OFFLINE ? fail_int(EIO) : hwpoison((uintptr_t)addr);
 	}
 	return REAL(madvise)(addr, len, advice);
 }

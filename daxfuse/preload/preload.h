@@ -111,6 +111,7 @@ uint64_t direct_gen(long minor) HIDDEN;
 enum { MAP_FREE, MAP_LIVE, MAP_BUSY };
 struct dax_map {
 	int state;            /* atomic: a SIGBUS handler and munmap race for it */
+	long minor;           /* of the device it maps */
 	uintptr_t start, end;
 	size_t align;
 	uint64_t offset;      /* the device offset at start */
