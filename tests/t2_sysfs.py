@@ -428,3 +428,26 @@ def test_exec_sys_is_the_hosts_with_the_emulated_laid_over(region):
     assert lines[4] == f"{st.st_uid} {oct(st.st_mode & 0o777)[2:]}"
     assert lines[5] == "2", "daxfuse.0 and daxfuse-nvdimm among the host's platform devices"
     assert int(lines[6]) >= len(os.listdir("/sys/module")), "the host's modules, and the emulated ones"
+
+
+@needs_daxctl
+def test_daxctl_create_device_input_recreates_its_mappings(region, tmp_path):
+    """daxctl-create.sh's round trip: a device of two mappings, listed with
+    -M, destroyed, then made again from that JSON through mapping writes
+    (physical addresses, in page_offset order): the same ranges come back."""
+    d = region
+    for size in ("256M", "128M"):
+        daxctl(d, "create-device", "-r", "0", "-s", size)
+    daxctl(d, "disable-device", "dax0.0")
+    daxctl(d, "reconfigure-device", "dax0.0", "-s", "0")  # a hole at the region's start
+    name = json.loads(daxctl(d, "create-device", "-r", "0", "-s", "512M").stdout)[0]["chardev"]
+    (listed,) = json.loads(daxctl(d, "list", "-M", "-d", name).stdout)
+    assert len(listed["mappings"]) == 2
+    spec = tmp_path / "device.json"
+    spec.write_text(json.dumps(listed))  # one object, as daxctl's --input reads
+    daxctl(d, "disable-device", name)
+    daxctl(d, "destroy-device", name)
+    made = json.loads(daxctl(d, "create-device", "-r", "0", "--input", str(spec)).stdout)[0]
+    (again,) = json.loads(daxctl(d, "list", "-M", "-d", made["chardev"]).stdout)
+    assert (again["size"], sorted(again["mappings"], key=lambda m: m["page_offset"])) == \
+        (listed["size"], sorted(listed["mappings"], key=lambda m: m["page_offset"]))
