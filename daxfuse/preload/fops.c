@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
-#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
@@ -122,77 +121,35 @@ POSIX_FALLOCATE_WRAPPER(posix_fallocate64, off64_t)
 TRUNCATE_WRAPPER(truncate, off_t)
 TRUNCATE_WRAPPER(truncate64, off64_t)
 
-/* The file system a device is on: devtmpfs (a tmpfs), the host's /dev as
- * exec keeps it, else the host's /dev's own numbers behind tmpfs's type. */
-static int devtmpfs(struct statfs64 *out)
-{
-	static int (*real)(const char *, struct statfs64 *);
-
-	if (!real)
-		real = dlsym(RTLD_NEXT, "statfs64");
-	if (real("/dev/.host", out) != 0 && real("/dev", out) != 0)
-		memset(out, 0, sizeof(*out));
-	out->f_type = TMPFS_MAGIC;
-	return 0;
-}
-
-static void to_statfs(const struct statfs64 *in, struct statfs *out)
-{
-	memset(out, 0, sizeof(*out));
-	out->f_type = in->f_type;
-	out->f_bsize = in->f_bsize;
-	out->f_blocks = in->f_blocks;
-	out->f_bfree = in->f_bfree;
-	out->f_bavail = in->f_bavail;
-	out->f_files = in->f_files;
-	out->f_ffree = in->f_ffree;
-	out->f_fsid = in->f_fsid;
-	out->f_namelen = in->f_namelen;
-	out->f_frsize = in->f_frsize;
-	out->f_flags = in->f_flags;
-}
-
-static void to_statvfs(const struct statfs64 *in, struct statvfs64 *out)
-{
-	memset(out, 0, sizeof(*out));
-	out->f_bsize = in->f_bsize;
-	out->f_frsize = in->f_frsize ? in->f_frsize : in->f_bsize;
-	out->f_blocks = in->f_blocks;
-	out->f_bfree = in->f_bfree;
-	out->f_bavail = in->f_bavail;
-	out->f_files = in->f_files;
-	out->f_ffree = in->f_ffree;
-	out->f_favail = in->f_ffree;
-	memcpy(&out->f_fsid, &in->f_fsid, sizeof(out->f_fsid) < sizeof(in->f_fsid) ? sizeof(out->f_fsid)
-										     : sizeof(in->f_fsid));
-	out->f_flag = in->f_flags;
-	out->f_namemax = in->f_namelen;
-}
-
-/* The statfs family: by fd or by path, in each of its structures. */
-#define STATFS_WRAPPER(name, arg_t, is_dax, out_t, convert)                 \
-	static int (*REAL(name))(arg_t, out_t *);                           \
-	int name(arg_t arg, out_t *out)                                     \
-	{                                                                   \
-		struct statfs64 st;                                         \
-		if (is_dax(arg) == FD_DAX) {                                \
-			devtmpfs(&st);                                      \
-			convert(&st, out);                                  \
-			return 0;                                           \
-		}                                                           \
-		RESOLVE(name);                                              \
-		return REAL(name)(arg, out);                                \
+/* The statfs family, by fd or by path: a device is on devtmpfs, a tmpfs,
+ * which exec keeps at /dev/.host; statfs gives its type, statvfs has none. */
+#define DEVTMPFS "/dev/.host"
+#define TMPFS_TYPE(out) ((out)->f_type = TMPFS_MAGIC)
+#define NO_TYPE(out) ((void)(out))
+#define STATFS_WRAPPER(name, arg_t, kind_of, out_t, by_path, set_type)          \
+	static int (*REAL(name))(arg_t, out_t *);                               \
+	int name(arg_t arg, out_t *out)                                         \
+	{                                                                       \
+		static int (*host)(const char *, out_t *);                      \
+		if (kind_of(arg) == FD_DAX) {                                   \
+			if (!host)                                              \
+				host = dlsym(RTLD_NEXT, #by_path);              \
+			if (host(DEVTMPFS, out) != 0)                           \
+				return -1;                                      \
+			set_type(out);                                          \
+			return 0;                                               \
+		}                                                               \
+		RESOLVE(name);                                                  \
+		return REAL(name)(arg, out);                                    \
 	}
-#define COPY(in, out) memcpy(out, in, sizeof(*(in)))
-#define TO_STATVFS32(in, out) to_statvfs(in, (struct statvfs64 *)(out))
-STATFS_WRAPPER(fstatfs, int, fd_kind, struct statfs, to_statfs)
-STATFS_WRAPPER(fstatfs64, int, fd_kind, struct statfs64, COPY)
-STATFS_WRAPPER(statfs, const char *, path_kind, struct statfs, to_statfs)
-STATFS_WRAPPER(statfs64, const char *, path_kind, struct statfs64, COPY)
-STATFS_WRAPPER(fstatvfs, int, fd_kind, struct statvfs, TO_STATVFS32)
-STATFS_WRAPPER(fstatvfs64, int, fd_kind, struct statvfs64, to_statvfs)
-STATFS_WRAPPER(statvfs, const char *, path_kind, struct statvfs, TO_STATVFS32)
-STATFS_WRAPPER(statvfs64, const char *, path_kind, struct statvfs64, to_statvfs)
+STATFS_WRAPPER(fstatfs, int, fd_kind, struct statfs, statfs, TMPFS_TYPE)
+STATFS_WRAPPER(fstatfs64, int, fd_kind, struct statfs64, statfs64, TMPFS_TYPE)
+STATFS_WRAPPER(statfs, const char *, path_kind, struct statfs, statfs, TMPFS_TYPE)
+STATFS_WRAPPER(statfs64, const char *, path_kind, struct statfs64, statfs64, TMPFS_TYPE)
+STATFS_WRAPPER(fstatvfs, int, fd_kind, struct statvfs, statvfs, NO_TYPE)
+STATFS_WRAPPER(fstatvfs64, int, fd_kind, struct statvfs64, statvfs64, NO_TYPE)
+STATFS_WRAPPER(statvfs, const char *, path_kind, struct statvfs, statvfs, NO_TYPE)
+STATFS_WRAPPER(statvfs64, const char *, path_kind, struct statvfs64, statvfs64, NO_TYPE)
 
 /* do_vfs_ioctl's generic requests work on any file; dax_fops has no
  * unlocked_ioctl, so every other request is ENOTTY. /dev/ndctl0's go to
