@@ -451,3 +451,30 @@ def test_daxctl_create_device_input_recreates_its_mappings(region, tmp_path):
     (again,) = json.loads(daxctl(d, "list", "-M", "-d", made["chardev"]).stdout)
     assert (again["size"], sorted(again["mappings"], key=lambda m: m["page_offset"])) == \
         (listed["size"], sorted(listed["mappings"], key=lambda m: m["page_offset"]))
+
+
+def test_links_are_cached_and_a_reused_minor_leads_to_its_new_device(region):
+    """The kernel keeps what a link points to (FUSE_CAP_CACHE_SYMLINKS,
+    daemon/cache_symlinks.c): a link followed again asks the daemon nothing.
+    A minor's /sys/dev/char link keeps its name when the minor goes to
+    another device, and then leads there, not to the old one."""
+    d = region
+    d.control("create-region size=8M id=1\ncreate-device region=1 size=2M\ncreate-region size=8M id=2")
+    link = sys_path(d, "bus", "dax", "devices", "dax1.0")
+    os.readlink(link)
+    before = _requests(d)
+    for _ in range(50):
+        os.readlink(link)
+        os.stat(os.path.join(link, "size"))  # through the link
+    assert _requests(d) - before < 10, "a cached link went to the daemon"  # 100 READLINKs uncached
+    major, minor = read_attr(os.path.join(link, "dev")).split(":")
+    char = sys_path(d, "dev", "char", f"{major}:{minor}")
+    assert os.path.realpath(char) == dev_dir(d, "dax1.0")
+    held = os.open(char, os.O_PATH | os.O_NOFOLLOW)  # keeps the link's inode, and so its number, cached
+    d.control("disable-device dax1.0\ndestroy-device dax1.0")  # its minor is free once the batch is done
+    d.control("create-device region=2 size=2M\ncreate-device region=2 size=2M")  # dax2.0, then dax2.1 on it
+    moved = [name for name in os.listdir(d.path("dax")) if name.startswith("dax2.")
+             if read_attr(sys_path(d, "bus", "dax", "devices", name, "dev")) == f"{major}:{minor}"]
+    assert moved, "the minor went to a device of region 2"
+    assert os.path.realpath(char) == dev_dir(d, moved[0]), "the cached target was dropped"
+    os.close(held)

@@ -365,16 +365,22 @@ class DaxOperations(pyfuse3.Operations):
         stale, self._stale = self._stale, set()
         entries = [(ino, name.encode()) for parent, name in stale
                    if (ino := self._paths.get(parent)) and (parent in DEVICE_DIRS or parent + (name,) in self._paths)]
+        # the kernel caches what a link points to with its inode, which a
+        # name keeps (a minor's /sys/dev/char link): dropped too, in sys/
+        # alone, where no inode holds device data
+        kept = [ino for parent, name in stale if parent[:1] == ("sys",) and (ino := self._paths.get(parent + (name,)))]
         timed = [ino for path in self.tree.bus_timed() if (ino := self._paths.get(path))] \
             if self._times_stale else []
         self._times_stale = False
-        if entries or timed:
-            await trio.to_thread.run_sync(self._invalidate, entries, timed)
+        if entries or kept or timed:
+            await trio.to_thread.run_sync(self._invalidate, entries, kept, timed)
 
     @classmethod
-    def _invalidate(cls, entries: list[tuple[int, bytes]], timed: list[int]) -> None:
+    def _invalidate(cls, entries: list[tuple[int, bytes]], kept: list[int], timed: list[int]) -> None:
         for parent, name in entries:
             cls._invalidate_entry(parent, name)
+        for ino in kept:
+            cls._invalidate_inode(ino)
         for ino in timed:
             cls._invalidate_inode(ino, True)
 
