@@ -4,7 +4,8 @@
  *   bench_touch touch PATH SIZE read|write|warm   first touch of every 4K page of a
  *                                      MAP_SHARED mapping (warm: a read of every
  *                                      cache line after it; sparse: a byte
- *                                      stored every 64 MiB): prints seconds
+ *                                      stored every 64 MiB, then the MiB of
+ *                                      shared memory it holds): prints seconds
  *   bench_touch stat PATH N            N stat() calls: prints ns per call
  *   bench_touch persist PATH SIZE N    N 64-byte stores, each persisted with
  *                                      libpmem2 (built with -DWITH_PMEM2): seconds
@@ -59,6 +60,16 @@ static int touch(const char *path, size_t size, const char *op)
 			sum += p[off];
 	}
 	printf("%.6f\n", now() - start + (sum == 1 ? 1e-9 : 0));
+	if (sparse) {  /* the RAM its stores took: this process's own, whatever else runs */
+		char line[256];
+		FILE *status = fopen("/proc/self/status", "r");
+
+		while (status && fgets(line, sizeof(line), status))
+			if (!strncmp(line, "RssShmem:", 9))
+				printf("%ld\n", strtol(line + 9, NULL, 10) / 1024);
+		if (status)
+			fclose(status);
+	}
 	return 0;
 }
 
