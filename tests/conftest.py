@@ -54,6 +54,22 @@ def writing(pid: int, path: str) -> bool:
         return False
 
 
+def write_errno(path: str, data: bytes) -> int:
+    """data in one write(2) on a fresh handle (O_TRUNC, as a shell's > opens
+    sysfs files): 0, or the errno of the open or the write."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    except OSError as e:
+        return e.errno
+    try:
+        assert os.write(fd, data) == len(data)
+        return 0
+    except OSError as e:
+        return e.errno
+    finally:
+        os.close(fd)
+
+
 def child(code: str, *args: str, **kw) -> subprocess.Popen:
     """A Python child running code (dedented), with its output piped as text."""
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],

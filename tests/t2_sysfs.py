@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from conftest import write_errno
 from daxfuse.testing import DAXFUSE
 
 
@@ -36,15 +37,7 @@ def dev_dir(d, name):
 
 def write_attr(path, text, nul=True):
     """One write of text (+ NUL, as daxctl does); the errno on failure."""
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-    try:
-        data = text.encode() + (b"\0" if nul else b"")
-        assert os.write(fd, data) == len(data)
-        return 0
-    except OSError as e:
-        return e.errno
-    finally:
-        os.close(fd)
+    return write_errno(path, text.encode() + (b"\0" if nul else b""))
 
 
 def read_attr(path):

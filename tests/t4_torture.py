@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import SYS_OPENAT, child, syscall, wait_for, writing
+from conftest import SYS_OPENAT, child, syscall, wait_for, write_errno, writing
 from daxfuse import client
 from daxfuse.testing import DAXFUSE, DaxMount
 
@@ -138,17 +138,6 @@ def test_a_destroyed_device_never_writes_over_its_successor(daxfuse_factory, wri
 
 
 # --- input that once broke the daemon -------------------------------------------------------------
-
-
-def write_errno(path: str, data: bytes) -> int:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        assert os.write(fd, data) == len(data)
-        return 0
-    except OSError as e:
-        return e.errno
-    finally:
-        os.close(fd)
 
 
 def daemon_log(d) -> str:
