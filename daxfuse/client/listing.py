@@ -57,8 +57,8 @@ def daxctl_list(layout: list[dict], regions: bool, devices: bool, mappings: bool
         if region["available_size"]:
             r["available_size"] = region["available_size"]
         r["align"] = region["align"]
-        if devices and devs(region):
-            r["devices"] = devs(region)
+        if devices and (listed := devs(region)):
+            r["devices"] = listed
         out.append(r)
     return out
 

@@ -33,8 +33,9 @@ DEVICE_DIRS = (DAX_DIR, ("dev",))  # where devices have entries, with the device
 # The kernel caches what the bus drives for an hour: each change drops what
 # it made stale before the write that made it is answered (_on_change), so
 # that a walk of sys/ costs no request per component and daxctl sees a
-# driver link go as unbind returns. The host's names in dev/ change behind
-# the bus's back: the kernel asks for those again after a few seconds.
+# driver link go as unbind returns. The host's names in dev/ and its nodes
+# under sys/ change behind the bus's back: the kernel asks for those again
+# after a few seconds.
 _TIMEOUT = 3600.0
 _HOST_TIMEOUT = 10.0
 # The changes after which a device's cached pages must go (dirty ones
@@ -118,6 +119,7 @@ class DaxOperations(pyfuse3.Operations):
             a.st_uid, a.st_gid = access.uid, access.gid
         else:
             a.st_ino = self._path_ino(path, node)
+            a.st_uid, a.st_gid = self._uid, self._gid  # the mounter's, as sysfs is root's: only it writes
             if type(node) is Dir:
                 a.st_mode = stat.S_IFDIR | 0o755
             elif type(node) is Link:
@@ -126,11 +128,10 @@ class DaxOperations(pyfuse3.Operations):
                 a.st_mode, size = stat.S_IFREG | node.mode, 4096
             elif type(node) is Chardev:
                 a.st_mode = stat.S_IFREG | 0o600
+            elif type(node) is HostFile:  # the host's own, which the kernel checks a caller against
+                a.st_mode, size, a.st_uid, a.st_gid = self._host_file(node)
             else:
                 a.st_mode = stat.S_IFREG | 0o644
-            a.st_uid, a.st_gid = self._uid, self._gid  # the mounter's, as sysfs is root's: only it writes
-            if type(node) is HostFile:  # the host's own, which the kernel checks a caller against
-                a.st_mode, size, a.st_uid, a.st_gid = self._host_file(node)
         host = (path[:1] == ("dev",) and type(node) in (Link, Mountpoint, Dir)) or getattr(node, "host", False) \
             or type(node) is HostFile
         a.attr_timeout = a.entry_timeout = _HOST_TIMEOUT if host else _TIMEOUT

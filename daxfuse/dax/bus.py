@@ -23,7 +23,7 @@ from ..core.errors import DaxError, shown
 from ..memory import MemoryFile, Window, memmap_on_memory_supported, phys_base
 from ..core.units import ID_MAX, INT_MAX, format_size, parse_index, size_text
 from .badblocks import SECTOR, Badblocks, sectors
-from .device import (ALIGNS, DEFAULT_ALIGN, MAX_NUMNODES, MEMREMAP_COMPAT_ALIGN, Access, DaxRegion, DevDax, Range,
+from .device import (ALIGNS, DEFAULT_ALIGN, MAX_NUMNODES, Access, DaxRegion, DevDax, Range, alloc_granule,
                      alloc_is_aligned, is_aligned, valid_id, valid_mode, valid_node)
 from .events import Event, Listener
 
@@ -55,7 +55,7 @@ def _check_granule(size: int, align: int, what: str) -> None:
         raise DaxError(errno.EINVAL, f"{what} {size} is negative")
     if not alloc_is_aligned(size, align):
         raise DaxError(errno.EINVAL, f"{what} {size_text(size)} is not a multiple of "
-                                     f"{size_text(max(align, MEMREMAP_COMPAT_ALIGN))} (the larger of the align "
+                                     f"{size_text(alloc_granule(align))} (the larger of the align "
                                      f"and the kernel's memremap_compat_align)")
 
 
@@ -283,7 +283,7 @@ class DaxBus:
         _check_align(align)
         if size is None:  # a seed sized before keeps what it has, and may grow
             room = region.available_size + (region.seed.size if region.seed else 0)
-            size = room - room % max(align, MEMREMAP_COMPAT_ALIGN)
+            size = room - room % alloc_granule(align)
         _check_granule(size, align, "size")
         dev = region.seed or self._new_device(region, align)
         if dev.align != align:
@@ -376,7 +376,7 @@ class DaxBus:
         r = Range(start, end + 1)
         if r.size < 0 or not alloc_is_aligned(r.size, dev.align):
             raise DaxError(errno.ENXIO, f"mapping {start:#x}-{end:#x} is not a multiple of "
-                                        f"{size_text(max(dev.align, MEMREMAP_COMPAT_ALIGN))} long")
+                                        f"{size_text(alloc_granule(dev.align))} long")
         if not r.size:
             return
         if not any(h.start <= r.start and r.end <= h.end for h in dev.region.free):
@@ -394,7 +394,7 @@ class DaxBus:
             ranges = self._plan_shrink(dev.ranges, size)
         elif not alloc_is_aligned(size - dev.size, dev.align):  # only a device an older daxfuse recorded
             raise DaxError(errno.ENXIO, f"{name} would grow by {size_text(size - dev.size)}, not a whole number "
-                                        f"of {size_text(max(dev.align, MEMREMAP_COMPAT_ALIGN))} steps; "
+                                        f"of {size_text(alloc_granule(dev.align))} steps; "
                                         f"shrink it to 0 first")
         else:
             ranges = self._plan_grow(dev.region, dev.ranges, size - dev.size, dev.align)
@@ -410,7 +410,7 @@ class DaxBus:
         for r in dev.ranges:  # dev_dax_validate_align: each range's length, not its start
             if not alloc_is_aligned(r.size, align):
                 raise DaxError(errno.EINVAL, f"{name} range {r.start:#x}-{r.end - 1:#x} is not a multiple of "
-                                             f"{size_text(max(align, MEMREMAP_COMPAT_ALIGN))} long")
+                                             f"{size_text(alloc_granule(align))} long")
         old = dev.align
         dev.align = align
         self._record(lambda: setattr(dev, "align", old), self._notify(Event.REALIGNED, dev))

@@ -31,12 +31,16 @@ def is_aligned(value: int, align: int) -> bool:
     return value % align == 0
 
 
+def alloc_granule(align: int) -> int:
+    """The step a device of align grows by: max(align, memremap_compat_align()),
+    so a 4K-aligned device still grows in 2 MiB steps."""
+    return max(align, MEMREMAP_COMPAT_ALIGN)
+
+
 def alloc_is_aligned(size: int, align: int) -> bool:
     """bus.c's alloc_is_aligned(): a device's size, a step of it (resize,
-    mapping) and each of its ranges under a new align are multiples of
-    max(align, memremap_compat_align()), so a 4K-aligned device still
-    grows in 2 MiB steps."""
-    return is_aligned(size, max(align, MEMREMAP_COMPAT_ALIGN))
+    mapping) and each of its ranges under a new align are whole steps."""
+    return is_aligned(size, alloc_granule(align))
 
 
 def valid_id(value: int) -> bool:

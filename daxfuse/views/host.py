@@ -30,7 +30,8 @@ def overlay(emulated: Dir, host: str = HOST_SYS, path: tuple[str, ...] = ()) -> 
             theirs = os.listdir(host)
         except OSError:
             theirs = []
-        return mine + sorted(set(theirs) - set(mine))
+        shown = set(mine)
+        return mine + [name for name in theirs if name not in shown]
 
     def child(name: str) -> Node | None:
         node = emulated.child(name)

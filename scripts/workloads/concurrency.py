@@ -18,7 +18,7 @@ import traceback
 import numpy as np
 
 from daxfuse.dax import ALIGNS
-from daxfuse.dax.device import MEMREMAP_COMPAT_ALIGN
+from daxfuse.dax.device import alloc_granule
 
 from .harness import MiB, PAGE, TIMEOUT, MAX_VIOLATIONS, Daemon, Hung, Stats, ename, layout_violations
 
@@ -232,7 +232,7 @@ class Churner:
         return self.d.control(text)
 
     def new_size(self, s: int) -> int:
-        return self.rng.randrange(16 * MiB, 64 * MiB + 1, max(REGION_ALIGN[SLOT_REGION[s]], MEMREMAP_COMPAT_ALIGN))
+        return self.rng.randrange(16 * MiB, 64 * MiB + 1, alloc_granule(REGION_ALIGN[SLOT_REGION[s]]))
 
     def setup(self) -> None:
         self.d.control("create-region size=160M align=4K id=1")

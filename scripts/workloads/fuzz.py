@@ -6,7 +6,7 @@ import random
 import time
 
 from daxfuse.dax import ALIGNS
-from daxfuse.dax.device import MEMREMAP_COMPAT_ALIGN
+from daxfuse.dax.device import alloc_granule
 
 from .harness import MiB, MAX_VIOLATIONS, Daemon, Hung, Stats, ename, layout_violations, shown, view_violations
 
@@ -62,14 +62,14 @@ def valid_line(rng: random.Random, layout: list) -> str:
         region = rng.choice(layout) if layout and rng.random() < 0.9 else {"id": rng.randrange(8), "align": ALIGNS[1]}
         words = [f"region={region['id']}"]
         if rng.random() < 0.8:
-            words.append(f"size={spell(rng, granule(region['align']) * rng.randint(0, 8))}")
+            words.append(f"size={spell(rng, alloc_granule(region['align']) * rng.randint(0, 8))}")
         if rng.random() < 0.2:
             words.append(f"align={spell(rng, rng.choice(ALIGNS[:2]))}")
     else:
         device = rng.choice(devices)
         words = [device["name"]]
         if command == "resize-device":
-            words.append(f"size={spell(rng, granule(device['align']) * rng.randint(0, 16))}")
+            words.append(f"size={spell(rng, alloc_granule(device['align']) * rng.randint(0, 16))}")
     head, keyed = ([], words) if command.startswith("create-") else (words[:1], words[1:])
     return " ".join([command] + head + rng.sample(keyed, len(keyed)))  # keys in any order
 
@@ -150,22 +150,17 @@ def holes(region: dict) -> list[tuple[int, int]]:
     return out
 
 
-def granule(align: int) -> int:
-    """The step a device's size takes (bus.c's alloc_is_aligned)."""
-    return max(align, MEMREMAP_COMPAT_ALIGN)
-
-
 def sysfs_value(rng: random.Random, attr: str, region: dict | None, device: dict | None,
                 names: list[str]) -> str:
     """A value of the right form for attr (the store may still refuse it)."""
     align = device["align"] if device else ALIGNS[0]
     if attr == "size":
-        n = granule(align) * rng.randint(0, 16)
+        n = alloc_granule(align) * rng.randint(0, 16)
         return rng.choice([str(n), hex(n), oct(n).replace("0o", "0"), f"+{n}"])
     if attr == "align":
         return str(rng.choice(ALIGNS + (8192,)))
     if attr == "mapping":  # physical addresses: the region's resource, not its offset
-        step, base = granule(align), region["resource"] - region["start"] if region else 0
+        step, base = alloc_granule(align), region["resource"] - region["start"] if region else 0
         spans = [(s, e) for s, e in holes(region) if e - s >= step] if region else []
         start, end = rng.choice(spans) if spans else (0, step)
         start = -(-start // align) * align
