@@ -13,6 +13,7 @@ from conftest import apply
 from daxfuse.core import DaxCore
 from daxfuse.core.errors import DaxError
 from daxfuse.dax import ALIGNS, Access, DaxBus, DaxFile, DevDax, Event, Range
+from daxfuse.dax.device import LABEL_SIZE
 from daxfuse.dax.layout import LayoutStore, check_record
 from daxfuse.memory import MemoryFile, phys_base
 
@@ -97,7 +98,7 @@ def test_create_region_defaults(bus, memory):
     assert memory.size >= 8 * M
     assert bus.layout() == [{"id": 0, "start": 0, "resource": phys_base(), "size": 8 * M, "target_node": 0,
                              "numa_node": 0, "align": M2,
-                             "available_size": 8 * M, "devices": [
+                             "available_size": 8 * M, "state": "enabled", "devices": [
                                  {"name": "dax0.0", "id": 0, "size": 0, "align": M2, "state": "disabled",
                                   "minor": 0, "uid": 0, "gid": 0, "mode": "0600", "ranges": [], "badblocks": []}]}]
     assert region.seed is bus.device("dax0.0"), "born with its seed, as a kernel region"
@@ -395,6 +396,61 @@ def test_enable_size_zero_is_enxio(bus):
     assert "size 0" in e.message
 
 
+def test_a_disabled_region_keeps_its_devices_down_until_it_is_enabled(bus, events):
+    """ndctl disable-region: every device goes down and none comes up or
+    changes shape (ENXIO) until enable-region, which brings up every device
+    with a size, as the kernel probes its namespaces afresh."""
+    bare_region(bus, 8 * M)
+    apply(bus, P(bus.create_device, 0, M2), P(bus.create_device, 0, M2), P(bus.create_seed, 0))
+    apply(bus, P(bus.disable_device, "dax0.1"))
+    events.clear()
+    apply(bus, P(bus.disable_region, 0))
+    assert not bus.region(0).enabled and not any(d.enabled for d in bus.devices())
+    assert events == [("disabling", "dax0.0", True), ("disabled", "dax0.0", False)]
+    for op in (P(bus.enable_device, "dax0.0"), P(bus.create_device, 0, M2), P(bus.create_seed, 0),
+               P(bus.resize_device, "dax0.1", 2 * M2), P(bus.set_align, "dax0.1", K4),
+               P(bus.set_mapping, "dax0.2", 4 * M2, 5 * M2 - 1)):
+        assert "disabled" in fails(errno.ENXIO, bus, op).message
+    apply(bus, P(bus.disable_region, 0))  # idempotent
+    apply(bus, P(bus.destroy_device, "dax0.2"))  # taking apart is allowed
+    apply(bus, P(bus.enable_region, 0))
+    assert [d.name for d in bus.devices() if d.enabled] == ["dax0.0", "dax0.1"]
+    fails(errno.ENXIO, bus, P(bus.disable_region, 7))
+
+
+def test_the_dimm_is_busy_while_a_region_maps_it(bus):
+    """Labels are written, and the DIMM unbound, only while no region is
+    enabled (the kernel's nvdimm->busy); a region needs its DIMM bound."""
+    bare_region(bus, 8 * M)
+    assert bus.dimm_busy
+    fails(errno.EBUSY, bus, P(bus.write_labels, 0, b"label"))
+    fails(errno.EBUSY, bus, bus.disable_dimm)
+    apply(bus, P(bus.disable_region, 0), bus.disable_dimm)
+    assert not bus.dimm_busy and not bus.dimm.enabled
+    fails(errno.ENXIO, bus, P(bus.enable_region, 0))
+    apply(bus, P(bus.write_labels, LABEL_SIZE - 5, b"label"))
+    assert bus.dimm.label_area[-5:] == b"label"
+    for offset, data in ((LABEL_SIZE - 4, b"label"), (-1, b"x"), (LABEL_SIZE, b"x")):
+        fails(errno.EINVAL, bus, P(bus.write_labels, offset, data))
+    fails(errno.EINVAL, bus, P(bus.write_labels, 0, b"ok"), P(bus.write_labels, LABEL_SIZE, b"x"))
+    assert bus.dimm.label_area[:2] == bytes(2), "a failed batch writes no label"
+    apply(bus, bus.enable_dimm, P(bus.enable_region, 0))
+    assert bus.dimm_busy
+
+
+def test_device_pages_are_offlined_as_the_kernel_offlines_them(bus):
+    """hard_offline_page poisons the page (memory_failure); soft_offline_page
+    fails with EIO (device memory is never online); outside every region,
+    neither is the bus's."""
+    bare_region(bus, 8 * M)
+    apply(bus, P(bus.create_device, 0, M2))
+    fails(errno.EIO, bus, P(bus.offline_page, 4096, False))
+    fails(errno.ENXIO, bus, P(bus.offline_page, 8 * M, True))
+    apply(bus, P(bus.offline_page, 4096 + 100, True))
+    assert bus.device_badblocks(bus.device("dax0.0")) == [(8, 8)]
+    assert bus.injected.ranges() == [], "memory failure is no ARS injection"
+
+
 def test_disabled_event_sees_dead_device_and_kill_waits(bus, memory):
     """By "disabled" the device is dead and kill_dax has waited for readers."""
     bare_region(bus, 4 * M)
@@ -631,6 +687,9 @@ op_strategy = st.one_of(
     st.tuples(st.just("destroy"), NAME, DISABLE_FIRST),
     st.tuples(st.just("set_align"), NAME, DISABLE_FIRST, st.sampled_from(ALIGNS)),
     st.tuples(st.just("set_access"), NAME, st.integers(0, 3), st.sampled_from([None, 0o600, 0o660, 0o1000])),
+    st.tuples(st.sampled_from(["disable_region", "enable_region"]), st.sampled_from([0, 1, 2])),
+    st.tuples(st.sampled_from(["disable_dimm", "enable_dimm"])),
+    st.tuples(st.just("write_labels"), st.sampled_from([0, 4096, LABEL_SIZE - 8, LABEL_SIZE]), st.binary(max_size=16)),
 )
 
 
@@ -661,6 +720,8 @@ class BusMachine(RuleBasedStateMachine):
             _, region, units, unit, align = spec
             size = None if units is None else units * unit
             return [P(bus.create_device, region, size, align)]
+        if kind in ("disable_region", "enable_region", "disable_dimm", "enable_dimm", "write_labels"):
+            return [P(getattr(bus, kind), *spec[1:])]
         devs = sorted(bus.devices(), key=lambda d: d.name)
         dev = devs[spec[1] % len(devs)] if devs and spec[1] < 20 else None
         name = dev.name if dev else "dax0.99"
@@ -677,7 +738,7 @@ class BusMachine(RuleBasedStateMachine):
     @rule(specs=st.lists(op_strategy, min_size=1, max_size=4))
     def batch(self, specs):
         ops = [op for spec in specs for op in self._ops(spec)]
-        before = self.bus.layout()
+        before, labels, dimm = self.bus.layout(), bytes(self.bus.dimm.label_area), self.bus.dimm.enabled
         n_minors = len(self.bus.core)
         seed = seeds(self.bus)
         self.events.clear()
@@ -686,6 +747,7 @@ class BusMachine(RuleBasedStateMachine):
         except DaxError as e:
             assert e.errno in (errno.EINVAL, errno.ENOSPC, errno.ENXIO, errno.EBUSY), e
             assert self.bus.layout() == before, "failed batch changed the layout"
+            assert (bytes(self.bus.dimm.label_area), self.bus.dimm.enabled) == (labels, dimm), "or the DIMM"
             assert len(self.bus.core) == n_minors
             assert seeds(self.bus) == seed
             assert self.events == []
@@ -716,6 +778,16 @@ class BusMachine(RuleBasedStateMachine):
         elif name == "set_access":
             access = bus.device(op.args[0]).access
             assert access.uid == op.keywords["uid"] and op.keywords["mode"] in (None, access.mode)
+        elif name == "disable_region":
+            region = bus.region(op.args[0])
+            assert not region.enabled and not any(d.enabled for d in region.devices.values())
+        elif name == "enable_region":
+            assert bus.region(op.args[0]).enabled
+        elif name in ("disable_dimm", "enable_dimm"):
+            assert bus.dimm.enabled == (name == "enable_dimm") and not (bus.dimm_busy and not bus.dimm.enabled)
+        elif name == "write_labels":
+            offset, data = op.args
+            assert not bus.dimm_busy and bus.dimm.label_area[offset:offset + len(data)] == data
 
     @invariant()
     def recorded_layout_restores_exactly(self):
@@ -731,6 +803,7 @@ class BusMachine(RuleBasedStateMachine):
             assert without_minors(again.layout()) == without_minors(self.bus.layout())
             ids = lambda bus: {r: tuple(d and d.id for d in pair) for r, pair in seeds(bus).items()}
             assert ids(again) == ids(self.bus)
+            assert again.dimm.label_area == self.bus.dimm.label_area
         finally:
             memory.close()
 
@@ -771,6 +844,9 @@ class BusMachine(RuleBasedStateMachine):
             assert region.seed is None or region.devices.get(region.seed.id) is region.seed
             assert region.seed is None or not region.seed.enabled
             assert region.youngest is None or region.devices.get(region.youngest.id) is region.youngest
+            assert region.enabled or not any(d.enabled for d in region.devices.values()), "a disabled region's " \
+                                                                                         "devices are down"
+        assert bus.dimm.enabled or not bus.dimm_busy, "an enabled region maps an enabled DIMM"
         every.sort(key=lambda r: r.start)
         for a, b in zip(every, every[1:]):
             assert a.end <= b.start, f"overlap {a} {b}"

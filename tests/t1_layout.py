@@ -10,6 +10,7 @@ import trio
 
 from daxfuse.core import DaxCore
 from daxfuse.dax import DaxBus, DaxFile
+from daxfuse.dax.device import LABEL_SIZE
 from daxfuse.dax.layout import LayoutStore
 from daxfuse.core.errors import DaxError
 from daxfuse.memory import MemoryFile
@@ -128,6 +129,36 @@ def test_a_record_without_nodes_or_memmap_on_memory_restores_with_the_defaults(b
     region = again.regions[0]
     assert (region.target_node, region.numa_node, again.device("dax0.0").memmap_on_memory) == (0, 0, False)
     memory.close()
+
+
+def test_labels_and_a_disabled_region_come_back_from_the_record(bus, tmp_path):
+    """The DIMM's label area and a region's state are kept with the layout;
+    a record written before either restores all-zero labels, enabled."""
+    trio.run(bus.apply, [P(bus.disable_region, 0), P(bus.write_labels, 4096, b"NAMESPACE_INDEX")])
+    store = LayoutStore(bus.store.path[:-len(".layout")])
+    memory = MemoryFile()
+    again = DaxBus(DaxCore(), memory, store)
+    store.restore(again, store.load())
+    assert again.dimm.label_area == bus.dimm.label_area and not again.regions[0].enabled
+    assert not again.device("dax0.0").enabled
+    memory.close()
+
+    def old(record):
+        del record["labels"], record["regions"][0]["enabled"]
+    rewrite(bus.store.path, old)
+    memory = MemoryFile()
+    again = DaxBus(DaxCore(), memory, store)
+    store.restore(again, store.load())
+    assert again.dimm.label_area == bytes(LABEL_SIZE) and again.regions[0].enabled
+    memory.close()
+
+
+@pytest.mark.parametrize("labels", ["not base64!", "", 12])
+def test_a_record_with_labels_that_are_no_label_area_is_refused(bus, labels):
+    rewrite(bus.store.path, lambda record: record.__setitem__("labels", labels))
+    with pytest.raises(DaxError) as e:
+        LayoutStore(bus.store.path[:-len(".layout")]).load()
+    assert "labels" in e.value.message
 
 
 def test_a_device_recorded_before_the_2m_step_comes_back_as_it_was(bus):

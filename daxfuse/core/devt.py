@@ -10,11 +10,12 @@ DAX_MAJOR = 120
 # however long a mount lives.
 DAX_INO_BASE = 1 << 32
 # The NVDIMM bus's character devices: /dev/ndctl0 (the bus, where ndctl's
-# ioctls go) and nmem0 (the DIMM, no node). ndctl0's node has an inode number
-# of its own, just below the devices'.
+# ioctls go) and /dev/nmem0 (the DIMM: its labels). Each node has an inode
+# number of its own, just below the devices'.
 NDCTL_MAJOR = 121
 NMEM_MAJOR = 122
 NDCTL_INO = DAX_INO_BASE - 1
+NMEM_INO = DAX_INO_BASE - 2
 
 
 def dev_text(dev: int) -> str:

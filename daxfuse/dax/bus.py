@@ -23,13 +23,14 @@ from ..core.errors import DaxError, shown
 from ..memory import MemoryFile, Window, memmap_on_memory_supported, phys_base
 from ..core.units import ID_MAX, INT_MAX, format_size, parse_index, size_text
 from .badblocks import SECTOR, Badblocks, sectors
-from .device import (ALIGNS, DEFAULT_ALIGN, MAX_NUMNODES, Access, DaxRegion, DevDax, Range, alloc_granule,
-                     alloc_is_aligned, is_aligned, valid_id, valid_mode, valid_node)
+from .device import (ALIGNS, DEFAULT_ALIGN, LABEL_SIZE, MAX_NUMNODES, Access, DaxRegion, DevDax, Dimm,
+                     Range,
+                     alloc_granule, alloc_is_aligned, is_aligned, valid_id, valid_mode, valid_node)
 from .events import Event, Listener
 
 log = logging.getLogger(__name__)
 
-
+PAGE_SIZE = 4096
 
 
 def _check_align(align: int) -> None:
@@ -63,6 +64,15 @@ def _enabled(name: str) -> DaxError:
     """What a change that needs a disabled device answers for an enabled one
     (bus.c's -EBUSY while a driver is bound)."""
     return DaxError(errno.EBUSY, f"{name} is enabled; disable it first")
+
+
+def _live(region: DaxRegion) -> DaxRegion:
+    """region, if its provider is bound: a disabled one's devices neither
+    come up nor change shape (the kernel's dax region is gone)."""
+    if not region.enabled:
+        raise DaxError(errno.ENXIO, f"region {region.id} is disabled; enable it first "
+                                    f"(ndctl enable-region region{region.id})")
+    return region
 
 
 def _check_multiple(size: int, align: int, what: str) -> None:
@@ -116,6 +126,7 @@ class DaxBus:
         self.generation = 0  # changes whenever the layout may have changed
         self.changed = time.time_ns()  # of the last batch applied
         self.dirty_shutdown = 0  # daemons that died serving this memory: the DIMM's unsafe-shutdown count
+        self.dimm = Dimm()
 
     # --- transactions ------------------------------------------------------------
     async def apply(self, ops: list[Callable[[], object]]) -> list[object]:
@@ -167,7 +178,7 @@ class DaxBus:
         self._txn.effects.extend(effects)
         self._txn.durable |= durable
 
-    def _notify(self, event: Event, subject: DevDax | DaxRegion | None) -> Callable[[], Awaitable[None]]:
+    def _notify(self, event: Event, subject: DevDax | DaxRegion | Dimm | None) -> Callable[[], Awaitable[None]]:
         async def effect() -> None:
             if not event.quiet and subject is not None:
                 subject.changed = time.time_ns()
@@ -278,7 +289,7 @@ class DaxBus:
         else a new device is made; enabled when its size is > 0. The default
         size is all that is available (to the seed: its own size too);
         owner, group and mode not given are the mount's."""
-        region = self.region(region_id)
+        region = _live(self.region(region_id))
         align = region.align if align is None else align
         _check_align(align)
         if size is None:  # a seed sized before keeps what it has, and may grow
@@ -349,7 +360,7 @@ class DaxBus:
 
     def create_seed(self, region_id: int) -> DevDax:
         """sysfs `create`: a new size-0 disabled device; ENOSPC on a full region."""
-        region = self.region(region_id)
+        region = _live(self.region(region_id))
         if not region.available_size:
             raise DaxError(errno.ENOSPC, f"region {region_id} has no space left for a new device")
         return self._new_device(region, region.align)
@@ -373,6 +384,7 @@ class DaxBus:
         dev = self.device(name)
         if dev.enabled:
             raise _enabled(name)
+        _live(dev.region)
         r = Range(start, end + 1)
         if r.size < 0 or not alloc_is_aligned(r.size, dev.align):
             raise DaxError(errno.ENXIO, f"mapping {start:#x}-{end:#x} is not a multiple of "
@@ -390,6 +402,7 @@ class DaxBus:
         _check_granule(size, dev.align, "size")  # the value first, then the state: as the kernel
         if dev.enabled:
             raise _enabled(name)
+        _live(dev.region)
         if size < dev.size:
             ranges = self._plan_shrink(dev.ranges, size)
         elif not alloc_is_aligned(size - dev.size, dev.align):  # only a device an older daxfuse recorded
@@ -407,6 +420,7 @@ class DaxBus:
         _check_align(align)
         if dev.enabled:
             raise _enabled(name)
+        _live(dev.region)
         for r in dev.ranges:  # dev_dax_validate_align: each range's length, not its start
             if not alloc_is_aligned(r.size, align):
                 raise DaxError(errno.EINVAL, f"{name} range {r.start:#x}-{r.end - 1:#x} is not a multiple of "
@@ -459,12 +473,42 @@ class DaxBus:
             return
         if not dev.size:
             raise DaxError(errno.ENXIO, f"{name} has size 0; give it a size before enabling")
+        _live(dev.region)
         dev.enabled = True
         region = dev.region
         if region.seed is dev:
             self._set_seeds(region, None, region.youngest)
         self._record(lambda: setattr(dev, "enabled", False), self._run(dev), self._notify(Event.ENABLED, dev),
                      durable=False)
+
+    def disable_region(self, id_: int) -> None:
+        """The region's provider unbound (ndctl disable-region, a namespace's
+        region going away): each of its devices disabled, mappings revoked.
+        Its layout and data stay for enable_region."""
+        region = self.region(id_)
+        if not region.enabled:
+            return
+        for dev in sorted(region.devices.values(), key=lambda d: d.id):
+            self.disable_device(dev.name)
+        region.enabled = False
+        self._record(lambda: setattr(region, "enabled", True), self._notify(Event.REGION_DISABLED, region),
+                     durable=False)
+
+    def enable_region(self, id_: int) -> None:
+        """The provider bound again: every device with a size comes up, as
+        the kernel's namespaces and their dax devices are probed afresh."""
+        region = self.region(id_)
+        if region.enabled:
+            return
+        if not self.dimm.enabled:
+            raise DaxError(errno.ENXIO, f"region {id_} maps a disabled DIMM; enable it first "
+                                        f"(ndctl enable-dimm nmem0)")
+        region.enabled = True
+        self._record(lambda: setattr(region, "enabled", False), self._notify(Event.REGION_ENABLED, region),
+                     durable=False)
+        for dev in sorted(region.devices.values(), key=lambda d: d.id):
+            if dev.size:
+                self.enable_device(dev.name)
 
     def _run(self, dev: DevDax) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
@@ -563,13 +607,14 @@ class DaxBus:
             await trio.to_thread.run_sync(self.store.end)
 
     # --- a recorded layout taken in (layout.restore: before serving, no batch) ----------------------
-    def adopt_region(self, id_: int, res: Range, align: int, nodes: tuple[int, int],
+    def adopt_region(self, id_: int, res: Range, align: int, nodes: tuple[int, int], enabled: bool,
                      devices: list[tuple[int, int, Access, list[Range], bool, bool]],
                      seed: int | None, youngest: int | None) -> DaxRegion:
-        """The region as recorded, with its (target, NUMA) nodes and its
-        devices ((id, align, access, ranges, enabled, memmap_on_memory)
-        each) under their ids and fresh minors."""
+        """The region as recorded, with its (target, NUMA) nodes, whether
+        it is enabled, and its devices ((id, align, access, ranges, enabled,
+        memmap_on_memory) each) under their ids and fresh minors."""
         region = DaxRegion(id_, res, align, *nodes)
+        region.enabled = enabled
         self.memory.ensure(res.end)
         self.regions[id_] = region
         for dev_id, dev_align, access, ranges, enabled, memmap_on_memory in devices:
@@ -588,10 +633,69 @@ class DaxBus:
         self.generation += 1
         return region
 
-    def adopt_media(self, badblocks: Badblocks, injected: Badblocks, dirty_shutdown: int) -> None:
-        """The media as recorded: its poison, what was injected, the DIMM's unsafe-shutdown count."""
+    def adopt_media(self, badblocks: Badblocks, injected: Badblocks, dirty_shutdown: int, labels: bytes) -> None:
+        """The media as recorded: its poison, what was injected, the DIMM's
+        unsafe-shutdown count and its label area."""
         self.badblocks, self.injected, self.dirty_shutdown = badblocks, injected, dirty_shutdown
+        self.dimm.label_area[:len(labels)] = labels
         self.generation += 1
+
+    # --- the DIMM's label storage area ---------------------------------------------------------
+    @property
+    def dimm_busy(self) -> bool:
+        """An enabled region maps the DIMM: the kernel owns its labels then (nvdimm->busy)."""
+        return any(r.enabled for r in self.regions.values())
+
+    def disable_dimm(self) -> None:
+        """The DIMM's driver unbound (ndctl disable-dimm, and zero-labels
+        around its write): only while no enabled region maps it."""
+        if self.dimm_busy:
+            raise DaxError(errno.EBUSY, "the DIMM is in use by enabled regions: disable them first")
+        self._set_dimm(False)
+
+    def enable_dimm(self) -> None:
+        self._set_dimm(True)
+
+    def _set_dimm(self, enabled: bool) -> None:
+        dimm, old = self.dimm, self.dimm.enabled
+        dimm.enabled = enabled
+        self._record(lambda: setattr(dimm, "enabled", old),
+                     self._notify(Event.DIMM_ENABLED if enabled else Event.DIMM_DISABLED, dimm), durable=False)
+
+    def check_labels(self, offset: int, length: int) -> None:
+        """[offset, offset + length) lies in the label area (ND_CMD_*_CONFIG_DATA's bounds)."""
+        if offset < 0 or length < 0 or offset + length > LABEL_SIZE:
+            raise DaxError(errno.EINVAL, f"labels {offset}+{length} are outside the label area "
+                                         f"({LABEL_SIZE} bytes)")
+
+    def write_labels(self, offset: int, data: bytes) -> None:
+        """ND_CMD_SET_CONFIG_DATA: EBUSY while a region is enabled (the
+        kernel's nd_cmd_clear_to_send), as ndctl write-labels expects."""
+        self.check_labels(offset, len(data))
+        if self.dimm_busy:
+            raise DaxError(errno.EBUSY, "the DIMM's labels are in use by enabled regions: "
+                                        "disable them first (ndctl disable-region all)")
+        area = self.dimm.label_area
+        old = bytes(area[offset:offset + len(data)])
+        area[offset:offset + len(data)] = data
+        self._record(lambda: area.__setitem__(slice(offset, offset + len(old)), old))
+
+    # --- memory failure and soft offlining of device pages ---------------------------------------
+    def region_at(self, address: int) -> DaxRegion | None:
+        """The region holding memory-file address, if one does."""
+        return next((r for r in self.regions.values() if r.res.start <= address < r.res.end), None)
+
+    def offline_page(self, address: int, hard: bool) -> None:
+        """/sys/devices/system/memory/{hard,soft}_offline_page on a device
+        page: hard is memory_failure(), which poisons it for its mappers to
+        meet (MADV_HWPOISON's path); soft fails with EIO, since device memory
+        is never online memory (soft_offline_page: pfn_to_online_page)."""
+        page = address - address % PAGE_SIZE
+        if self.region_at(page) is None:
+            raise DaxError(errno.ENXIO, f"{address:#x} is not device memory")
+        if not hard:
+            raise DaxError(errno.EIO, f"{address:#x} is device memory, which cannot be soft-offlined")
+        self._change_media([sectors(page, PAGE_SIZE)], poison=True, injected=False)
 
     # --- media errors ---------------------------------------------------------------------------
     def _device_sectors(self, dev: DevDax, block: int, count: int) -> list[tuple[int, int]]:
@@ -721,6 +825,7 @@ class DaxBus:
             "id": region.id, "start": region.res.start, "resource": phys_base() + region.res.start,
             "size": region.size, "target_node": region.target_node, "numa_node": region.numa_node,
             "align": region.align, "available_size": region.available_size,
+            "state": "enabled" if region.enabled else "disabled",
             "devices": [{
                 "name": dev.name, "id": dev.id, "size": dev.size, "align": dev.align,
                 "state": "enabled" if dev.enabled else "disabled",

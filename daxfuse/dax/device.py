@@ -26,6 +26,11 @@ DEFAULT_SIZE = 1 << 30  # of region 0 of a new mount
 MEMREMAP_COMPAT_ALIGN = 2 << 20
 
 
+# The DIMM's label storage area (namespace labels, kept with the layout):
+# nfit_test's size, which ndctl's tests assume
+LABEL_SIZE = 128 << 10
+
+
 def is_aligned(value: int, align: int) -> bool:
     """IS_ALIGNED, the one test of a size or start against an align."""
     return value % align == 0
@@ -103,6 +108,10 @@ class DaxRegion:
         # NUMA_NO_NODE, which hides target_node, as on the kernel
         self.target_node = target_node
         self.numa_node = numa_node
+        # whether its provider is bound (an nd or CXL region's driver): while
+        # it is not, its devices are down and none comes up or changes shape,
+        # as the kernel's dax region is gone; its layout and data stay
+        self.enabled = True
         self.devices: dict[int, DevDax] = {}
         self.ida = Ida()
         # sysfs "seed": the first device created while no seed was set,
@@ -140,6 +149,16 @@ class DaxRegion:
             hi += 1
         self.free[lo:hi] = [Range(start, end)]
         self.available_size += r.size
+
+
+class Dimm:
+    """The NVDIMM every region maps: its driver binding, which regions
+    need to come up, and its label storage area (namespace labels)."""
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.label_area = bytearray(LABEL_SIZE)
+        self.changed = time.time_ns()
 
 
 class DevDax:

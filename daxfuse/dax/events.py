@@ -23,6 +23,11 @@ class Event(enum.Enum):
     # of a region (given the DaxRegion)
     REGION_ADDED = "region-added"
     REGION_REMOVED = "region-removed"
+    REGION_ENABLED = "region-enabled"
+    REGION_DISABLED = "region-disabled"
+    # of the DIMM (given the Dimm)
+    DIMM_ENABLED = "dimm-enabled"
+    DIMM_DISABLED = "dimm-disabled"
     # of a batch (given None): what a listener does once per batch (dropping
     # the kernel's caches) then costs the same for one change as for a thousand
     APPLIED = "applied"

@@ -1,9 +1,10 @@
 """The layout of a persistent memory file, kept in a record beside it
 (PATH.layout), as NVDIMM namespace labels live on the media: regions,
 devices with their ranges in order and states, seeds, bad blocks, and the
-DIMM's unsafe-shutdown count. The record's whole format is here: what a
-bus writes (snapshot), how one is rebuilt from it (restore), what a record
-must hold (check_record) and what mount options must agree with (check_options).
+DIMM's unsafe-shutdown count and label area. The record's whole format is
+here: what a bus writes (snapshot), how one is rebuilt from it (restore),
+what a record must hold (check_record) and what mount options must agree
+with (check_options).
 
 The record is versioned and checksummed (sha256 over its canonical JSON),
 and replaced atomically: written to PATH.layout.tmp, fsynced, renamed over
@@ -23,16 +24,18 @@ it needs no room, so a clean stop on a full disk is clean (the data is in
 the memory file; only a record not rewritten is older than the layout it
 served, which the next change rewrites).
 """
+import base64
 import errno
 import hashlib
 import json
 import os
+import zlib
 
 from ..core import files
 from ..core.errors import DaxError
 from ..core.units import INT_MAX, size_text
 from .badblocks import Badblocks
-from .device import ALIGNS, Access, Range, valid_id, valid_mode, valid_node
+from .device import ALIGNS, LABEL_SIZE, Access, Range, valid_id, valid_mode, valid_node
 
 FORMAT = "daxfuse-layout"
 VERSION = 2  # 1 kept "state" in the record itself, and had no memory_id
@@ -71,6 +74,8 @@ def check_record(record: dict) -> None:
         if not all(type(node) is int and valid_node(node)
                    for node in (r.get("target_node", 0), r.get("numa_node", 0))):
             raise ValueError(f"region {r['id']} target_node or numa_node")
+        if type(r.get("enabled", True)) is not bool:
+            raise ValueError(f"region {r['id']} enabled")
         if r["seed"] not in ids | {None} or r["youngest"] not in ids | {None}:
             raise ValueError(f"region {r['id']} seed")
         spans.append((start, start + size, f"region {r['id']}"))
@@ -92,6 +97,24 @@ def check_record(record: dict) -> None:
     for name in ("badblocks", "injected"):
         for first, count in record[name]:
             whole(first, name), whole(count, name)
+    labels(record)
+
+
+def labels(record: dict) -> bytes:
+    """The DIMM's label area a record holds (zlib, then base64; none: all
+    zeros, as a record written before labels were kept). ValueError for one
+    that is not that, or larger than the area."""
+    text = record.get("labels")
+    if text is None:
+        return bytes(LABEL_SIZE)
+    stream = zlib.decompressobj()
+    try:
+        data = stream.decompress(base64.b64decode(text, validate=True), LABEL_SIZE + 1)
+    except (TypeError, ValueError, zlib.error):
+        raise ValueError("labels are not zlib and base64") from None
+    if len(data) > LABEL_SIZE or not stream.eof:
+        raise ValueError(f"labels are not one zlib stream of at most {LABEL_SIZE} bytes")
+    return data
 
 
 def _apart(spans: list[tuple[int, int, str]]) -> None:
@@ -199,7 +222,7 @@ class LayoutStore:
             "dirty_shutdown": bus.dirty_shutdown,
             "regions": [{
                 "id": r.id, "start": r.res.start, "size": r.size, "align": r.align,
-                "target_node": r.target_node, "numa_node": r.numa_node,
+                "target_node": r.target_node, "numa_node": r.numa_node, "enabled": r.enabled,
                 "seed": r.seed and r.seed.id, "youngest": r.youngest and r.youngest.id,
                 "devices": [{"id": d.id, "size": d.size, "align": d.align, "enabled": d.enabled,
                              "memmap_on_memory": d.memmap_on_memory,
@@ -210,6 +233,7 @@ class LayoutStore:
             } for r in sorted(bus.regions.values(), key=lambda r: r.id)],
             "badblocks": bus.badblocks.ranges(),
             "injected": bus.injected.ranges(),
+            "labels": base64.b64encode(zlib.compress(bytes(bus.dimm.label_area))).decode(),
         }
 
     def restore(self, bus, record: dict) -> None:
@@ -222,13 +246,14 @@ class LayoutStore:
                         [Range(start, end) for start, end in d["ranges"]], d["enabled"],
                         d.get("memmap_on_memory", False)) for d in r["devices"]]
             region = bus.adopt_region(r["id"], Range(r["start"], r["start"] + r["size"]), r["align"],
-                                      (r.get("target_node", 0), r.get("numa_node", 0)), devices,
-                                      r["seed"], r["youngest"])
+                                      (r.get("target_node", 0), r.get("numa_node", 0)), r.get("enabled", True),
+                                      devices, r["seed"], r["youngest"])
             windowed += [region.devices[d["id"]] for d in r["devices"] if d.get("window")]
         for dev in windowed:
             bus.memory.recover([(r.start, r.size) for r in dev.ranges], dev.name)
         bus.memory.remove_stale_windows()
-        bus.adopt_media(Badblocks(record["badblocks"]), Badblocks(record["injected"]), record["dirty_shutdown"])
+        bus.adopt_media(Badblocks(record["badblocks"]), Badblocks(record["injected"]), record["dirty_shutdown"],
+                        labels(record))
 
     def check_options(self, record: dict, size: int | None, align: int | None, default_device: bool) -> None:
         """--size, --align and --no-default-device shape a new layout only:

@@ -70,4 +70,17 @@ struct daxfuse_range {
 #define DAXFUSE_ND_PKG_HEAD 64 /* struct nd_cmd_pkg before its payload; in_length at 16, out_length at 20 */
 #define DAXFUSE_ND_ARS_STATUS_SIZE 1584 /* its head (48) and 64 records of 24: the max_ars_out of ARS_CAP */
 
+/*
+ * /dev/nmem0's (daxfuse/views/labels.py), in the same form: the DIMM's label
+ * storage area. GET_CONFIG_DATA is {u32 in_offset, in_length, status; u8
+ * data[in_length]}, SET_CONFIG_DATA {u32 in_offset, in_length; u8
+ * data[in_length]; u32 status}: in_length at 4 in both, at most MAX_XFER
+ * (GET_CONFIG_SIZE's max_xfer), as ndctl reads and writes labels.
+ */
+#define DAXFUSE_ND_GET_CONFIG_SIZE 4
+#define DAXFUSE_ND_GET_CONFIG_DATA 5
+#define DAXFUSE_ND_SET_CONFIG_DATA 6
+#define DAXFUSE_ND_CONFIG_HEAD 12
+#define DAXFUSE_ND_MAX_XFER 4096
+
 #endif

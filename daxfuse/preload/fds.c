@@ -37,15 +37,31 @@ static long dev_minor(dev_t dev, ino_t ino, mode_t mode)
 	return (long)(ino - cfg.ino_base);
 }
 
+/* Which of the NVDIMM bus's nodes a file of the mount is (FD_NDCTL,
+ * FD_NMEM), or FD_OTHER. */
+static int bus_node(dev_t dev, ino_t ino, mode_t mode)
+{
+	int kind;
+
+	if (!cfg.active || dev != cfg.mnt_dev || !S_ISREG(mode))
+		return FD_OTHER;
+	for (kind = FD_NDCTL; kind <= FD_NMEM; kind++)
+		if (ino == cfg.bus_nodes[kind - FD_NDCTL].ino)
+			return kind;
+	return FD_OTHER;
+}
+
 /* The device number a file of the mount stands for, or 0 for none. */
 dev_t chardev_of(dev_t dev, ino_t ino, mode_t mode)
 {
 	long minor = dev_minor(dev, ino, mode);
+	int kind;
 
 	if (minor >= 0)
 		return makedev(cfg.major, minor);
-	if (cfg.active && dev == cfg.mnt_dev && S_ISREG(mode) && ino == cfg.ndctl_ino)
-		return makedev(cfg.ndctl_major, cfg.ndctl_minor);
+	kind = bus_node(dev, ino, mode);
+	if (kind != FD_OTHER)
+		return makedev(cfg.bus_nodes[kind - FD_NDCTL].major, cfg.bus_nodes[kind - FD_NDCTL].minor);
 	return 0;
 }
 
@@ -88,7 +104,7 @@ static int kind_now(int fd, long *minor)
 	*minor = dev_minor(dev, ino, mode);
 	if (*minor >= 0)
 		return FD_DAX;
-	return chardev_of(dev, ino, mode) ? FD_NDCTL : FD_OTHER;
+	return bus_node(dev, ino, mode);
 }
 
 static void note(int fd)
@@ -135,7 +151,7 @@ static int path_kind_at(int dirfd, const char *path, int flags)
 	minor = dev_minor(dev, stx.stx_ino, stx.stx_mode);
 	if (minor >= 0)
 		return FD_DAX;
-	return chardev_of(dev, stx.stx_ino, stx.stx_mode) ? FD_NDCTL : FD_OTHER;
+	return bus_node(dev, stx.stx_ino, stx.stx_mode);
 }
 
 int path_kind(const char *path)

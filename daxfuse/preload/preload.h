@@ -16,7 +16,7 @@
  *   direct.c    direct mappings: grants of a device's window by the daemon
  *   sigbus.c    SIGBUS: revived mappings, poison as memory failure, and the
  *               program's own handler behind ours
- *   ndctl.c     /dev/ndctl0's ioctls, answered by the daemon
+ *   ndctl.c     /dev/ndctl0's and /dev/nmem0's ioctls, answered by the daemon
  *   exec.c      the personality kept across exec, whatever environment
  *               a program gives its child
  *
@@ -54,8 +54,10 @@ struct config {
 	int active;
 	unsigned major;
 	unsigned long long ino_base;
-	unsigned long long ndctl_ino;
-	unsigned ndctl_major, ndctl_minor;
+	struct {  /* the NVDIMM bus's nodes, by kind - FD_NDCTL: /dev/ndctl0, /dev/nmem0 */
+		unsigned long long ino;
+		unsigned major, minor;
+	} bus_nodes[2];
 	int rw, direct, debug;
 	dev_t mnt_dev;
 	char mount[PATH_MAX];
@@ -65,7 +67,7 @@ void debug(const char *fmt, ...) HIDDEN __attribute__((format(printf, 1, 2)));
 void loud(const char *fmt, ...) HIDDEN __attribute__((format(printf, 1, 2)));
 
 /* fds.c */
-enum { FD_OTHER, FD_DAX, FD_NDCTL };
+enum { FD_OTHER, FD_DAX, FD_NDCTL, FD_NMEM };
 int fd_kind(int fd) HIDDEN;
 int path_kind(const char *path) HIDDEN;
 long fd_minor(int fd) HIDDEN;
@@ -127,7 +129,7 @@ int map_remap(struct dax_map *m, long grant, int window) HIDDEN;
 void exec_init(const char *personality) HIDDEN;
 
 /* ndctl.c */
-int ndctl_ioctl(int fd, unsigned int request, void *arg) HIDDEN;
+int ndctl_ioctl(int fd, int kind, unsigned int request, void *arg) HIDDEN;
 
 /* sigbus.c */
 void sigbus_install(void) HIDDEN;

@@ -12,11 +12,13 @@ emulator's. Host nodes are passed through live.
 import os
 import stat
 
+from ..core.errors import DaxError
 from .nodes import Dir, HostFile, Link, Node
 
 HOST_SYS = "/sys"
 MERGED = {(), ("bus",), ("bus", "platform"), ("bus", "platform", "devices"), ("class",), ("dev",),
-          ("dev", "char"), ("devices",), ("devices", "platform"), ("devices", "virtual"), ("module",)}
+          ("dev", "char"), ("devices",), ("devices", "platform"), ("devices", "system"),
+          ("devices", "system", "memory"), ("devices", "virtual"), ("module",)}
 
 
 def overlay(emulated: Dir, host: str = HOST_SYS, path: tuple[str, ...] = ()) -> Dir:
@@ -55,6 +57,19 @@ def host_node(path: str) -> Node | None:
         except OSError:
             return None
     return HostFile(path) if stat.S_ISREG(st.st_mode) else None
+
+
+def host_write(path: str, data: str) -> None:
+    """data written to the host's file at path, as the daemon's user: what
+    the host kernel answers for what is its own (its errno, if it fails)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            os.write(fd, data.encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise DaxError(e.errno, f"{path}: {e.strerror}") from None
 
 
 def _listing(path: str) -> list[str]:

@@ -6,7 +6,14 @@ One emulated bus (provider daxfuse, an NFIT bus: nfit/revision turns that
 on) with one DIMM, nmem0, that every region maps; each dax region R is nd
 regionR, and each device of it with a size is namespaceR.I in devdax mode
 whose nd dax device daxR.I holds its dax_region/ and the device-dax
-instance. The instance itself stays under its dynamic dax region
+instance.
+
+The drivers bind and unbind as ndctl drives them: nd_region's unbind of
+regionR disables the region (DaxBus.disable_region: its namespaces go,
+its devices are down), its bind enables it again; dax_pmem's unbind of an
+nd dax device disables the device (ndctl disable-namespace), nd_pmem's bind
+of its namespace or dax_pmem's of it enables it (enable-namespace). The
+nd dax device is bound while its device is enabled. The instance itself stays under its dynamic dax region
 (platform/daxfuse.R, where daxctl creates and destroys devices): the nd dax
 device holds a link to it. Under the kernel's dax_pmem it would hold the
 instance itself, but every device would then be a static dax region of its
@@ -17,10 +24,10 @@ import errno
 import functools
 import uuid
 
-from ..dax import ALIGNS, DaxBus, DaxRegion, DevDax
+from ..dax import ALIGNS, DaxBus, DaxRegion, DevDax, Dimm
 from ..dax.badblocks import SECTOR
 from ..core.devt import NDCTL_MAJOR, NMEM_MAJOR
-from ..core.errors import DaxError
+from ..core.errors import DaxError, shown
 from .nodes import Attr, Link, Node, group, table
 from ..core.units import parse_count, parse_index
 from ..memory import phys_base
@@ -56,19 +63,32 @@ def _uuid(kind: str, dev: DevDax) -> str:
     return str(uuid.uuid5(_UUIDS, f"{kind}/{dev.name}/{dev.dax_dev.minor}"))
 
 
-def _refuse_namespace_change(data: str) -> list:
-    raise DaxError(errno.EOPNOTSUPP, "namespaces follow the devices: manage them with the control "
-                                     "file, the dax sysfs view or daxctl")
+def _written(data: str) -> str:
+    return data.replace("\0", "").strip()
 
 
-# What ndctl disable-namespace, destroy-namespace and disable-region write:
-# they fail with EOPNOTSUPP ("Operation not supported").
-_NAMESPACES_FIXED = Attr(0o200, store=_refuse_namespace_change)
 _ONE, _ZERO = _ro("1\n"), _ro("0\n")
 _REGION_MODALIAS, _NSTYPE = _ro("nd:t2\n"), _ro("5\n")
 _PERSISTENCE_DOMAIN = _ro(f"{PERSISTENCE_DOMAIN}\n")
 _ND_REGION_DRIVER = Link("../../../../../bus/nd/drivers/nd_region")
 _ND_REGION_SUBSYSTEM = Link("../../../../../bus/nd")
+_NVDIMM_DRIVER = Link("../../../../../bus/nd/drivers/nvdimm")
+_DAX_PMEM_DRIVER = Link("../../../../../../bus/nd/drivers/dax_pmem")
+_DEVICE_DRIVERS = ("nd_pmem", "dax_pmem")  # of a namespace, and of its nd dax device
+_DRIVERS = ("nvdimm", "nd_region", *_DEVICE_DRIVERS)
+
+
+def _claim(dev: DevDax, data: str) -> list:
+    """An nd dax device's `namespace`: ndctl disable-namespace clears it
+    once the device is down (EBUSY before, as the kernel's); the claim
+    follows the device here, so clearing it or naming its own namespace
+    changes nothing, and any other name is ENODEV."""
+    name = _written(data)
+    if dev.enabled:
+        raise DaxError(errno.EBUSY, f"{dev.name} is bound: unbind it first")
+    if name not in ("", f"namespace{dev.region.id}.{dev.id}"):
+        raise DaxError(errno.ENODEV, f"{dev.name} holds no namespace {shown(name)}")
+    return []
 
 
 class NdBusView:
@@ -91,13 +111,48 @@ class NdBusView:
         return table({"ndctl0": _static(Link(f"../../{BUS}/ndctl0"))})
 
     def bus_nd(self) -> Node:
-        names = ["nvdimm", "nd_region", "nd_pmem", "dax_pmem"]
         return table({
             "devices": self._bus_devices,
-            "drivers": _static(table({n: _static(table({"bind": _static(_NAMESPACES_FIXED),
-                                                           "unbind": _static(_NAMESPACES_FIXED)}))
-                                      for n in names})),
+            "drivers": _static(table({driver: functools.partial(self._driver, driver) for driver in _DRIVERS})),
         })
+
+    # --- the drivers ---------------------------------------------------------------------------
+    def _driver(self, driver: str) -> Node:
+        return table({"bind": _static(Attr(0o200, store=functools.partial(self._bind, driver))),
+                      "unbind": _static(Attr(0o200, store=functools.partial(self._unbind, driver)))})
+
+    def _driven(self, driver: str, name: str):
+        """(bound, bind, unbind) of the device called name that driver
+        drives, as bus operations (None: what the kernel would not do), or
+        None when driver matches no such device (bind_store's ENODEV)."""
+        bus = self.bus
+        if driver == "nd_region" and (region := self._region_named(name)):
+            return (region.enabled, functools.partial(bus.enable_region, region.id),
+                    functools.partial(bus.disable_region, region.id))
+        if driver == "nvdimm":
+            return (bus.dimm.enabled, bus.enable_dimm, bus.disable_dimm) if name == "nmem0" else None
+        dev = self._namespaced_named(name)
+        if dev is None or driver not in _DEVICE_DRIVERS or name.startswith("namespace") != (driver == "nd_pmem"):
+            return None
+        # a namespace is claimed by its nd dax device, never bound itself
+        return (dev.enabled, functools.partial(bus.enable_device, dev.name),
+                functools.partial(bus.disable_device, dev.name) if driver == "dax_pmem" else None)
+
+    def _bind(self, driver: str, data: str) -> list:
+        name = _written(data)
+        found = self._driven(driver, name)
+        if found is None:
+            raise DaxError(errno.ENODEV, f"{driver} drives no device {shown(name)}")
+        if found[0]:
+            raise DaxError(errno.EBUSY, f"{name} is bound already")
+        return [found[1]]
+
+    def _unbind(self, driver: str, data: str) -> list:
+        name = _written(data)
+        found = self._driven(driver, name)
+        if found is None or not found[0] or found[2] is None:
+            raise DaxError(errno.ENODEV, f"{shown(name)} is not bound to {driver}")
+        return [found[2]]
 
     def devts(self) -> dict:
         """/sys/dev/char entries of the bus's character devices."""
@@ -105,13 +160,23 @@ class NdBusView:
                 NMEM_DEVT: _static(Link(f"../../{BUS}/nmem0"))}
 
     # --- what a change makes stale (SysfsView.places, listings, changed) ---------------------
-    def places(self, subject: DevDax | DaxRegion) -> list[tuple[tuple[str, ...], str]]:
-        if type(subject) is DaxRegion:
-            return [(("bus", "nd", "devices"), f"region{subject.id}"), (_NDBUS, f"region{subject.id}")]
-        namespace, region = f"namespace{subject.region.id}.{subject.id}", _NDBUS + (f"region{subject.region.id}",)
-        return [(("bus", "nd", "devices"), namespace), (("bus", "nd", "devices"), subject.name),
-                (region, namespace), (region, subject.name),
+    def places(self, subject: DevDax | DaxRegion | Dimm) -> list[tuple[tuple[str, ...], str]]:
+        if type(subject) is Dimm:
+            return [(_NDBUS + ("nmem0",), "driver")]
+        if type(subject) is DaxRegion:  # enabled or disabled, its namespaces come or go with it
+            return [(("bus", "nd", "devices"), f"region{subject.id}"), (_NDBUS, f"region{subject.id}"),
+                    (_NDBUS + (f"region{subject.id}",), "driver"),
+                    *(place for dev in subject.devices.values() if dev.size for place in self._namespace_places(dev))]
+        region = _NDBUS + (f"region{subject.region.id}",)
+        return [*self._namespace_places(subject), (region + (subject.name,), "driver"),
                 *((region, name) for name in self._nd_region_attrs)]  # they show the region's changes
+
+    @staticmethod
+    def _namespace_places(dev: DevDax) -> list[tuple[tuple[str, ...], str]]:
+        """The entries of dev's namespace and nd dax device."""
+        namespace, region = f"namespace{dev.region.id}.{dev.id}", _NDBUS + (f"region{dev.region.id}",)
+        return [(("bus", "nd", "devices"), namespace), (("bus", "nd", "devices"), dev.name),
+                (region, namespace), (region, dev.name)]
 
     def listings(self) -> list[tuple[str, ...]]:
         return [("bus", "nd", "devices"), _NDBUS, *(_NDBUS + (f"region{r}",) for r in self.bus.regions)]
@@ -157,7 +222,7 @@ class NdBusView:
     def _namespaced_named(self, name: str) -> DevDax | None:
         """The device with a size whose namespaceR.I or nd dax daxR.I is name."""
         dev = self.bus.find_device(name.replace("namespace", "dax", 1) if name.startswith("namespace") else name)
-        return dev if dev is not None and dev.size else None
+        return dev if dev is not None and dev.size and dev.region.enabled else None
 
     def _bus_attrs(self) -> dict:
         attrs = {
@@ -187,6 +252,7 @@ class NdBusView:
                 "device": "0x0", "rev_id": "0x0", "family": "0", "dsm_mask": "0x0", "flags": "",
                 "formats": "1", "format": "0x101"}
         nfit_table = {name: _static(_ro(f"{value}\n")) for name, value in nfit.items()}
+        bus = self.bus
         nfit_table["dirty_shutdown"] = lambda: _val(lambda: f"{self.bus.dirty_shutdown}\n")
         return {
             "dev": _static(_ro(f"{NMEM_DEVT}\n")),
@@ -195,15 +261,19 @@ class NdBusView:
             "modalias": _static(_ro("nd:t1\n")),
             "flags": _static(_ro("\n")),
             "security": _static(_ro("disabled\n")),
+            # whether the kernel owns its labels (an enabled region maps it): ndctl writes them only when idle
+            "state": _static(_val(lambda: "active\n" if bus.dimm_busy else "idle\n")),
             "nfit": _static(table(nfit_table)),
-            "driver": _static(Link("../../../../../bus/nd/drivers/nvdimm")),
+            "driver": lambda: _NVDIMM_DRIVER if bus.dimm.enabled else None,
             "subsystem": _static(Link("../../../../../bus/nd")),
         }
 
     # --- a region ----------------------------------------------------------------------------
     @staticmethod
     def _namespaced(region: DaxRegion) -> list[DevDax]:
-        """The devices that have a namespace: those with a size."""
+        """The devices that have a namespace: those with a size, while their region is enabled."""
+        if not region.enabled:
+            return []
         return [d for d in sorted(region.devices.values(), key=lambda d: d.id) if d.size]
 
     def _nd_region_attributes(self) -> dict:
@@ -233,7 +303,7 @@ class NdBusView:
                 f"{s - region.res.start // SECTOR} {c}\n"
                 for s, c in bus.badblocks.within(region.res.start // SECTOR, region.size // SECTOR)),
                 store=functools.partial(self._badblocks_store, region)),
-            "driver": lambda region: _ND_REGION_DRIVER,
+            "driver": lambda region: _ND_REGION_DRIVER if region.enabled else None,
             "subsystem": lambda region: _ND_REGION_SUBSYSTEM,
         }
 
@@ -288,7 +358,8 @@ class NdBusView:
             "modalias": _static(_ro("nd:t7\n")),
             "uuid": _static(_ro(f"{_uuid('dax', dev)}\n")),
             "mode": _static(_ro("pmem\n")),
-            "namespace": _static(_ro(f"namespace{region.id}.{dev.id}\n")),
+            "namespace": _static(Attr(0o644, show=lambda: f"namespace{region.id}.{dev.id}\n",
+                                      store=functools.partial(_claim, dev))),
             "align": _static(_val(lambda: f"{dev.align}\n")),
             "size": _static(_val(lambda: f"{dev.size}\n")),
             "resource": _static(_val(lambda: f"{phys_base() + dev.ranges[0].start:#x}\n")),
@@ -301,6 +372,6 @@ class NdBusView:
                 "available_size": _static(_ro("0\n")),
             })),
             dev.name: _static(Link(_up(f"{self._region_dir(region.id)}/{dev.name}", 4))),
-            "driver": _static(Link("../../../../../../bus/nd/drivers/dax_pmem")),
+            "driver": lambda: _DAX_PMEM_DRIVER if dev.enabled else None,
             "subsystem": _static(Link("../../../../../../bus/nd")),
         })

@@ -12,9 +12,10 @@ import functools
 import re
 import string
 
-from ..dax import DaxBus, DaxRegion, DevDax
+from ..dax import DaxBus, DaxRegion, DevDax, Dimm
 from ..core.devt import DAX_MAJOR
 from ..core.errors import DaxError, shown
+from .host import host_write
 from .ndbus import BUS_DIR, NdBusView
 from .nodes import Attr, Dir, Link, Node, group, table
 from ..core.units import U64_MAX, bounded_int, parse_index
@@ -126,6 +127,9 @@ class SysfsView:
             "class": _static(table({"nd": self.nd.class_nd})),
             "devices": _static(table({
                 "platform": lambda: Dir(self._platform_names, self._platform),
+                "system": _static(table({"memory": _static(table({
+                    f"{kind}_offline_page": _static(Attr(0o200, store=functools.partial(self._offline_page, kind)))
+                    for kind in ("hard", "soft")}))})),
                 "virtual": _static(table({"daxfuse": _static(table({
                     "subsystem": _static(Link("../../../bus/dax"))}))})),
             })),
@@ -188,6 +192,15 @@ class SysfsView:
     def _devt_device(self, devt: str) -> DevDax | None:
         major, _, minor = devt.partition(":")
         return self.bus.device_of_minor(parse_index(minor)) if major == str(DAX_MAJOR) else None
+
+    def _offline_page(self, kind: str, data: str) -> list:
+        """{hard,soft}_offline_page: a physical address (the page it lies
+        in) of device memory goes to the bus; any other is the host's."""
+        offset = _number(data) - phys_base()
+        if offset >= 0 and self.bus.region_at(offset):
+            return [functools.partial(self.bus.offline_page, offset, kind == "hard")]
+        host_write(f"/sys/devices/system/memory/{kind}_offline_page", data)
+        return []
 
     # --- a region: dax_region/ and its devices ------------------------------------------------
     def _region(self, dirname: str) -> Node | None:
@@ -268,10 +281,12 @@ class SysfsView:
                       for field, get in fields.items()})
 
     # --- what a change makes stale ----------------------------------------------------------
-    def places(self, subject: DevDax | DaxRegion) -> list[tuple[tuple[str, ...], str]]:
+    def places(self, subject: DevDax | DaxRegion | Dimm) -> list[tuple[tuple[str, ...], str]]:
         """(directory, name) of every entry that shows subject, or holds
         what a change to it changes (its region's dax_region/): the
         kernel's cached entries that a change to subject makes stale."""
+        if type(subject) is Dimm:
+            return self.nd.places(subject)
         if type(subject) is DaxRegion:
             return [(("devices", "platform"), REGION_DIR.format(subject.id)),
                     (("bus", "platform", "devices"), REGION_DIR.format(subject.id)), *self.nd.places(subject)]

@@ -7,15 +7,16 @@ import functools
 import os
 
 from .control import Control
-from ..dax import DaxBus, DaxRegion, DevDax
+from ..dax import DaxBus, DaxRegion, DevDax, Dimm
 from .ars import NdctlFile
+from .labels import NmemFile
 from .devdir import HOST_DEV, HOST_MOUNTED
-from ..core.devt import NDCTL_INO
+from ..core.devt import NDCTL_INO, NMEM_INO
 from .host import overlay
 from .nodes import Attr, AttrFile, Chardev, Device, Dir, HostFile, HostFileHandle, Link, Mountpoint, table
 from .sysfs import SysfsView, kernfs_order
 
-NDCTL = "ndctl0"
+NDCTL, NMEM = "ndctl0", "nmem0"
 
 
 class Tree:
@@ -24,7 +25,8 @@ class Tree:
         self.control = Control(bus)
         self.sysfs = SysfsView(bus)
         self.sys = overlay(self.sysfs.root)  # the host's /sys beneath
-        self.ndctl = Chardev(NDCTL_INO, functools.partial(NdctlFile, bus))
+        self.chardevs = {NDCTL: Chardev(NDCTL_INO, functools.partial(NdctlFile, bus)),
+                         NMEM: Chardev(NMEM_INO, functools.partial(NmemFile, bus))}
         self.direct_socket: str | None = None  # where direct mappings are asked for, once it serves
         self.root = table({
             ".direct": lambda: self.direct_socket and Link(self.direct_socket),
@@ -43,13 +45,13 @@ class Tree:
 
     def _dev_names(self) -> list[str]:
         devices = self._device_names()
-        return [HOST_DEV, NDCTL] + devices + sorted(set(os.listdir("/dev")) - set(devices) - {NDCTL})
+        return [HOST_DEV, *self.chardevs] + devices + sorted(set(os.listdir("/dev")) - set(devices) - set(self.chardevs))
 
     def _dev(self, name: str):
         if name == HOST_DEV:
             return Dir(lambda: [], lambda _: None)
-        if name == NDCTL:
-            return self.ndctl
+        if name in self.chardevs:
+            return self.chardevs[name]
         if name.startswith("dax") and (node := self._device(name)):
             return node
         host = f"/dev/{name}"
@@ -84,7 +86,7 @@ class Tree:
                 return self.sysfs.changed(tuple(rest))
         return None
 
-    def places(self, subject: DevDax | DaxRegion) -> list[tuple[tuple[str, ...], str]]:
+    def places(self, subject: DevDax | DaxRegion | Dimm) -> list[tuple[tuple[str, ...], str]]:
         """(directory, name) of every entry a change to subject makes stale."""
         devices = [(("dax",), subject.name), (("dev",), subject.name)] if type(subject) is DevDax else []
         return devices + [(("sys", *parent), name) for parent, name in self.sysfs.places(subject)]

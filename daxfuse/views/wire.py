@@ -1,5 +1,5 @@
 """What the personality library and the daemon send each other (the
-direct-mapping protocol, /dev/ndctl0's ioctls), read from the C header that
+direct-mapping protocol, /dev/ndctl0's and /dev/nmem0's ioctls), read from the C header that
 the library compiles with (daxfuse/preload/daxfuse_wire.h), so that the two
 sides cannot disagree: its #defines become constants here, its structures
 struct.Struct formats with named fields."""
@@ -43,6 +43,11 @@ ND_CLEAR_ERROR = CONSTANTS["DAXFUSE_ND_CLEAR_ERROR"]
 ND_CALL = CONSTANTS["DAXFUSE_ND_CALL"]
 ND_PKG_HEAD = CONSTANTS["DAXFUSE_ND_PKG_HEAD"]
 ND_ARS_STATUS_SIZE = CONSTANTS["DAXFUSE_ND_ARS_STATUS_SIZE"]
+ND_GET_CONFIG_SIZE = CONSTANTS["DAXFUSE_ND_GET_CONFIG_SIZE"]
+ND_GET_CONFIG_DATA = CONSTANTS["DAXFUSE_ND_GET_CONFIG_DATA"]
+ND_SET_CONFIG_DATA = CONSTANTS["DAXFUSE_ND_SET_CONFIG_DATA"]
+ND_CONFIG_HEAD = CONSTANTS["DAXFUSE_ND_CONFIG_HEAD"]
+ND_MAX_XFER = CONSTANTS["DAXFUSE_ND_MAX_XFER"]
 REQUEST, Request = STRUCTS["daxfuse_request"]
 REPLY, Reply = STRUCTS["daxfuse_reply"]
 RANGE, _ = STRUCTS["daxfuse_range"]
