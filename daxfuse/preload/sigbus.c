@@ -15,6 +15,13 @@
  * sysv_signal set and report that one. A runtime that installs its handler
  * with a raw rt_sigaction (Go) replaces the library's: its mappings are not
  * revived, and a fault is its SIGBUS, never stale memory.
+ *
+ * A fault the kernel finds blocked kills the process without a handler,
+ * so once installed SIGBUS is never blocked for real: sigprocmask and
+ * pthread_sigmask block it in what the program sees alone (QEMU blocks it
+ * in every thread, for its signalfd), and the thread that installs the
+ * handler has it unblocked. A SIGBUS sent to a thread that asked for it
+ * blocked waits until the thread unblocks it, as a blocked one would.
  */
 #include "preload.h"
 
@@ -25,8 +32,13 @@
 
 DECLARE(int, sigaction, int, const struct sigaction *, struct sigaction *);
 
+DECLARE(int, sigprocmask, int, const sigset_t *, sigset_t *);
+DECLARE(int, pthread_sigmask, int, const sigset_t *, sigset_t *);
+
 static struct sigaction program;  /* what the program asked for SIGBUS */
 static int installed;
+static __thread int program_blocks;  /* this thread asked for SIGBUS blocked */
+static __thread int held;  /* a sent SIGBUS waits for the program to unblock it */
 
 static int page_shift(size_t n)
 {
@@ -98,6 +110,10 @@ static void handler(int sig, siginfo_t *si, void *uc)
 	struct dax_map *m;
 	siginfo_t copy;
 
+	if (si->si_code <= 0 && program_blocks) {
+		held = 1;
+		return;
+	}
 	if (si->si_code > 0 && (m = map_claim_at((uintptr_t)si->si_addr))) {
 		r = resolve(m, (uintptr_t)si->si_addr);
 		if (r == 2) {
@@ -111,6 +127,57 @@ static void handler(int sig, siginfo_t *si, void *uc)
 	errno = saved;
 	if (r != 1)
 		to_program(sig, si, uc);
+}
+
+/* SIGBUS unblocked for real in this thread, blocked in what the program sees if it was. */
+static void unblock_here(void)
+{
+	sigset_t bus, old;
+
+	RESOLVE(pthread_sigmask);
+	sigemptyset(&bus);
+	sigaddset(&bus, SIGBUS);
+	if (REAL(pthread_sigmask)(SIG_UNBLOCK, &bus, &old) == 0 && sigismember(&old, SIGBUS))
+		program_blocks = 1;
+}
+
+/* A mask change, as the program asked (how, set), made with SIGBUS left
+ * unblocked once the handler is installed; old as the program would see it. */
+static int change_mask(int (*real)(int, const sigset_t *, sigset_t *), int how, const sigset_t *set, sigset_t *old)
+{
+	int asked = program_blocks, rc;
+	sigset_t mine;
+
+	if (!set || !__atomic_load_n(&installed, __ATOMIC_ACQUIRE) || how == SIG_UNBLOCK) {
+		rc = real(how, set, old);
+		if (rc == 0 && set && how == SIG_UNBLOCK && sigismember(set, SIGBUS))
+			program_blocks = 0;
+	} else {
+		mine = *set;
+		sigdelset(&mine, SIGBUS);
+		rc = real(how, &mine, old);
+		if (rc == 0)
+			program_blocks = sigismember(set, SIGBUS) || (how == SIG_BLOCK && asked);
+	}
+	if (rc == 0 && old && asked)
+		sigaddset(old, SIGBUS);
+	if (rc == 0 && held && !program_blocks) {
+		held = 0;
+		raise(SIGBUS);
+	}
+	return rc;
+}
+
+int sigprocmask(int how, const sigset_t *set, sigset_t *old)
+{
+	RESOLVE(sigprocmask);
+	return change_mask(REAL(sigprocmask), how, set, old);
+}
+
+int pthread_sigmask(int how, const sigset_t *set, sigset_t *old)
+{
+	RESOLVE(pthread_sigmask);
+	return change_mask(REAL(pthread_sigmask), how, set, old);
 }
 
 /* Ours, with the program's mask and flags, so that its handler runs as it asked. */
@@ -130,6 +197,7 @@ void sigbus_install(void)
 		return;
 	REAL(sigaction)(SIGBUS, NULL, &program);
 	reinstall();
+	unblock_here();
 	debug("SIGBUS handler installed");
 }
 

@@ -29,6 +29,10 @@
  *               "stored after" at 8 (prints the marker); a SIGBUS handler of
  *               libc's catches a fault and prints "sigbus CODE", and the
  *               next line tries again
+ *   blocked     as QEMU: SIGBUS blocked (pthread_sigmask) before the mapping
+ *               is made; prints "ready" and whether SIGBUS still shows as
+ *               blocked; after a line reads the marker (prints it), with no
+ *               handler: a fault it met blocked would kill it
  *   ppoll       blocks every signal, sleeps in ppoll() for 3 s, exits 0
  */
 #define _GNU_SOURCE
@@ -138,6 +142,23 @@ static int revive(void)
 	return 0;
 }
 
+/* The steps of "blocked". */
+static int blocked(void)
+{
+	char line[16], marker[32];
+	sigset_t now;
+
+	pthread_sigmask(SIG_BLOCK, NULL, &now);
+	printf("ready blocked=%d\n", sigismember(&now, SIGBUS));
+	fflush(stdout);
+	while (fgets(line, sizeof(line), stdin)) {
+		memcpy(marker, (char *)mem + (1 << 20), sizeof(marker));
+		printf("read %.*s\n", (int)sizeof(marker), marker);
+		fflush(stdout);
+	}
+	return 0;
+}
+
 /* "late": read-only first, so that the writable mapping needs a grant of its own. */
 static int late(int fd)
 {
@@ -187,6 +208,13 @@ int main(int argc, char **argv)
 
 	if (!strcmp(mode, "late"))
 		return late(fd);
+	if (!strcmp(mode, "blocked")) {
+		sigset_t bus;
+
+		sigemptyset(&bus);
+		sigaddset(&bus, SIGBUS);
+		pthread_sigmask(SIG_BLOCK, &bus, NULL);
+	}
 	mem = mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (argc != 3 || fd < 0 || mem == MAP_FAILED) {
 		perror("revoke");
@@ -200,6 +228,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(mode, "revive"))
 		return revive();
+	if (!strcmp(mode, "blocked"))
+		return blocked();
 	if (!strcmp(mode, "ppoll")) {
 		sigset_t all;
 		struct timespec three = {3, 0};
