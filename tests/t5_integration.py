@@ -10,7 +10,7 @@ SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "scripts", "integration"
 
 
 @pytest.mark.parametrize("script", ["fio", "fio-devdax", "pmdk", "pmdk-devdax", "pmdk-unsafe-shutdown",
-                                    "media-errors", "mmap", "hotunplug", "go-mapper", "jvm-mapper"])
+                                    "media-errors", "mmap", "hotunplug", "go-mapper", "jvm-mapper", "qemu"])
 def test_script(fuse, script):
     r = subprocess.run([os.path.join(SCRIPTS, script)], capture_output=True, text=True, timeout=580)
     print(r.stdout)
