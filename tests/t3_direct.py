@@ -243,6 +243,27 @@ def test_a_mapper_that_blocks_sigbus_is_revived_not_killed(mount, revoke):
         mapper.close()
 
 
+def test_a_fresh_open_reads_what_a_direct_mapping_stored_behind_the_page_cache(mount):
+    """A buffered read cached a page; stores through a direct mapping do not
+    pass the page cache: the next open of the device reads them."""
+    d, _ = mount
+    device = d.path("dax", "dax0.0")
+    fd = os.open(device, os.O_RDONLY)
+    assert os.pread(fd, 8, 1 << 20) != b"AAAAAAAA"  # now in the page cache
+    os.close(fd)
+    storer = subprocess.Popen([*DAXFUSE, "exec", "-m", d.mountpoint, "--", sys.executable, "-c",
+                               "import mmap, os, sys\nm = mmap.mmap(os.open('/dev/dax0.0', os.O_RDWR), 2 << 20)\n"
+                               "m[1 << 20:(1 << 20) + 8] = b'AAAAAAAA'\nprint('stored', flush=True)\n"
+                               "sys.stdin.readline()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert storer.stdout.readline() == "stored\n"
+        fd = os.open(device, os.O_RDONLY)
+        assert os.pread(fd, 8, 1 << 20) == b"AAAAAAAA"
+        os.close(fd)
+    finally:
+        storer.communicate("\n", timeout=30)
+
+
 def unix_receive_queues(pid: int) -> list[int]:
     """How many messages wait in each Unix socket pid holds (sock_diag with
     UDIAG_SHOW_RQLEN: what `ss -x` reads)."""

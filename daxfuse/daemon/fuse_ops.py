@@ -314,7 +314,9 @@ class DaxOperations(pyfuse3.Operations):
             self._handles[fh] = DaxFile(self.bus, entry[0].dax_dev)
             # O_DIRECT needs no FOPEN_DIRECT_IO: the kernel's own direct I/O
             # path is as fast (scripts/bench) and, unlike it, allows MAP_SHARED.
-            return pyfuse3.FileInfo(fh=fh)
+            # While the device is mapped directly, stores reach its memory
+            # behind the page cache: an open then starts from a dropped one.
+            return pyfuse3.FileInfo(fh=fh, keep_cache=entry[0].window is None)
         _, node = self._node(inode)
         handle = self.tree.open(node, flags)
         if handle is None:
