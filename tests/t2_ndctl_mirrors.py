@@ -90,12 +90,7 @@ def test_dax_pmd_directio(daxfuse_factory, dax_pmd, tmp_path, align):
     no_kernel_warnings(d)
 
 
-@pytest.mark.parametrize("align", [
-    pytest.param("4K", marks=pytest.mark.xfail(strict=True, reason=(
-        "the preload's mremap moves only whole device mappings (mappings.c dax_mremap: EINVAL when the range "
-        "is not the whole mapping); the kernel asks dev_dax_may_split at both ends, which a 4K device "
-        "always passes, and moves the page"))),
-    "2M", "1G"])
+@pytest.mark.parametrize("align", ["4K", "2M", "1G"])
 def test_dax_pmd_remap(daxfuse_factory, dax_pmd, align):
     """dax-pmd.c's test_dax_remap on a device-dax mapping: mremap of its
     first 4 KiB onto an anonymous mapping. The kernel (5.9 on: mremap asks

@@ -176,3 +176,43 @@ def test_madv_hwpoison_of_a_device_page_is_memory_failure(daxfuse_factory, progr
     assert r.returncode == 0 and r.stdout.endswith("all checks passed\n"), r.stdout + r.stderr
     page = (4096 if align == "4K" else 2 << 20) // 512
     assert d.layout()[0]["devices"][0]["badblocks"] == [{"offset": page, "length": 8}]
+
+
+MREMAP = r"""
+import ctypes, errno, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = libc.mremap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
+M2, MAYMOVE, FIXED = 2 << 20, 1, 2
+fd = __import__("os").open("/dev/dax0.0", 2)
+base = libc.mmap(None, 2 * M2, 3, 1, fd, 0)  # PROT_READ | PROT_WRITE, MAP_SHARED
+ctypes.memmove(base, b"first", 5)
+ctypes.memmove(base + M2, b"second", 6)
+spare = libc.mmap(None, 4 * M2, 0, 0x22, -1, 0)  # PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS
+target = (spare + M2 - 1) & ~(M2 - 1)
+
+def remap(old, old_len, new_len, flags, new=None):
+    p = libc.mremap(old, old_len, new_len, flags, new)
+    return "ok" if p != 2**64 - 1 else errno.errorcode[ctypes.get_errno()]
+
+print("unaligned part", remap(base + 4096, 4096, 4096, MAYMOVE | FIXED, target))
+print("aligned half", remap(base + M2, M2, M2, MAYMOVE | FIXED, target),
+      ctypes.string_at(target, 6), ctypes.string_at(base, 5))
+print("past its end", remap(base, 2 * M2, 2 * M2, MAYMOVE))
+p = libc.mremap(base, M2, 2 * M2, MAYMOVE, None)
+print("grown", p % M2 == 0, ctypes.string_at(p, 5), ctypes.string_at(p + M2, 6))
+print("shrunk", remap(p, 2 * M2, M2, 0), ctypes.string_at(p, 5))
+"""
+
+
+def test_mremap_moves_grows_and_shrinks_parts_of_a_mapping_on_its_align(daxfuse_factory):
+    """As dev_dax_may_split lets a VMA split: a part of a mapping moves if it
+    starts and ends on the device's align (the rest stays mapped where it
+    was); a part off the align is EINVAL, one past the mapping's end EFAULT;
+    a mapping grows by moving to an aligned address, and shrinks in place."""
+    d = daxfuse_factory("--size", "64M")
+    r = inside(d, sys.executable, "-c", MREMAP)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["unaligned part EINVAL", "aligned half ok b'second' b'first'",
+                                     "past its end EFAULT", "grown True b'first' b'second'", "shrunk ok b'first'"]

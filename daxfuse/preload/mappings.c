@@ -567,17 +567,25 @@ int msync(void *addr, size_t len, int flags)
 	return REAL(msync)(addr, len, flags);
 }
 
-/* A device mapping moves and grows as its VMA would on the kernel: to an
- * address on its align, by multiples of it (may_split at both ends). */
-static void *dax_mremap(struct dax_map *m, uintptr_t start, size_t old_len, size_t new_len, int flags, void *target)
+/* A device mapping, or a part of one, moves, grows and shrinks as its VMA
+ * would on the kernel: the part must lie in the mapping (EFAULT), split it
+ * on its align (dev_dax_may_split, EINVAL), and move to an address on its
+ * align by a multiple of it. What is left of the mapping before and after
+ * the part stays where it was; those take the spares. */
+static void *dax_mremap(struct dax_map *m, uintptr_t start, size_t old_len, size_t new_len, int flags, void *target,
+			struct dax_map **spares)
 {
 	uintptr_t end = page_end(start, old_len);
-	void *area = NULL, *p;
 	struct dax_map whole = *m;
+	uint64_t offset = whole.offset + (start - whole.start);
+	void *area = NULL, *p;
 
-	if (start != whole.start || end != whole.end || (flags & MREMAP_DONTUNMAP))
+	if (end > whole.end)
+		return fail(EFAULT);
+	if ((flags & MREMAP_DONTUNMAP) || (start > whole.start && start % whole.align) ||
+	    (end < whole.end && end % whole.align))
 		return fail(EINVAL);
-	if (check_vma(1, 1, (flags & MREMAP_FIXED) ? (uintptr_t)target : 0, new_len, whole.offset, whole.align))
+	if (check_vma(1, 1, (flags & MREMAP_FIXED) ? (uintptr_t)target : 0, new_len, offset, whole.align))
 		return fail(EINVAL);
 	if ((flags & MREMAP_MAYMOVE) && !(flags & MREMAP_FIXED) && new_len > old_len) {
 		/* where it may move, as dax_get_unmapped_area would place it */
@@ -603,17 +611,23 @@ static void *dax_mremap(struct dax_map *m, uintptr_t start, size_t old_len, size
 		}
 		errno = err;
 	}
-	if (p != MAP_FAILED) {
-		m->end = (uintptr_t)p + new_len;
-		m->start = (uintptr_t)p;
-	}
+	if (p == MAP_FAILED)
+		return p;
+	if (start > whole.start)
+		add(*spares++, whole.minor, whole.start, start, whole.align, whole.offset, whole.prot, whole.grant);
+	if (end < whole.end)
+		add(*spares++, whole.minor, end, whole.end, whole.align, whole.offset + (end - whole.start), whole.prot,
+		    whole.grant);
+	m->offset = offset;
+	m->start = (uintptr_t)p;
+	m->end = (uintptr_t)p + new_len;
 	return p;
 }
 
 void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 {
 	uintptr_t start = (uintptr_t)old;
-	struct dax_map *claimed[MOST];
+	struct dax_map *claimed[MOST], *spares[2] = {0};
 	void *target = NULL, *p;
 	int k;
 
@@ -630,10 +644,16 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	k = claim_range(start, page_end(start, old_len ? old_len : 1), claimed);
 	if (k == 0)
 		p = REAL(mremap)(old, old_len, new_len, flags, target);
-	else if (k == 1 && old_len)
-		p = dax_mremap(claimed[0], start, old_len, new_len, flags, target);
-	else
+	else if (k > 1 || !old_len)
 		p = fail(EINVAL);  /* across mappings, or a copy of one (old size 0) */
+	else if (claimed[0]->start > start)
+		p = fail(EFAULT);  /* from outside it into it, as from one VMA into the next */
+	else if (reserve(spares, 2) < 0)
+		p = fail(ENOMEM);
+	else {
+		p = dax_mremap(claimed[0], start, old_len, new_len, flags, target, spares);
+		unreserve(spares, 2);
+	}
 	while (k > 0)
 		map_release(claimed[--k]);
 	pthread_mutex_unlock(&lock);
