@@ -197,3 +197,40 @@ def test_a_write_that_clears_poison_gives_a_direct_mapping_its_page_back(d):
         proc.stdin.close()
         assert proc.wait(30) == 0
         os.close(fd)
+
+
+PMEMPOOL_LOAD = textwrap.dedent("""
+    import mmap, os, sys
+    m = mmap.mmap(os.open("/dev/dax0.0", os.O_RDONLY), 2 << 20, mmap.MAP_SHARED, mmap.PROT_READ)
+    print(m[4096:4101].hex(), flush=True)   # block 8: clean, in the poisoned page
+    print(m[int(sys.argv[1])], flush=True)  # a poisoned block
+""")
+
+
+@pytest.mark.skipif(not (shutil.which("pmempool") and shutil.which("ndctl")),
+                    reason="pmempool and ndctl are missing (scripts/test installs them)")
+@pytest.mark.parametrize("align", ["2M", "4K"])
+def test_pmempool_check_reports_bad_blocks_past_the_header(daxfuse_factory, tmp_path, align):
+    """PMDK 1.12.1's pmempool_check TEST32: a poolset whose devdax part has
+    bad blocks 11-18 (namespace-relative, as ndctl inject-error takes them),
+    a few KiB past the pool header. pmempool check reads the header (bytes
+    0-4095) and the obj layout (4096-5119) before it asks libpmem2 for bad
+    blocks; on device-dax only the poisoned lines fault, so it reports them
+    and exits 1. A load of the poisoned bytes themselves is memory failure."""
+    d = daxfuse_factory("--size", "64M", "--align", align)
+
+    def inside(*argv, ok=True):
+        r = subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, "--", *argv],
+                           capture_output=True, text=True, timeout=120)
+        assert not ok or r.returncode == 0, (argv, r.returncode, r.stdout, r.stderr)
+        return r
+    poolset = tmp_path / "testset1"
+    poolset.write_text(f"PMEMPOOLSET\nAUTO /dev/dax0.0\nREPLICA\n10M {tmp_path}/testfile1\n")
+    inside("pmempool", "create", "obj", "--layout", "pmempool", str(poolset))
+    inside("pmempool", "feature", "-e", "CHECK_BAD_BLOCKS", str(poolset))
+    inside("ndctl", "inject-error", "--block=11", "--count=8", "namespace0.0")
+    r = inside("pmempool", "check", "-v", str(poolset), ok=False)
+    assert r.returncode == 1, f"pmempool check died ({r.returncode}) instead of reporting: {r.stderr}"
+    assert "poolset contains bad blocks" in r.stdout and f"{poolset}: cannot repair" in r.stdout
+    r = inside(sys.executable, "-c", PMEMPOOL_LOAD, str(11 * 512 + 100), ok=False)
+    assert r.returncode in (-7, 135) and r.stdout.count("\n") == 1, "the poisoned block itself is memory failure"

@@ -227,15 +227,17 @@ int direct_grant(int fd, long minor, int write, int fresh, long *index, int *win
 }
 
 /* Poisoned pages of [start, start + len) at device offset offset, mapped from
- * past the window's end (any access raises SIGBUS), rounded out to align:
- * from the window fd when given, else copied from the cache's tail. */
+ * past the window's end (any access raises SIGBUS), rounded out to base
+ * pages (not to the align: device-dax maps a page holding poison as any
+ * other, and only the poisoned lines fault): from the window fd when given,
+ * else copied from the cache's tail. */
 static int poison_holes(const struct grant *g, uintptr_t start, size_t len, uint64_t offset, int prot, int fd)
 {
 	uint32_t i;
 
 	for (i = 0; i < g->npoison; i++) {
-		uint64_t lo = g->poison[i].offset & ~(g->align - 1);
-		uint64_t hi = (g->poison[i].offset + g->poison[i].length + g->align - 1) & ~(g->align - 1);
+		uint64_t lo = g->poison[i].offset & ~(POISON_PAGE - 1);
+		uint64_t hi = (g->poison[i].offset + g->poison[i].length + POISON_PAGE - 1) & ~(POISON_PAGE - 1);
 		void *p;
 
 		if (lo < offset)
@@ -280,6 +282,22 @@ int direct_map(long i, uintptr_t start, size_t len, uint64_t offset, int prot, i
 		return -1;
 	}
 	return 0;
+}
+
+/* One base page of grant i at page, device offset offset: its data
+ * (hole 0: for a step over clean bytes of a poisoned page, sigbus.c) or a
+ * hole again (hole 1), copied from the cache. Safe in a signal handler. */
+int direct_page(long i, uintptr_t page, uint64_t offset, int prot, int hole)
+{
+	struct grant *g = grant_at(i);
+	uintptr_t cache = __atomic_load_n(&g->cache, __ATOMIC_ACQUIRE);
+	void *p;
+
+	if (!cache || offset >= g->size)
+		return -1;
+	p = REAL(mremap)((void *)(cache + (hole ? g->size : offset)), 0, POISON_PAGE, MREMAP_MAYMOVE | MREMAP_FIXED,
+			 (void *)page);
+	return p == MAP_FAILED || REAL(mprotect)(p, POISON_PAGE, prot) ? -1 : 0;
 }
 
 /*

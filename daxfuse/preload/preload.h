@@ -90,7 +90,11 @@ void *table_at(struct table *t, unsigned long i) HIDDEN;
 unsigned long table_count(struct table *t) HIDDEN;
 
 /* direct.c: a grant of a device's window; what the mapping of a device
- * made from it needs, and what revives it (sigbus.c). */
+ * made from it needs, and what revives it (sigbus.c). A mapping loses the
+ * base pages that hold poison (holes, where any access faults); a load or
+ * store there that touches no poisoned 512-byte block is stepped over
+ * (sigbus.c), as hardware poisons lines, not pages. */
+#define POISON_PAGE 4096UL
 struct grant {
 	int retired;          /* superseded: its cache goes at the next mmap */
 	long minor;
@@ -104,6 +108,7 @@ struct grant {
 int direct_grant(int fd, long minor, int write, int fresh, long *grant, int *window) HIDDEN;
 struct grant *grant_at(long i) HIDDEN;
 int direct_map(long grant, uintptr_t start, size_t len, uint64_t offset, int prot, int window) HIDDEN;
+int direct_page(long grant, uintptr_t page, uint64_t offset, int prot, int hole) HIDDEN;
 long direct_revive(long grant, int *window) HIDDEN;
 void direct_tidy(void) HIDDEN;
 int direct_alive(long minor) HIDDEN;

@@ -7,7 +7,16 @@
  *   kernel's device-dax faults a mapping in again once the device is
  *   bound. The access is then retried.
  * - A fault in a poisoned page is memory failure, as the kernel reports
- *   one: si_code BUS_MCEERR_AR and si_addr_lsb from the mapping's page size.
+ *   one: si_code BUS_MCEERR_AR and si_addr_lsb from the mapping's page size;
+ *   but only where the access is in a poisoned 512-byte block. Hardware
+ *   poisons lines, not pages, and device-dax maps a page holding poison as
+ *   any other: a load or store elsewhere in that page reads or writes
+ *   memory (libpmempool reads a pool's header and layout before it looks
+ *   for bad blocks a few KiB on). Such an access is stepped over: the page
+ *   is mapped for one instruction (x86's trap flag), then made a hole again
+ *   in the SIGTRAP that follows. Meanwhile another thread could read the
+ *   page's poison without a fault, and an access that starts in a clean
+ *   block and runs into a poisoned one is let through.
  * - Anything else goes to the program, as the kernel sent it.
  *
  * Installed at a process's first direct mapping. The program's own SIGBUS
@@ -28,6 +37,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 DECLARE(int, sigaction, int, const struct sigaction *, struct sigaction *);
@@ -37,6 +47,16 @@ DECLARE(int, pthread_sigmask, int, const sigset_t *, sigset_t *);
 
 static struct sigaction program;  /* what the program asked for SIGBUS */
 static int installed;
+#if defined(__x86_64__)
+#define TRAP_FLAG 0x100    /* EFLAGS.TF: a SIGTRAP after the next instruction */
+#define STEP_PAGES 4       /* pages one instruction may touch at once */
+static struct sigaction program_trap;  /* what the program asked for SIGTRAP */
+static int trap_installed;   /* 0, 1 being installed, 2 installed */
+#define TLS __thread __attribute__((tls_model("initial-exec")))  /* no allocation in a handler */
+static TLS uintptr_t stepped[STEP_PAGES];  /* pages mapped for this thread's step */
+static TLS int nstepped;
+static TLS int trap_blocked;  /* the thread had SIGTRAP blocked: for the step, it is not */
+#endif
 static __thread int program_blocks;  /* this thread asked for SIGBUS blocked */
 static __thread int held;  /* a sent SIGBUS waits for the program to unblock it */
 
@@ -49,8 +69,19 @@ static int page_shift(size_t n)
 	return s;
 }
 
+static int poisoned(const struct grant *g, uint64_t at)
+{
+	uint32_t p;
+
+	for (p = 0; p < g->npoison; p++)
+		if (at >= g->poison[p].offset && at < g->poison[p].offset + g->poison[p].length)
+			return 1;
+	return 0;
+}
+
 /* A fault of a kernel's in device mapping m at addr: 1 mapped again (retry
- * the access), 0 as it was, 2 poison. m is claimed by the caller. */
+ * the access), 0 as it was, 2 poison, 3 a clean block of a poisoned page
+ * (step over it). m is claimed by the caller. */
 static int resolve(struct dax_map *m, uintptr_t addr)
 {
 	long i = __atomic_load_n(&m->grant, __ATOMIC_ACQUIRE), fresh;
@@ -64,9 +95,9 @@ static int resolve(struct dax_map *m, uintptr_t addr)
 	g = grant_at(i);
 	at = m->offset + (addr - m->start);
 	for (p = 0; p < g->npoison; p++)
-		if (at >= (g->poison[p].offset & ~(g->align - 1)) &&
-		    at < ((g->poison[p].offset + g->poison[p].length + g->align - 1) & ~(g->align - 1)))
-			return g->gen == direct_gen(g->minor) ? 2 : 0;
+		if (at >= (g->poison[p].offset & ~(POISON_PAGE - 1)) &&
+		    at < ((g->poison[p].offset + g->poison[p].length + POISON_PAGE - 1) & ~(POISON_PAGE - 1)))
+			return g->gen != direct_gen(g->minor) ? 0 : poisoned(g, at) ? 2 : 3;
 	if (g->gen == direct_gen(g->minor) || (fresh = direct_revive(i, &window)) < 0)
 		return 0;  /* the window is current (past the device's end), or the device is dead */
 	rc = map_remap(m, fresh, window);
@@ -104,6 +135,91 @@ static void to_program(int sig, siginfo_t *si, void *uc)
 		act.sa_handler(sig);
 }
 
+#if defined(__x86_64__)
+/* The SIGTRAP after a step: its pages are holes again. Any other goes to
+ * the program, as the kernel sent it (a trap is not retried: the default
+ * action is raised). */
+static void trap(int sig, siginfo_t *si, void *uc)
+{
+	int saved = errno;
+
+	if (nstepped) {
+		while (nstepped) {
+			uintptr_t page = stepped[--nstepped];
+			struct dax_map *m = map_claim_at(page);
+			long g;
+
+			if (m) {
+				if ((g = __atomic_load_n(&m->grant, __ATOMIC_ACQUIRE)) >= 0)
+					direct_page(g, page, m->offset + (page - m->start), m->prot, 1);
+				map_release(m);
+			}
+		}
+		((ucontext_t *)uc)->uc_mcontext.gregs[REG_EFL] &= ~TRAP_FLAG;
+		if (trap_blocked)
+			sigaddset(&((ucontext_t *)uc)->uc_sigmask, SIGTRAP);
+		trap_blocked = 0;
+		errno = saved;
+		return;
+	}
+	errno = saved;
+	if (program_trap.sa_handler == SIG_IGN)
+		return;
+	if (program_trap.sa_handler == SIG_DFL) {
+		struct sigaction dfl = {.sa_handler = SIG_DFL};
+
+		REAL(sigaction)(SIGTRAP, &dfl, NULL);
+		raise(SIGTRAP);
+		return;
+	}
+	if (program_trap.sa_flags & SA_SIGINFO)
+		program_trap.sa_sigaction(sig, si, uc);
+	else
+		program_trap.sa_handler(sig);
+}
+
+static void reinstall_trap(void)
+{
+	struct sigaction ours = {.sa_sigaction = trap};
+
+	ours.sa_mask = program_trap.sa_mask;
+	ours.sa_flags = SA_SIGINFO | (program_trap.sa_flags & (SA_ONSTACK | SA_RESTART));
+	REAL(sigaction)(SIGTRAP, &ours, NULL);
+}
+
+/* Map the page of m at addr for the instruction that faulted there, and
+ * trap after it. 0: it cannot be done (the fault is poison then). */
+static int step_over(struct dax_map *m, uintptr_t addr, void *uc)
+{
+	uintptr_t page = addr & ~(POISON_PAGE - 1);
+	int state = 0;
+
+	if (nstepped == STEP_PAGES ||
+	    direct_page(m->grant, page, m->offset + (page - m->start), m->prot, 0) < 0)
+		return 0;
+	if (__atomic_compare_exchange_n(&trap_installed, &state, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		REAL(sigaction)(SIGTRAP, NULL, &program_trap);
+		reinstall_trap();
+		__atomic_store_n(&trap_installed, 2, __ATOMIC_RELEASE);
+	}
+	while (__atomic_load_n(&trap_installed, __ATOMIC_ACQUIRE) != 2)
+		;
+	if (!nstepped && sigismember(&((ucontext_t *)uc)->uc_sigmask, SIGTRAP)) {
+		sigdelset(&((ucontext_t *)uc)->uc_sigmask, SIGTRAP);  /* a blocked trap would kill */
+		trap_blocked = 1;
+	}
+	stepped[nstepped++] = page;
+	((ucontext_t *)uc)->uc_mcontext.gregs[REG_EFL] |= TRAP_FLAG;
+	debug("minor %ld: a clean block of the poisoned page at %#lx, stepped over", m->minor, (unsigned long)page);
+	return 1;
+}
+#else
+static int step_over(struct dax_map *m, uintptr_t addr, void *uc)
+{
+	return 0;  /* no trap flag: the whole page is poison */
+}
+#endif
+
 static void handler(int sig, siginfo_t *si, void *uc)
 {
 	int saved = errno, r = 0;
@@ -116,6 +232,8 @@ static void handler(int sig, siginfo_t *si, void *uc)
 	}
 	if (si->si_code > 0 && (m = map_claim_at((uintptr_t)si->si_addr))) {
 		r = resolve(m, (uintptr_t)si->si_addr);
+		if (r == 3)
+			r = step_over(m, (uintptr_t)si->si_addr, uc) ? 1 : 2;
 		if (r == 2) {
 			copy = *si;
 			copy.si_code = BUS_MCEERR_AR;
@@ -204,6 +322,17 @@ void sigbus_install(void)
 int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 {
 	RESOLVE(sigaction);
+#if defined(__x86_64__)
+	if (sig == SIGTRAP && __atomic_load_n(&trap_installed, __ATOMIC_ACQUIRE) == 2) {
+		if (old)
+			*old = program_trap;
+		if (act) {
+			program_trap = *act;
+			reinstall_trap();
+		}
+		return 0;
+	}
+#endif
 	if (sig != SIGBUS || !__atomic_load_n(&installed, __ATOMIC_ACQUIRE))
 		return REAL(sigaction)(sig, act, old);
 	if (old)
@@ -213,6 +342,15 @@ int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 		reinstall();
 	}
 	return 0;
+}
+
+static int trap_wrapped(void)
+{
+#if defined(__x86_64__)
+	return __atomic_load_n(&trap_installed, __ATOMIC_ACQUIRE) == 2;
+#else
+	return 0;
+#endif
 }
 
 /* The BSD and System V spellings, which glibc implements with its own
@@ -231,7 +369,8 @@ static __sighandler_t set_handler(int sig, __sighandler_t handler_, int flags)
 	__sighandler_t name(int sig, __sighandler_t h)                     \
 	{                                                                  \
 		RESOLVE(name);                                             \
-		if (sig != SIGBUS || !__atomic_load_n(&installed, __ATOMIC_ACQUIRE)) \
+		if ((sig != SIGBUS || !__atomic_load_n(&installed, __ATOMIC_ACQUIRE)) && \
+		    (sig != SIGTRAP || !trap_wrapped()))                   \
 			return REAL(name)(sig, h);                         \
 		return set_handler(sig, h, flags);                         \
 	}
