@@ -173,10 +173,13 @@ def cmd_umount(args) -> None:
 # library is preloaded into COMMAND alone. $3 runs COMMAND: as is for root;
 # for anyone else, who is root only in the user namespace made for the
 # mounts, under their own uid and gid again (an inner user namespace).
+# Root's /dev allows device nodes (a FUSE mount does not), as devtmpfs: the
+# ones root makes there with mknod (views/tree.py).
 _EXEC = (f'mount --bind "$1/sys" /sys && mount --rbind /dev "$1/dev/{HOST_DEV}" && '
          f'for n in {" ".join(HOST_MOUNTED)}; do if [ -e "/dev/$n" ] && [ ! -L "/dev/$n" ]; then '
          'mount --bind "/dev/$n" "$1/dev/$n" || exit; fi; done && '
-         'mount --rbind "$1/dev" /dev && preload=$2 && as=$3 && shift 3 && '
+         'mount --rbind "$1/dev" /dev && if [ -z "$3" ]; then mount -o remount,bind,nosuid,dev /dev; fi && '
+         'preload=$2 && as=$3 && shift 3 && '
          'if [ -n "$preload" ]; then set -- env LD_PRELOAD="$preload${LD_PRELOAD:+:$LD_PRELOAD}" "$@"; fi && '
          'exec $as "$@"')
 

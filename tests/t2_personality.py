@@ -216,3 +216,29 @@ def test_mremap_moves_grows_and_shrinks_parts_of_a_mapping_on_its_align(daxfuse_
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["unaligned part EINVAL", "aligned half ok b'second' b'first'",
                                      "past its end EFAULT", "grown True b'first' b'second'", "shrunk ok b'first'"]
+
+
+def test_root_makes_and_removes_nodes_in_exec_dev_as_in_a_devtmpfs(daxfuse_factory):
+    """mknod, mkdir, symlink, a file, and their removal, in exec's /dev:
+    made in the host's /dev, which it shows; a device node opens (the mount
+    of exec's /dev allows them). The emulator's names and the host nodes exec
+    mounts are not root's to remove."""
+    d = daxfuse_factory("--size", "64M")
+    name = f"daxfuse-test-{os.getpid()}"
+    script = textwrap.dedent(f"""\
+        set -e
+        mknod /dev/{name} c 1 3 && test -c /dev/{name} && echo dropped > /dev/{name}
+        mkdir /dev/{name}.d && mknod /dev/{name}.d/zero c 1 5 && head -c 4 /dev/{name}.d/zero | od -An -tx1
+        ln -s {name} /dev/{name}.link && test -c /dev/{name}.link
+        echo kept > /dev/{name}.d/file && cat /dev/{name}.d/file
+        test -c /dev/.host/{name} && echo "on the host"
+        rm /dev/{name} /dev/{name}.link /dev/{name}.d/zero /dev/{name}.d/file && rmdir /dev/{name}.d
+        rm /dev/dax0.0 2>&1 || true
+        rm /dev/null 2>&1 || true
+        """)
+    r = inside(d, "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [" 00 00 00 00", "kept", "on the host",
+                                     "rm: cannot remove '/dev/dax0.0': Operation not permitted",
+                                     "rm: cannot remove '/dev/null': Device or resource busy"]
+    assert not [n for n in os.listdir("/dev") if n.startswith(name)], "all of it is gone from the host's /dev"

@@ -23,7 +23,7 @@ from pyfuse3 import FUSEError
 
 from ..dax import DaxBus, DaxFile, DevDax, Event
 from ..core.errors import DaxError
-from ..views.nodes import Attr, Chardev, Device, Dir, HostFile, Link, Mountpoint
+from ..views.nodes import Attr, Chardev, Device, Dir, HostFile, HostFileHandle, Link, Mountpoint
 from ..views.tree import Tree
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class DaxOperations(pyfuse3.Operations):
             elif type(node) is Chardev:
                 a.st_mode = stat.S_IFREG | 0o600
             elif type(node) is HostFile:  # the host's own, which the kernel checks a caller against
-                a.st_mode, size, a.st_uid, a.st_gid = self._host_file(node)
+                a.st_mode, size, a.st_uid, a.st_gid, a.st_rdev = self._host_file(node)
             else:
                 a.st_mode = stat.S_IFREG | 0o644
         host = (path[:1] == ("dev",) and type(node) in (Link, Mountpoint, Dir)) or getattr(node, "host", False) \
@@ -144,13 +144,13 @@ class DaxOperations(pyfuse3.Operations):
         return a
 
     @staticmethod
-    def _host_file(node: HostFile) -> tuple[int, int, int, int]:
-        """A host sysfs file's mode, size, owner and group (ENOENT once it is gone)."""
+    def _host_file(node: HostFile) -> tuple[int, int, int, int, int]:
+        """A host file's mode, size, owner, group and device number (ENOENT once it is gone)."""
         try:
             st = os.lstat(node.path)
         except OSError as e:
             raise FUSEError(e.errno) from None
-        return st.st_mode, st.st_size, st.st_uid, st.st_gid
+        return st.st_mode, st.st_size, st.st_uid, st.st_gid, st.st_rdev
 
     def _remember(self, dev: DevDax) -> None:
         """The kernel now holds one more lookup of dev's inode."""
@@ -287,7 +287,48 @@ class DaxOperations(pyfuse3.Operations):
     async def _refuse(self, *args):
         raise FUSEError(errno.EPERM)
 
-    create = mknod = mkdir = unlink = rmdir = rename = symlink = link = _refuse
+    rename = link = _refuse
+
+    # dev/ as a devtmpfs for root (Tree.change_dev)
+    async def _make(self, parent_inode, name, ctx, change):
+        directory = self._node(parent_inode)
+        self.tree.change_dev(directory[0], os.fsdecode(name), ctx.uid, change, made=True)
+        path, node, attr = self._entry(directory, os.fsdecode(name))
+        self._hold(path, node)
+        return attr
+
+    @_handler
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        def create(host: str) -> HostFileHandle:
+            os.close(os.open(host, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, stat.S_IMODE(mode)))
+            return HostFileHandle(HostFile(host), flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC))
+        directory = self._node(parent_inode)
+        handle = self.tree.change_dev(directory[0], os.fsdecode(name), ctx.uid, create, made=True)
+        path, node, attr = self._entry(directory, os.fsdecode(name))
+        self._hold(path, node)
+        fh = next(self._fh)
+        self._handles[fh] = handle
+        return pyfuse3.FileInfo(fh=fh, direct_io=True), attr
+
+    @_handler
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        return await self._make(parent_inode, name, ctx, lambda host: os.mknod(host, mode, rdev))
+
+    @_handler
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        return await self._make(parent_inode, name, ctx, lambda host: os.mkdir(host, mode))
+
+    @_handler
+    async def symlink(self, parent_inode, name, target, ctx):
+        return await self._make(parent_inode, name, ctx, lambda host: os.symlink(target, host))
+
+    @_handler
+    async def unlink(self, parent_inode, name, ctx):
+        self.tree.change_dev(self._node(parent_inode)[0], os.fsdecode(name), ctx.uid, os.unlink, made=False)
+
+    @_handler
+    async def rmdir(self, parent_inode, name, ctx):
+        self.tree.change_dev(self._node(parent_inode)[0], os.fsdecode(name), ctx.uid, os.rmdir, made=False)
 
     @_handler
     async def statfs(self, ctx):

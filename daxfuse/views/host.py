@@ -56,7 +56,7 @@ def host_node(path: str) -> Node | None:
             return Link(os.readlink(path), host=True)
         except OSError:
             return None
-    return HostFile(path) if stat.S_ISREG(st.st_mode) else None
+    return HostFile(path)  # a regular file, or a node root made in exec's /dev
 
 
 def host_write(path: str, data: str) -> None:

@@ -91,7 +91,8 @@ class Link:
 class HostFile:
     """A file of the host's /sys, passed through: opened, read and written
     as the daemon's user, for a caller the kernel checked against the
-    host's owner and mode (default_permissions)."""
+    host's owner and mode (default_permissions). A device node, FIFO or
+    socket (one root made in dev/) the kernel opens itself."""
     path: str
 
 

@@ -2,17 +2,23 @@
 .direct (a link to the socket of direct mappings, daxfuse/daemon/direct.py) and
 dev/ (a /dev for `daxfuse exec`: the devices, plus every other name of the
 host's /dev as a link into .host/, where exec mounts the host's /dev; the
-names of HOST_MOUNTED, as a place where exec mounts that host node itself)."""
+names of HOST_MOUNTED, as a place where exec mounts that host node itself).
+Root makes and removes other names in dev/ as in a devtmpfs: in the host's
+/dev, which is what dev/ shows; what root made there is shown as the node
+itself (a device node, a directory), which the kernel wants of a mknod or a
+mkdir (exec's /dev, root's, is a mount that allows device nodes)."""
+import errno
 import functools
 import os
 
+from ..core.errors import DaxError
 from .control import Control
 from ..dax import DaxBus, DaxRegion, DevDax, Dimm
 from .ars import NdctlFile
 from .labels import NmemFile
 from .devdir import HOST_DEV, HOST_MOUNTED
 from ..core.devt import NDCTL_INO, NMEM_INO
-from .host import overlay
+from .host import host_node, overlay
 from .nodes import Attr, AttrFile, Chardev, Device, Dir, HostFile, HostFileHandle, Link, Mountpoint, table
 from .sysfs import SysfsView, kernfs_order
 
@@ -28,6 +34,7 @@ class Tree:
         self.chardevs = {NDCTL: Chardev(NDCTL_INO, functools.partial(NdctlFile, bus)),
                          NMEM: Chardev(NMEM_INO, functools.partial(NmemFile, bus))}
         self.direct_socket: str | None = None  # where direct mappings are asked for, once it serves
+        self.made: set[str] = set()  # names of dev/ that root made
         self.root = table({
             ".direct": lambda: self.direct_socket and Link(self.direct_socket),
             "control": lambda: self.control,
@@ -55,9 +62,30 @@ class Tree:
         if name.startswith("dax") and (node := self._device(name)):
             return node
         host = f"/dev/{name}"
+        if name in self.made:
+            return host_node(host)
         if name in HOST_MOUNTED and os.path.exists(host) and not os.path.islink(host):
             return Dir(lambda: [], lambda _: None) if os.path.isdir(host) else Mountpoint()
         return Link(f"{HOST_DEV}/{name}") if os.path.lexists(host) else None
+
+    def change_dev(self, path: tuple[str, ...], name: str, uid: int, change, made: bool):
+        """change (mknod, mkdir, symlink, create, unlink or rmdir, given the
+        host path) of NAME in dev/ or a directory root made there, for root,
+        done in the host's /dev; made: whether NAME is there after it. The
+        emulator's own names, and the host nodes exec mounts, are not root's
+        to change. What change returns."""
+        if path[:1] != ("dev",) or (len(path) > 1 and path[1] not in self.made) or uid != 0:
+            raise DaxError(errno.EPERM, "only root changes names, and only in dev/ (a devtmpfs for exec)")
+        if len(path) == 1 and (name in (HOST_DEV, *self.chardevs, *HOST_MOUNTED) or self.bus.find_device(name)):
+            raise DaxError(errno.EBUSY if name in HOST_MOUNTED else errno.EPERM, f"dev/{name} is the emulator's")
+        host = os.path.join("/dev", *path[1:], name)
+        try:
+            done = change(host)
+        except OSError as e:
+            raise DaxError(e.errno, f"{host}: {e.strerror}") from None
+        if len(path) == 1:
+            (self.made.add if made else self.made.discard)(name)
+        return done
 
     def listing(self, path: tuple[str, ...], directory: Dir) -> list[str]:
         """The names of directory (at path), in the order its readdir gives
