@@ -5,6 +5,7 @@ import errno
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -170,23 +171,120 @@ def cmd_umount(args) -> None:
 # host /dev goes to dev/.host first (recursively: pts, shm), and the nodes of
 # HOST_MOUNTED onto their names in dev/, so that the rbind of dev/ over /dev
 # carries them along and dev/'s links into .host/ resolve; the personality's
-# library is preloaded into COMMAND alone. $3 runs COMMAND: as is for root;
-# for anyone else, who is root only in the user namespace made for the
-# mounts, under their own uid and gid again (an inner user namespace).
-# Root's /dev allows device nodes (a FUSE mount does not), as devtmpfs: the
-# ones root makes there with mknod (views/tree.py).
+# library is preloaded into COMMAND alone. $3 is "" for root; for anyone
+# else, "UID:GID": they are root only in the user namespace made for the
+# mounts, and COMMAND runs under their own uid and gid again (an inner user
+# namespace). Root's /dev allows device nodes (a FUSE mount does not), as
+# devtmpfs: the ones root makes there with mknod (views/tree.py).
+# --root DIR ($4): a tmpfs on DIR/proc (in this namespace only) holds an
+# overlay of DIR, writable and thrown away at exit, under a top layer, skel,
+# of the mount points DIR lacks (and their parents, in DIR's modes), made
+# from the arguments that follow $4 up to "--" (MODE:PATH, or f:PATH for a
+# file). The binds follow, up to a second "--", each KIND SOURCE PATH (PATH
+# inside DIR, its links resolved as inside DIR: _in_root); COMMAND runs
+# chrooted there. The overlay's own mounter is the user namespace's root for
+# anyone but root: its writes into DIR's directories, root's own, fail.
 _EXEC = (f'mount --bind "$1/sys" /sys && mount --rbind /dev "$1/dev/{HOST_DEV}" && '
          f'for n in {" ".join(HOST_MOUNTED)}; do if [ -e "/dev/$n" ] && [ ! -L "/dev/$n" ]; then '
          'mount --bind "/dev/$n" "$1/dev/$n" || exit; fi; done && '
          'mount --rbind "$1/dev" /dev && if [ -z "$3" ]; then mount -o remount,bind,nosuid,dev /dev; fi && '
-         'preload=$2 && as=$3 && shift 3 && '
+         'preload=$2 && user=$3 && root=$4 && shift 4 && '
+         'if [ -n "$root" ]; then t=$root/proc && new=$t/root && '
+         'mount -t tmpfs -o mode=755 daxfuse-root "$t" && mkdir "$t/skel" "$t/upper" "$t/work" "$new" || exit; '
+         'while [ "$1" != -- ]; do case $1 in f:*) : >"$t/skel${1#f:}" ;; '
+         '*) mkdir -m "${1%%:*}" "$t/skel${1#*:}" ;; esac || exit; shift; done; shift && '
+         'mount -t overlay daxfuse-root -o '
+         '"lowerdir=$t/skel:$root,upperdir=$t/upper,workdir=$t/work${user:+,userxattr}" "$new" || '
+         '{ echo "daxfuse: cannot mount an overlay of $root (overlayfs, in a user namespace since Linux 5.11)" >&2; '
+         'exit 1; }; '
+         'while [ "$1" != -- ]; do case $1 in '
+         'proc) mount -t proc proc "$new$3" 2>/dev/null || mount --rbind /proc "$new$3" ;; '
+         'file) mount --bind "$2" "$new$3" ;; '
+         '*) mount --rbind "$2" "$new$3" ;; '
+         'esac || exit; shift 3; done; else shift; fi && shift && '
          'if [ -n "$preload" ]; then set -- env LD_PRELOAD="$preload${LD_PRELOAD:+:$LD_PRELOAD}" "$@"; fi && '
-         'exec $as "$@"')
+         'if [ -n "$root" ]; then set -- --root="$new" -- "$@"; elif [ -n "$user" ]; then set -- -- "$@"; fi && '
+         'if [ -n "$user" ]; then exec unshare --user --map-user="${user%:*}" --map-group="${user#*:}" "$@"; fi && '
+         'if [ -n "$root" ]; then exec unshare "$@"; fi && exec "$@"')
+
+
+def _in_root(root: str, path: str) -> str:
+    """path as a process chrooted into root finds it: root's own links
+    followed inside root (an absolute one from root itself), so that a
+    mount made on root + the result is where path leads there."""
+    parts, done, hops = [p for p in path.split("/") if p], [], 0
+    while parts:
+        name = parts.pop(0)
+        if name in (".", ".."):
+            if name == ".." and done:
+                done.pop()
+            continue
+        here = os.path.join(root, *done, name)
+        if os.path.islink(here):
+            hops += 1
+            if hops > 40:
+                raise CliError(f"--root {root}: too many levels of symbolic links in {path}")
+            target = os.readlink(here)
+            if target.startswith("/"):
+                done = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        done.append(name)
+    return "/" + "/".join(done)
+
+
+def _check_root(root: str) -> None:
+    """A directory that `exec --root` can chroot into, or a one-line error."""
+    if not os.path.isdir(root):
+        raise CliError(f"--root {root}: no such directory")
+    if os.path.realpath(root) == "/":
+        raise UsageError("--root / is the host's own root: leave --root out")
+    if any(c in root for c in ",:\\\n"):  # overlayfs's option syntax
+        raise CliError(f"--root {root}: a path with ',', ':' or '\\' cannot be an overlay's lower directory")
+    if not os.path.lexists(os.path.join(root, "bin", "sh")) or os.path.islink(os.path.join(root, "proc")) \
+            or not os.path.isdir(os.path.join(root, "proc")):
+        raise CliError(f"--root {root} is not a root filesystem (no /bin/sh and /proc directory): "
+                       f"make one with scripts/tools-root or debootstrap")
+
+
+def _root_plan(root: str, mountpoint: str, preload: str) -> list[str]:
+    """What `exec --root` mounts in the overlay of root, for _EXEC: the
+    mount points root lacks (skel), "--", then KIND SOURCE PATH triples: the
+    emulated /sys and /dev, /proc, the run directory of the mount's direct
+    mappings, the preload library and the mount itself, each at its own path."""
+    binds = [("dir", "/sys"), ("dir", "/dev"), ("proc", "/proc")]
+    try:
+        sockets = os.path.dirname(os.readlink(os.path.join(mountpoint, ".direct")))
+    except OSError:
+        sockets = runfiles.run_dir()
+    if os.path.isdir(sockets):
+        binds.append(("dir", sockets))
+    if preload:
+        binds.append(("file", preload))
+    binds.append(("dir", mountpoint))
+    skel: dict[str, str] = {}
+    triples: list[str] = []
+    for kind, source in binds:
+        path = _in_root(root, source)
+        triples += [kind, source, path]
+        parts = path.strip("/").split("/")
+        prefixes = ["/" + "/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+        missing = [p for p in prefixes if not os.path.lexists(root + p)]
+        if not missing:
+            continue
+        for p in prefixes[:prefixes.index(missing[0])]:  # in skel too, with their modes: the top layer's rule
+            skel.setdefault(p, f"{stat.S_IMODE(os.stat(root + p).st_mode):o}:{p}")
+        for p in missing:
+            skel.setdefault(p, f"f:{p}" if kind == "file" and p == path else f"755:{p}")
+    return [*skel.values(), "--", *triples]
 
 
 def cmd_exec(args) -> None:
     if not args.argv:
-        raise UsageError("exec needs a command: daxfuse exec [-m MOUNTPOINT] -- COMMAND...")
+        raise UsageError("exec needs a command: daxfuse exec [-m MOUNTPOINT] [--root DIR] -- COMMAND...")
+    root = os.path.realpath(args.root) if args.root else ""
+    if root:
+        _check_root(root)
     if not mountinfo.mounted("/"):  # unshare's --propagation private would fail with EINVAL
         raise CliError("/ is not a mount point here (a chroot?), so exec cannot keep its mounts private: "
                        "bind-mount the root directory onto itself first (mount --bind DIR DIR), "
@@ -197,12 +295,15 @@ def cmd_exec(args) -> None:
         preload = personality.library()
         os.environ["DAXFUSE_PERSONALITY"] = personality.settings(mountpoint, args.read_write,
                                                                  not args.fuse_mappings)
-    namespaces, run_as = ["--mount"], ""
+    if root and preload:
+        preload = os.path.realpath(preload)  # as the chroot finds it: host links may be missing there
+    plan = _root_plan(root, mountpoint, preload) if root else ["--"]
+    namespaces, user = ["--mount"], ""
     if os.geteuid():
         namespaces = ["--user", "--map-root-user", "--mount"]
-        run_as = f"unshare --user --map-user={os.geteuid()} --map-group={os.getegid()} --"
+        user = f"{os.geteuid()}:{os.getegid()}"
     os.execvp("unshare", ["unshare", *namespaces, "--propagation", "private", "sh", "-c", _EXEC,
-                          "daxfuse-exec", mountpoint, preload, run_as, *args.argv])
+                          "daxfuse-exec", mountpoint, preload, user, root, *plan, "--", *args.argv])
 
 
 # --- management ------------------------------------------------------------------------------
@@ -308,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="let read/write/pread/pwrite reach devices (the kernel's device-dax refuses them)")
     ex.add_argument("--fuse-mappings", action="store_true",
                     help="map devices through FUSE, not their memory itself (faults as FUSE READs)")
+    ex.add_argument("--root", metavar="DIR",
+                    help="run COMMAND chrooted into DIR, another root filesystem (scripts/tools-root makes "
+                         "one with newer ndctl and daxctl), with the same /sys, /dev and personality; DIR "
+                         "is seen through an overlay whose writes vanish at exit")
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
 
     ls = managed("list", "list regions and devices as daxctl list JSON", cmd_list)

@@ -20,13 +20,16 @@ import trio
 
 from ..core import DaxCore
 from ..core.errors import DaxError, shown
-from ..memory import MemoryFile, Window, memmap_on_memory_supported, phys_base
+from ..memory import MemoryFile, Window, memmap_on_memory_supported, memory_block_size, phys_base
 from ..core.units import ID_MAX, INT_MAX, format_size, parse_index, size_text
 from .badblocks import SECTOR, Badblocks, sectors
 from .device import (ALIGNS, DEFAULT_ALIGN, LABEL_SIZE, MAX_NUMNODES, Access, DaxRegion, DevDax, Dimm,
                      Range,
                      alloc_granule, alloc_is_aligned, is_aligned, valid_id, valid_mode, valid_node)
+from .drivers import DEVICE_TYPE, DRIVERS, KMEM, KMEM_TYPE, DaxDriver
 from .events import Event, Listener
+from . import hotplug
+from .hotplug import MemoryBlock
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +130,10 @@ class DaxBus:
         self.changed = time.time_ns()  # of the last batch applied
         self.dirty_shutdown = 0  # daemons that died serving this memory: the DIMM's unsafe-shutdown count
         self.dimm = Dimm()
+        self.driver_ids: dict[str, set[str]] = {name: set() for name in DRIVERS}  # each driver's new_id list
+        self.block_size = memory_block_size()
+        self.blocks: dict[int, MemoryBlock] = {}  # memory blocks kmem hot-added, by phys_index
+        self.auto_online = hotplug.OFFLINE  # auto_online_blocks: how kmem onlines what it adds
 
     # --- transactions ------------------------------------------------------------
     async def apply(self, ops: list[Callable[[], object]]) -> list[object]:
@@ -238,8 +245,12 @@ class DaxBus:
 
     # --- regions -------------------------------------------------------------------
     def create_region(self, size: int, align: int = DEFAULT_ALIGN, id_: int | None = None,
-                      target_node: int = 0, numa_node: int = 0) -> DaxRegion:
+                      target_node: int = 0, numa_node: int = 0, type_: str = DEVICE_TYPE) -> DaxRegion:
+        """A region; one of type kmem (as hmem and CXL RAM regions are) binds
+        its devices to kmem by default and starts on a memory block."""
         _check_align(align)
+        if type_ not in (DEVICE_TYPE, KMEM_TYPE):
+            raise DaxError(errno.EINVAL, f"region type {shown(type_)} is not {DEVICE_TYPE} or {KMEM_TYPE}")
         for node, what in ((target_node, "target_node"), (numa_node, "numa_node")):
             if not valid_node(node):
                 raise DaxError(errno.EINVAL, f"{what} {node} is not -1 or a node below {MAX_NUMNODES}")
@@ -253,8 +264,10 @@ class DaxBus:
         busy = sorted((r.res for r in self.regions.values()), key=lambda r: r.start)
         # the window ends far enough past every region for the last hole to fit
         window = Range(0, max([0] + [r.end for r in busy]) + size + align)
+        place = max(align, self.block_size) if type_ == KMEM_TYPE else align
+        window = Range(0, window.end + place)
         start = next(fit.start for hole in _holes(busy, window)
-                     if (fit := _align_in(hole, align)) and fit.size >= size)
+                     if (fit := _align_in(hole, place)) and fit.size >= size)
         needed = size + sum(r.size for r in self.regions.values())
         if needed > self.memory.room():
             raise DaxError(errno.ENOSPC, f"the memory file {self.memory.name} has room for "
@@ -262,7 +275,7 @@ class DaxBus:
                                          f"use a smaller size or --memory-file on a larger filesystem")
         if id_ is None:
             id_ = next(i for i in itertools.count() if i not in self.regions)
-        region = DaxRegion(id_, Range(start, start + size), align, target_node, numa_node)
+        region = DaxRegion(id_, Range(start, start + size), align, target_node, numa_node, type_)
         self.memory.ensure(region.res.end)
         self.regions[region.id] = region
         self._record(lambda: self.regions.pop(region.id), self._notify(Event.REGION_ADDED, region))
@@ -445,6 +458,8 @@ class DaxBus:
         """bus.c's memmap_on_memory_store: EOPNOTSUPP to turn it on where the
         host cannot place a memory map on hot-added memory."""
         dev = self.device(name)
+        if value != dev.memmap_on_memory and dev.driver == KMEM.name:
+            raise DaxError(errno.EBUSY, f"{name} is bound to kmem: its memory map is placed already")
         if value and not memmap_on_memory_supported():
             raise DaxError(errno.EOPNOTSUPP, "memmap_on_memory is not available here "
                                              "(memory_hotplug.memmap_on_memory is off)")
@@ -453,10 +468,16 @@ class DaxBus:
         self._record(lambda: setattr(dev, "memmap_on_memory", old), self._notify(Event.CONFIGURED, dev))
 
     def disable_device(self, name: str) -> None:
+        """Unbind it from its driver (device_release_driver): the dax_device
+        dies and mappings are revoked; kmem's memory must be offline first
+        (EBUSY, where the kernel would leave it hot-added until a reboot)."""
         dev = self.device(name)
         if not dev.enabled:
             return
-        dev.enabled = False
+        driver = dev.driver
+        if driver == KMEM.name:
+            self._unplug(dev)
+        dev.driver = None
 
         async def kill() -> None:
             await self.core.kill_dax(dev.dax_dev)
@@ -464,22 +485,201 @@ class DaxBus:
         async def revoke() -> None:
             await self._close_window(dev)
 
-        self._record(lambda: setattr(dev, "enabled", True),
+        self._record(lambda: setattr(dev, "driver", driver),
                      self._notify(Event.DISABLING, dev), kill, revoke, self._notify(Event.DISABLED, dev), durable=False)
 
     def enable_device(self, name: str) -> None:
+        """Bind it to the first driver that matches it (device_attach):
+        ENODEV when none does."""
         dev = self.device(name)
         if dev.enabled:
             return
+        driver = next((d for d in DRIVERS.values() if self._matches(dev, d)), None)
+        if driver is None:
+            raise DaxError(errno.ENODEV, f"no dax driver takes {name}")
+        self._probe(dev, driver)
+
+    def bind(self, driver_name: str, name: str) -> None:
+        """A driver's bind file: ENODEV unless it matches the device (or
+        there is none), then EBUSY for a bound one."""
+        dev, driver = self.find_device(name), DRIVERS[driver_name]
+        if dev is None or not self._matches(dev, driver):
+            raise DaxError(errno.ENODEV, f"{driver.name} does not take {shown(name)} (new_id first)")
+        if dev.enabled:
+            raise DaxError(errno.EBUSY, f"{name} is bound to {dev.driver}")
+        self._probe(dev, driver)
+
+    def unbind(self, driver_name: str, name: str) -> None:
+        """A driver's unbind file: ENODEV unless the device is bound to it."""
+        dev = self.find_device(name)
+        if dev is None or dev.driver != driver_name:
+            raise DaxError(errno.ENODEV, f"{shown(name)} is not bound to {driver_name}")
+        self.disable_device(name)
+
+    def new_id(self, driver_name: str, name: str) -> None:
+        """do_id_store(ID_ADD): the driver takes the device by name from now
+        on, then attaches to every unbound device it matches (driver_attach,
+        whose probe failures are not the writer's)."""
+        ids = self._id_list(driver_name, name)
+        if name not in ids:
+            ids.add(name)
+            self._record(lambda: ids.discard(name), durable=False)
+        driver = DRIVERS[driver_name]
+        for dev in sorted(self.devices(), key=lambda d: (d.region.id, d.id)):
+            if not dev.enabled and dev.size and dev.region.enabled and self._matches(dev, driver):
+                with contextlib.suppress(DaxError):
+                    self._probe(dev, driver)
+
+    def remove_id(self, driver_name: str, name: str) -> None:
+        ids = self._id_list(driver_name, name)
+        if name in ids:
+            ids.discard(name)
+            self._record(lambda: ids.add(name), durable=False)
+
+    def _id_list(self, driver_name: str, name: str) -> set[str]:
+        """A driver's id list, for a name new_id and remove_id take ("daxR.I": EINVAL else)."""
+        region, dot, dev_id = name.removeprefix("dax").partition(".")
+        if not (name.startswith("dax") and dot and parse_index(region) is not None and parse_index(dev_id) is not None):
+            raise DaxError(errno.EINVAL, f"{shown(name)} is no dax device name (daxR.I)")
+        return self.driver_ids[driver_name]
+
+    def _matches(self, dev: DevDax, driver: DaxDriver) -> bool:
+        """dax_bus_match: the driver's id list names it, or its type is the region's."""
+        return dev.name in self.driver_ids[driver.name] or driver.type == dev.region.type
+
+    def _probe(self, dev: DevDax, driver: DaxDriver) -> None:
+        """Bind dev, unbound, to driver, as the driver's probe does."""
         if not dev.size:
-            raise DaxError(errno.ENXIO, f"{name} has size 0; give it a size before enabling")
+            raise DaxError(errno.ENXIO, f"{dev.name} has size 0; give it a size before enabling")
         _live(dev.region)
-        dev.enabled = True
+        if driver is KMEM:
+            self._hotplug(dev)
+        dev.driver = driver.name
         region = dev.region
         if region.seed is dev:
             self._set_seeds(region, None, region.youngest)
-        self._record(lambda: setattr(dev, "enabled", False), self._run(dev), self._notify(Event.ENABLED, dev),
+        effects = [self._run(dev)] if driver.runs else []
+        self._record(lambda: setattr(dev, "driver", None), *effects, self._notify(Event.ENABLED, dev),
                      durable=False)
+
+    # --- kmem's memory blocks (dax/hotplug.py) --------------------------------------------------
+    def device_blocks(self, dev: DevDax) -> list[int]:
+        """The phys_index of each whole memory block in dev's ranges."""
+        base = phys_base()
+        return [i for r in dev.ranges for i in hotplug.block_range(base + r.start, base + r.end, self.block_size)]
+
+    def node_zones(self, node: int) -> set[str]:
+        return {b.zone for b in self.blocks.values() if b.node == node and b.online}
+
+    def _hotplug(self, dev: DevDax, online_type: str | None = None) -> None:
+        """dev_dax_kmem_probe: each whole block of its ranges added on its
+        region's target node, onlined as online_type says (auto_online_blocks
+        unless given)."""
+        online_type = self.auto_online if online_type is None else online_type
+        node = dev.region.target_node
+        if node < 0:
+            raise DaxError(errno.EINVAL, f"{dev.name}: rejecting a DAX region with no target node")
+        indices = self.device_blocks(dev)
+        if not indices:
+            raise DaxError(errno.EINVAL, f"{dev.name}: rejecting a DAX region without any memory after "
+                                         f"alignment to {size_text(self.block_size)} blocks")
+        for index in indices:
+            block = self.blocks[index] = MemoryBlock(index, node)
+            if online_type != hotplug.OFFLINE:
+                block.zone = hotplug.zone_for(block, online_type, self.node_zones(node))
+        old = dev.hotplug_state
+        dev.hotplug_state = online_type
+
+        def undo() -> None:
+            for i in indices:
+                self.blocks.pop(i)
+            dev.hotplug_state = old
+        self._record(undo)
+
+    def set_hotplug_state(self, name: str, state: str) -> None:
+        """A kmem device's `state` (Linux 7.3): "unplugged" offlines and
+        removes all its memory at once (EBUSY, and nothing changed, if a
+        block will not go); an online type adds it all back so, only from
+        "unplugged" (EBUSY else); its own state again changes nothing."""
+        dev = self.device(name)
+        if dev.driver != KMEM.name:
+            raise DaxError(errno.ENOENT, f"{name} is not bound to kmem: it has no state")
+        if state not in (hotplug.UNPLUGGED, *hotplug.ONLINE_TYPES) or state == hotplug.OFFLINE:
+            raise DaxError(errno.EINVAL, f"{shown(state)} is not unplugged, online, online_kernel or online_movable")
+        if state == dev.hotplug_state:
+            return
+        if state == hotplug.UNPLUGGED:
+            for index in self.device_blocks(dev):
+                if index in self.blocks and self.blocks[index].online:
+                    self._set_zone(self.blocks[index], None)
+            self._unplug(dev)
+            old = dev.hotplug_state
+            dev.hotplug_state = hotplug.UNPLUGGED
+            self._record(lambda: setattr(dev, "hotplug_state", old))
+            return
+        if dev.hotplug_state != hotplug.UNPLUGGED:
+            raise DaxError(errno.EBUSY, f"{name}'s memory is plugged ({dev.hotplug_state}): unplug it first")
+        self._hotplug(dev, state)
+
+    def _unplug(self, dev: DevDax) -> None:
+        """dev_dax_kmem_remove, which needs every block offline."""
+        blocks = {i: self.blocks[i] for i in self.device_blocks(dev) if i in self.blocks}
+        online = [f"memory{i}" for i, b in blocks.items() if b.online]
+        if online:
+            raise DaxError(errno.EBUSY, f"{dev.name}'s memory is online ({', '.join(online)}): offline it first")
+        for i in blocks:
+            del self.blocks[i]
+        self._record(lambda: self.blocks.update(blocks))
+
+    def memory_block(self, index: int) -> MemoryBlock:
+        try:
+            return self.blocks[index]
+        except KeyError:
+            raise DaxError(errno.ENOENT, f"no memory block {index} was hot-added here") from None
+
+    def set_block_state(self, index: int, online_type: str) -> None:
+        """memoryN/state: online it as online_type says, or offline it.
+        EINVAL for a block in that state already (device_online's 1), EBUSY
+        for one that cannot go offline."""
+        block = self.memory_block(index)
+        hotplug.check_online_type(online_type)
+        if (online_type == hotplug.OFFLINE) != block.online:
+            raise DaxError(errno.EINVAL, f"memory{index} is {'online' if block.online else 'offline'} already")
+        self._set_zone(block, None if online_type == hotplug.OFFLINE
+                       else hotplug.zone_for(block, online_type, self.node_zones(block.node)))
+
+    def set_block_online(self, index: int, online: bool) -> None:
+        """memoryN/online: 1 onlines it ("online"), 0 offlines it; a block in
+        that state already is left as it is."""
+        block = self.memory_block(index)
+        if online != block.online:
+            self._set_zone(block, hotplug.zone_for(block, hotplug.ONLINE, self.node_zones(block.node))
+                           if online else None)
+
+    def _set_zone(self, block: MemoryBlock, zone: str | None) -> None:
+        if zone is None and block.pinned:
+            raise DaxError(errno.EBUSY, f"memory{block.index} holds pages that cannot move: offline failed")
+        old = block.zone
+        block.zone = zone
+        self._record(lambda: setattr(block, "zone", old), durable=False)
+
+    def pin_block(self, index: int) -> None:
+        """A fault to script: a block whose pages cannot move, so offlining it fails with EBUSY."""
+        self._pin(index, True)
+
+    def unpin_block(self, index: int) -> None:
+        self._pin(index, False)
+
+    def _pin(self, index: int, pinned: bool) -> None:
+        block = self.memory_block(index)
+        old = block.pinned
+        block.pinned = pinned
+        self._record(lambda: setattr(block, "pinned", old), durable=False)
+
+    def set_auto_online(self, online_type: str) -> None:
+        """auto_online_blocks: how kmem onlines the blocks it adds from now on."""
+        old, self.auto_online = self.auto_online, hotplug.check_online_type(online_type)
+        self._record(lambda: setattr(self, "auto_online", old), durable=False)
 
     def disable_region(self, id_: int) -> None:
         """The region's provider unbound (ndctl disable-region, a namespace's
@@ -607,31 +807,38 @@ class DaxBus:
             await trio.to_thread.run_sync(self.store.end)
 
     # --- a recorded layout taken in (layout.restore: before serving, no batch) ----------------------
-    def adopt_region(self, id_: int, res: Range, align: int, nodes: tuple[int, int], enabled: bool,
-                     devices: list[tuple[int, int, Access, list[Range], bool, bool]],
+    def adopt_region(self, id_: int, res: Range, align: int, nodes: tuple[int, int], type_: str, enabled: bool,
+                     devices: list[tuple[int, int, Access, list[Range], str | None, bool, str]],
                      seed: int | None, youngest: int | None) -> DaxRegion:
-        """The region as recorded, with its (target, NUMA) nodes, whether
-        it is enabled, and its devices ((id, align, access, ranges, enabled,
-        memmap_on_memory) each) under their ids and fresh minors."""
-        region = DaxRegion(id_, res, align, *nodes)
+        """The region as recorded, with its (target, NUMA) nodes, its type,
+        whether it is enabled, and its devices ((id, align, access, ranges,
+        driver, memmap_on_memory, hotplug_state) each) under their ids and fresh minors.
+        kmem's blocks come back with adopt_memory."""
+        region = DaxRegion(id_, res, align, *nodes, type_=type_)
         region.enabled = enabled
         self.memory.ensure(res.end)
         self.regions[id_] = region
-        for dev_id, dev_align, access, ranges, enabled, memmap_on_memory in devices:
+        for dev_id, dev_align, access, ranges, driver, memmap_on_memory, hotplug_state in devices:
             dev = DevDax(region, dev_id, dev_align)
             dev.access = access
-            dev.memmap_on_memory = memmap_on_memory
+            dev.memmap_on_memory, dev.hotplug_state = memmap_on_memory, hotplug_state
             dev.dax_dev = self.core.alloc_dax(dev)
             region.ida.claim(dev_id)
             dev.set_ranges(ranges)
             region.devices[dev_id] = dev
             self._by_minor[dev.dax_dev.minor] = dev
-            if enabled:
-                dev.enabled = True
+            dev.driver = driver
+            if driver is not None and DRIVERS[driver].runs:
                 self.core.run_dax(dev.dax_dev, dev)
         region.seed, region.youngest = region.devices.get(seed), region.devices.get(youngest)
         self.generation += 1
         return region
+
+    def adopt_memory(self, blocks: list[MemoryBlock], auto_online: str) -> None:
+        """kmem's blocks as recorded (their zones and pins), and auto_online_blocks."""
+        self.blocks = {b.index: b for b in blocks}
+        self.auto_online = auto_online
+        self.generation += 1
 
     def adopt_media(self, badblocks: Badblocks, injected: Badblocks, dirty_shutdown: int, labels: bytes) -> None:
         """The media as recorded: its poison, what was injected, the DIMM's

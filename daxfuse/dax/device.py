@@ -15,6 +15,7 @@ from ..core import DaxDevice
 from ..core.minors import Ida
 from ..core.units import ID_MAX
 from ..memory import Window
+from .drivers import DEVICE_TYPE
 
 ALIGNS = (4 << 10, 2 << 20, 1 << 30)  # what a region or device may be aligned to
 DEFAULT_ALIGN = 2 << 20
@@ -99,10 +100,12 @@ class Range:
 
 
 class DaxRegion:
-    def __init__(self, id_: int, res: Range, align: int, target_node: int = 0, numa_node: int = 0) -> None:
+    def __init__(self, id_: int, res: Range, align: int, target_node: int = 0, numa_node: int = 0,
+                 type_: str = DEVICE_TYPE) -> None:
         self.id = id_
         self.res = res
         self.align = align
+        self.type = type_  # what its devices bind by default: device_dax, or kmem (hmem and CXL RAM regions)
         # where its memory would be onlined (the node hmem and CXL regions
         # get), and the node closest to it (its parent device's): either
         # NUMA_NO_NODE, which hides target_node, as on the kernel
@@ -169,10 +172,11 @@ class DevDax:
         self.id = id_
         self.align = align
         self.ranges: list[Range] = []
-        self.enabled = False
+        self.driver: str | None = None  # the dax driver it is bound to (drivers.py)
         self.dax_dev: DaxDevice | None = None
         self.access = Access()
         self.memmap_on_memory = False  # for kmem: the memory map on the memory it hot-adds
+        self.hotplug_state = "unplugged"  # for kmem: its `state`, the online type it last plugged its memory as
         self.window: Window | None = None  # its memory in a file of its own, while mapped directly
         self.moving: trio.Event | None = None  # set once a window has opened or closed: I/O waits for it
         self._starts: list[int] = [0]  # device offset of each range, plus the size
@@ -181,6 +185,11 @@ class DevDax:
     @property
     def name(self) -> str:
         return f"dax{self.region.id}.{self.id}"
+
+    @property
+    def enabled(self) -> bool:
+        """Bound to a driver: its shape is fixed (bus.c answers EBUSY)."""
+        return self.driver is not None
 
     @property
     def size(self) -> int:

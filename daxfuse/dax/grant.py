@@ -5,6 +5,7 @@ window's own (memory/window.py):
 
 - the device must be enabled: ENXIO, as check_vma()'s dax_alive()
   (DaxBus.window refuses a disabled one, under the bus lock);
+- its driver's character device must map: fsdev_dax's has no mmap (ENODEV);
 - a writable mapping needs the device opened for writing: EACCES, as
   mmap's VM_MAYWRITE;
 - a window is a file of the daemon's user, which whoever holds it can open
@@ -22,6 +23,7 @@ from ..memory import Window
 from .badblocks import SECTOR
 from .bus import DaxBus
 from .device import DevDax
+from .drivers import DRIVERS
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Peer:
 
 async def grant(bus: DaxBus, dev: DevDax, peer: Peer, write: bool, opened_for_write: bool) -> Window | None:
     """dev's window for peer to map, or None: through FUSE."""
+    if dev.driver is not None and not DRIVERS[dev.driver].maps and dev.dax_dev.alive:
+        raise DaxError(errno.ENODEV, f"{dev.name} is bound to {dev.driver}, whose device does not map")
     if write and not opened_for_write:
         raise DaxError(errno.EACCES, f"{dev.name} was opened read-only")
     if not bus.memory.windows or not (write or dev.access.may_write(peer.uid, peer.gids)):

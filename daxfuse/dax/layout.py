@@ -35,6 +35,8 @@ from ..core import files
 from ..core.errors import DaxError
 from ..core.units import INT_MAX, size_text
 from .badblocks import Badblocks
+from .drivers import DEVICE_DAX, DEVICE_TYPE, DRIVERS, KMEM_TYPE
+from .hotplug import MOVABLE, NORMAL, OFFLINE, ONLINE_TYPES, UNPLUGGED, MemoryBlock
 from .device import ALIGNS, LABEL_SIZE, Access, Range, valid_id, valid_mode, valid_node
 
 FORMAT = "daxfuse-layout"
@@ -74,16 +76,17 @@ def check_record(record: dict) -> None:
         if not all(type(node) is int and valid_node(node)
                    for node in (r.get("target_node", 0), r.get("numa_node", 0))):
             raise ValueError(f"region {r['id']} target_node or numa_node")
-        if type(r.get("enabled", True)) is not bool:
-            raise ValueError(f"region {r['id']} enabled")
+        if type(r.get("enabled", True)) is not bool or r.get("type", DEVICE_TYPE) not in (DEVICE_TYPE, KMEM_TYPE):
+            raise ValueError(f"region {r['id']} enabled or type")
         if r["seed"] not in ids | {None} or r["youngest"] not in ids | {None}:
             raise ValueError(f"region {r['id']} seed")
         spans.append((start, start + size, f"region {r['id']}"))
         ranges = []
         for d in r["devices"]:
-            whole(d["size"], "device size"), whole(d["align"], "device align"), bool(d["enabled"])
-            if type(d.get("window", False)) is not bool or type(d.get("memmap_on_memory", False)) is not bool:
-                raise ValueError(f"dax{r['id']}.{d['id']} window or memmap_on_memory")
+            whole(d["size"], "device size"), whole(d["align"], "device align"), _driver(d)
+            if type(d.get("window", False)) is not bool or type(d.get("memmap_on_memory", False)) is not bool \
+                    or d.get("hotplug_state", UNPLUGGED) not in (UNPLUGGED, *ONLINE_TYPES):
+                raise ValueError(f"dax{r['id']}.{d['id']} window, memmap_on_memory or hotplug_state")
             if not (valid_id(whole(d["uid"], "uid")) and valid_id(whole(d["gid"], "gid"))
                     and valid_mode(whole(d["mode"], "mode"))):
                 raise ValueError(f"dax{r['id']}.{d['id']} owner, group or mode")
@@ -98,6 +101,21 @@ def check_record(record: dict) -> None:
         for first, count in record[name]:
             whole(first, name), whole(count, name)
     labels(record)
+    for index, node, zone, pinned in record.get("memory_blocks", []):
+        if not (whole(index, "memory block") is not None and type(node) is int and zone in (None, NORMAL, MOVABLE)
+                and type(pinned) is bool):
+            raise ValueError(f"memory block {index!r}")
+    if record.get("auto_online_blocks", OFFLINE) not in ONLINE_TYPES:
+        raise ValueError("auto_online_blocks")
+
+
+def _driver(d: dict) -> str | None:
+    """A device's driver as recorded: by name; a record from before drivers
+    says only whether it was enabled (bound to device_dax)."""
+    driver = d["driver"] if "driver" in d else DEVICE_DAX.name if d["enabled"] else None
+    if driver is not None and driver not in DRIVERS:
+        raise ValueError(f"driver {driver!r}")
+    return driver
 
 
 def labels(record: dict) -> bytes:
@@ -222,10 +240,10 @@ class LayoutStore:
             "dirty_shutdown": bus.dirty_shutdown,
             "regions": [{
                 "id": r.id, "start": r.res.start, "size": r.size, "align": r.align,
-                "target_node": r.target_node, "numa_node": r.numa_node, "enabled": r.enabled,
+                "target_node": r.target_node, "numa_node": r.numa_node, "type": r.type, "enabled": r.enabled,
                 "seed": r.seed and r.seed.id, "youngest": r.youngest and r.youngest.id,
-                "devices": [{"id": d.id, "size": d.size, "align": d.align, "enabled": d.enabled,
-                             "memmap_on_memory": d.memmap_on_memory,
+                "devices": [{"id": d.id, "size": d.size, "align": d.align, "driver": d.driver,
+                             "memmap_on_memory": d.memmap_on_memory, "hotplug_state": d.hotplug_state,
                              "window": d.window is not None and d.window.path is not None,
                              "uid": d.access.uid, "gid": d.access.gid, "mode": d.access.mode,
                              "ranges": [[x.start, x.end] for x in d.ranges]}
@@ -234,6 +252,9 @@ class LayoutStore:
             "badblocks": bus.badblocks.ranges(),
             "injected": bus.injected.ranges(),
             "labels": base64.b64encode(zlib.compress(bytes(bus.dimm.label_area))).decode(),
+            "memory_blocks": [[b.index, b.node, b.zone, b.pinned] for b in sorted(bus.blocks.values(),
+                                                                                  key=lambda b: b.index)],
+            "auto_online_blocks": bus.auto_online,
         }
 
     def restore(self, bus, record: dict) -> None:
@@ -243,10 +264,11 @@ class LayoutStore:
         windowed = []
         for r in record["regions"]:
             devices = [(d["id"], d["align"], Access(d["uid"], d["gid"], d["mode"]),
-                        [Range(start, end) for start, end in d["ranges"]], d["enabled"],
-                        d.get("memmap_on_memory", False)) for d in r["devices"]]
+                        [Range(start, end) for start, end in d["ranges"]], _driver(d),
+                        d.get("memmap_on_memory", False), d.get("hotplug_state", UNPLUGGED)) for d in r["devices"]]
             region = bus.adopt_region(r["id"], Range(r["start"], r["start"] + r["size"]), r["align"],
-                                      (r.get("target_node", 0), r.get("numa_node", 0)), r.get("enabled", True),
+                                      (r.get("target_node", 0), r.get("numa_node", 0)), r.get("type", DEVICE_TYPE),
+                                      r.get("enabled", True),
                                       devices, r["seed"], r["youngest"])
             windowed += [region.devices[d["id"]] for d in r["devices"] if d.get("window")]
         for dev in windowed:
@@ -254,6 +276,8 @@ class LayoutStore:
         bus.memory.remove_stale_windows()
         bus.adopt_media(Badblocks(record["badblocks"]), Badblocks(record["injected"]), record["dirty_shutdown"],
                         labels(record))
+        bus.adopt_memory([MemoryBlock(*b) for b in record.get("memory_blocks", [])],
+                         record.get("auto_online_blocks", OFFLINE))
 
     def check_options(self, record: dict, size: int | None, align: int | None, default_device: bool) -> None:
         """--size, --align and --no-default-device shape a new layout only:

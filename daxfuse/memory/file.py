@@ -46,6 +46,16 @@ def phys_base() -> int:
     return max(4 * _GIB, -(-end // _GIB) * _GIB)
 
 
+def memory_block_size() -> int:
+    """The host's memory block size (block_size_bytes), which exec's /sys
+    shows for the emulated blocks too; 128 MiB, x86_64's, without one."""
+    try:
+        with open(f"{_HOST_MEMORY}/block_size_bytes") as f:
+            return int(f.read(), 16)
+    except (OSError, ValueError):
+        return 128 << 20
+
+
 def memmap_on_memory_supported() -> bool:
     """Whether the host could place a hot-added block's memory map on the
     block itself (memory_hotplug.memmap_on_memory), which a kmem device's

@@ -6,7 +6,7 @@ then the batch is applied all or nothing. Blank lines and '#' comments are
 ignored. A read returns the result of the last write on the same handle
 (`ok NAME...` or `error ERRNO: message`), else the layout as JSON.
 
-  create-region size=SIZE [align=ALIGN] [id=N] [target_node=NODE] [numa_node=NODE]
+  create-region size=SIZE [align=ALIGN] [id=N] [target_node=NODE] [numa_node=NODE] [type=device|kmem]
   destroy-region ID
   create-device region=ID [size=SIZE] [align=ALIGN] [owner=USER] [group=GROUP] [mode=MODE]
   resize-device NAME size=SIZE
@@ -15,6 +15,8 @@ ignored. A read returns the result of the last write on the same handle
   destroy-device NAME
   inject-error NAME block=BLOCK [count=N]    poison 512-byte blocks (media errors)
   clear-error NAME block=BLOCK [count=N]
+  pin-memory memoryN                         its offlining fails with EBUSY (a block kmem added)
+  unpin-memory memoryN
 """
 import errno
 import functools
@@ -27,7 +29,7 @@ import trio
 
 from ..dax import DaxBus
 from ..core.errors import DaxError, shown
-from ..core.units import parse_count, parse_id, parse_node, parse_size
+from ..core.units import parse_count, parse_id, parse_index, parse_node, parse_size
 from ..dax.users import parse_group, parse_mode, parse_owner
 
 # The kernel cuts a write into requests of at most 1 MiB, and one of up to
@@ -65,12 +67,25 @@ def _device_named(_, args) -> str:
     return args[0]
 
 
+def _block_named(_, args) -> str:
+    return f"memory{args[0]}"
+
+
+def parse_block(text: str) -> int:
+    """memoryN, as /sys/devices/system/memory names a block."""
+    index = parse_index(text.removeprefix("memory")) if text.startswith("memory") else None
+    if index is None:
+        raise DaxError(errno.EINVAL, f"{shown(text)} is no memory block (memoryN)")
+    return index
+
+
 _SIZE_KEYS = {"size": (parse_size, "size"), "align": (parse_size, "align")}
 _BLOCK_KEYS = {"block": (parse_count, "block"), "count": (parse_count, "count")}
 _COMMANDS = {
     "create-region": _Command("create_region", None, {**_SIZE_KEYS, "id": (parse_id, "id_"),
                                                       "target_node": (parse_node, "target_node"),
-                                                      "numa_node": (parse_node, "numa_node")},
+                                                      "numa_node": (parse_node, "numa_node"),
+                                                      "type": (str, "type_")},
                               frozenset({"size"}), _region_made),
     "destroy-region": _Command("destroy_region", parse_id, {}, frozenset(), _region_named),
     "create-device": _Command("create_device", None, {"region": (parse_id, "region_id"), **_SIZE_KEYS,
@@ -84,6 +99,8 @@ _COMMANDS = {
     "destroy-device": _Command("destroy_device", str, {}, frozenset(), _device_named),
     "inject-error": _Command("inject_error", str, _BLOCK_KEYS, frozenset({"block"}), _device_named),
     "clear-error": _Command("clear_error", str, _BLOCK_KEYS, frozenset({"block"}), _device_named),
+    "pin-memory": _Command("pin_block", parse_block, {}, frozenset(), _block_named),
+    "unpin-memory": _Command("unpin_block", parse_block, {}, frozenset(), _block_named),
 }
 
 

@@ -16,14 +16,16 @@ from ..core.errors import DaxError
 from .nodes import Dir, HostFile, Link, Node
 
 HOST_SYS = "/sys"
-MERGED = {(), ("bus",), ("bus", "platform"), ("bus", "platform", "devices"), ("class",), ("dev",),
-          ("dev", "char"), ("devices",), ("devices", "platform"), ("devices", "system"),
-          ("devices", "system", "memory"), ("devices", "virtual"), ("module",)}
+MERGED = {(), ("bus",), ("bus", "memory"), ("bus", "memory", "devices"), ("bus", "platform"),
+          ("bus", "platform", "devices"), ("class",), ("dev",), ("dev", "char"), ("devices",), ("devices", "platform"),
+          ("devices", "system"), ("devices", "system", "memory"), ("devices", "system", "node"),
+          ("devices", "virtual"), ("module",)}
+NODES = ("devices", "system", "node")  # each node directory merges too: a host node gains emulated memory
 
 
 def overlay(emulated: Dir, host: str = HOST_SYS, path: tuple[str, ...] = ()) -> Dir:
     """emulated, at path in /sys, over the host's directory host."""
-    if path not in MERGED:
+    if path not in MERGED and path[:-1] != NODES:
         return emulated
 
     def names() -> list[str]:

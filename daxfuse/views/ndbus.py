@@ -29,6 +29,7 @@ from ..dax.badblocks import SECTOR
 from ..core.devt import NDCTL_MAJOR, NMEM_MAJOR
 from ..core.errors import DaxError, shown
 from .nodes import Attr, Link, Node, group, table
+from .sysfs_text import text
 from ..core.units import parse_count, parse_index
 from ..memory import phys_base
 
@@ -63,10 +64,6 @@ def _uuid(kind: str, dev: DevDax) -> str:
     return str(uuid.uuid5(_UUIDS, f"{kind}/{dev.name}/{dev.dax_dev.minor}"))
 
 
-def _written(data: str) -> str:
-    return data.replace("\0", "").strip()
-
-
 _ONE, _ZERO = _ro("1\n"), _ro("0\n")
 _REGION_MODALIAS, _NSTYPE = _ro("nd:t2\n"), _ro("5\n")
 _PERSISTENCE_DOMAIN = _ro(f"{PERSISTENCE_DOMAIN}\n")
@@ -83,7 +80,7 @@ def _claim(dev: DevDax, data: str) -> list:
     once the device is down (EBUSY before, as the kernel's); the claim
     follows the device here, so clearing it or naming its own namespace
     changes nothing, and any other name is ENODEV."""
-    name = _written(data)
+    name = text(data)
     if dev.enabled:
         raise DaxError(errno.EBUSY, f"{dev.name} is bound: unbind it first")
     if name not in ("", f"namespace{dev.region.id}.{dev.id}"):
@@ -139,7 +136,7 @@ class NdBusView:
                 functools.partial(bus.disable_device, dev.name) if driver == "dax_pmem" else None)
 
     def _bind(self, driver: str, data: str) -> list:
-        name = _written(data)
+        name = text(data)
         found = self._driven(driver, name)
         if found is None:
             raise DaxError(errno.ENODEV, f"{driver} drives no device {shown(name)}")
@@ -148,7 +145,7 @@ class NdBusView:
         return [found[1]]
 
     def _unbind(self, driver: str, data: str) -> list:
-        name = _written(data)
+        name = text(data)
         found = self._driven(driver, name)
         if found is None or not found[0] or found[2] is None:
             raise DaxError(errno.ENODEV, f"{shown(name)} is not bound to {driver}")

@@ -9,13 +9,14 @@ file and this view are two faces of one model.
 """
 import errno
 import functools
-import re
 import string
 
 from ..dax import DaxBus, DaxRegion, DevDax, Dimm
+from ..dax.drivers import DRIVERS, KMEM
 from ..core.devt import DAX_MAJOR
 from ..core.errors import DaxError, shown
-from .host import host_write
+from .memory import MemoryView
+from .sysfs_text import kstrtobool, number, text
 from .ndbus import BUS_DIR, NdBusView
 from .nodes import Attr, Dir, Link, Node, group, table
 from ..core.units import U64_MAX, bounded_int, parse_index
@@ -48,47 +49,15 @@ def kernfs_order(names) -> list[str]:
     return sorted(names, key=lambda name: (kernfs_name_hash(name), name))
 
 
-def _text(data: str) -> str:
-    return data.replace("\0", "").strip()
-
-
-# kstrtoull(buf, 0): an optional '+', then 0x hex, 0 octal or decimal
-_KSTRTOULL = re.compile(r"\+?(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))", re.ASCII)
-
-
-def _number(data: str, err: int | None = None) -> int:
-    """kstrtoull: EINVAL when malformed, ERANGE past u64; or err for both,
-    where the kernel's store maps every failure to one errno."""
-    m = _KSTRTOULL.fullmatch(_text(data))
-    if not m:
-        raise DaxError(err or errno.EINVAL, f"invalid number {shown(_text(data))}")
-    hexa, octal, decimal = m.groups()
-    value = bounded_int(*((hexa, 16) if hexa else (octal, 8) if octal else (decimal, 10)), U64_MAX)
-    if value is None:
-        raise DaxError(err or errno.ERANGE, f"number {shown(_text(data))} is past 2^64 - 1")
-    return value
-
-
-def _bool(data: str) -> bool:
-    """kstrtobool: the first character decides (y, t, 1 / n, f, 0), or
-    "on" / "off"; anything else is EINVAL."""
-    text = _text(data).lower()
-    if text[:1] in ("y", "t", "1") or text[:2] == "on":
-        return True
-    if text[:1] in ("n", "f", "0") or text[:2] == "of":
-        return False
-    raise DaxError(errno.EINVAL, f"invalid boolean {shown(text)}")
-
-
 def _range(data: str) -> tuple[int, int]:
     """sscanf("%llx-%llx"): hex, each with an optional 0x."""
     def hexa(x: str) -> int | None:
         x = x[2:] if x[:2] in ("0x", "0X") else x
         return bounded_int(x, 16, U64_MAX) if x and all(c in string.hexdigits for c in x) else None
-    start, _, end = _text(data).partition("-")
+    start, _, end = text(data).partition("-")
     bounds = hexa(start), hexa(end)
     if None in bounds:
-        raise DaxError(errno.EINVAL, f"mapping must be START-END in hex, not {shown(_text(data))}")
+        raise DaxError(errno.EINVAL, f"mapping must be START-END in hex, not {shown(text(data))}")
     return bounds
 
 
@@ -98,14 +67,13 @@ def _ro(show) -> Attr:
 
 _MODALIAS = _ro(lambda: "dax:t0\n")
 _SUBSYSTEM = Link("../../../../bus/dax")
-_DRIVER = Link("../../../../bus/dax/drivers/device_dax")
 
 
 def _static(node: Node):
     return lambda: node
 
 
-def _op(method, *args, parse=_text):
+def _op(method, *args, parse=text):
     """A store that turns what was written into one bus operation."""
     return lambda data: [functools.partial(method, *args, parse(data))]
 
@@ -115,26 +83,27 @@ class SysfsView:
         self.bus = bus
         self._dev_dax_attrs = self._dev_dax_attributes()
         self.nd = NdBusView(bus, REGION_DIR.format)
+        self.memory = MemoryView(bus)
         self.root = table({
             "bus": _static(table({
                 "dax": _static(table({
                     "devices": lambda: Dir(self._device_names, self._bus_device),
-                    "drivers": _static(table({"device_dax": lambda: Dir(self._driver_names, self._driver)})),
+                    "drivers": _static(table({name: functools.partial(self._driver_dir, name) for name in DRIVERS})),
                 })),
                 "nd": self.nd.bus_nd,
+                "memory": self.memory.bus_memory,
                 "platform": _static(table({"devices": lambda: Dir(self._platform_names, self._platform_link)})),
             })),
             "class": _static(table({"nd": self.nd.class_nd})),
             "devices": _static(table({
                 "platform": lambda: Dir(self._platform_names, self._platform),
-                "system": _static(table({"memory": _static(table({
-                    f"{kind}_offline_page": _static(Attr(0o200, store=functools.partial(self._offline_page, kind)))
-                    for kind in ("hard", "soft")}))})),
+                "system": _static(table({"memory": self.memory.memory_dir, "node": self.memory.node_dir})),
                 "virtual": _static(table({"daxfuse": _static(table({
                     "subsystem": _static(Link("../../../bus/dax"))}))})),
             })),
             "dev": _static(table({"char": lambda: Dir(self._devt_names, self._devt)})),
-            "module": _static(table({"device_dax": _static(table({"initstate": _static(_ro(lambda: "live\n"))}))})),
+            "module": _static(table({driver.module: functools.partial(self._module, driver.name)
+                                     for driver in DRIVERS.values()})),
         })
 
     # --- the bus's lists ------------------------------------------------------------------------
@@ -151,22 +120,24 @@ class SysfsView:
         dev = self.bus.find_device(name)
         return dev and Link(f"{self._region_path(dev.region.id, 3)}/{name}")
 
-    def _driver_table(self) -> dict:
+    def _driver_dir(self, driver: str) -> Node:
+        """/sys/bus/dax/drivers/DRIVER: bind, unbind, new_id, remove_id, its
+        module, and a link to each device bound to it."""
         bus = self.bus
-        return {"bind": _static(Attr(0o200, store=_op(bus.enable_device))),
-                "unbind": _static(Attr(0o200, store=_op(bus.disable_device))),
-                "new_id": _static(Attr(0o200, store=_op(bus.device))),
-                "remove_id": _static(Attr(0o200, store=_op(bus.device)))}
+        attrs = {"bind": _static(Attr(0o200, store=_op(bus.bind, driver))),
+                 "unbind": _static(Attr(0o200, store=_op(bus.unbind, driver))),
+                 "new_id": _static(Attr(0o200, store=_op(bus.new_id, driver))),
+                 "remove_id": _static(Attr(0o200, store=_op(bus.remove_id, driver))),
+                 "module": _static(Link(f"../../../../module/{DRIVERS[driver].module}"))}
 
-    def _driver_names(self) -> list[str]:
-        return list(self._driver_table()) + [d.name for d in self._devices() if d.enabled]
+        def device(name: str) -> Node | None:
+            dev = self.bus.find_device(name)
+            return Link(f"{self._region_path(dev.region.id, 4)}/{name}") if dev and dev.driver == driver else None
+        return table(attrs, lambda: [d.name for d in self._devices() if d.driver == driver], device)
 
-    def _driver(self, name: str) -> Node | None:
-        entry = self._driver_table().get(name)
-        if entry:
-            return entry()
-        dev = self.bus.find_device(name)
-        return dev and dev.enabled and Link(f"{self._region_path(dev.region.id, 4)}/{name}") or None
+    def _module(self, driver: str) -> Node:
+        return table({"initstate": _static(_ro(lambda: "live\n")),
+                      "drivers": _static(table({f"dax:{driver}": _static(Link(f"../../../bus/dax/drivers/{driver}"))}))})
 
     def _platform_names(self) -> list[str]:
         return [REGION_DIR.format(r) for r in sorted(self.bus.regions)] + [BUS_DIR]
@@ -193,15 +164,6 @@ class SysfsView:
         major, _, minor = devt.partition(":")
         return self.bus.device_of_minor(parse_index(minor)) if major == str(DAX_MAJOR) else None
 
-    def _offline_page(self, kind: str, data: str) -> list:
-        """{hard,soft}_offline_page: a physical address (the page it lies
-        in) of device memory goes to the bus; any other is the host's."""
-        offset = _number(data) - phys_base()
-        if offset >= 0 and self.bus.region_at(offset):
-            return [functools.partial(self.bus.offline_page, offset, kind == "hard")]
-        host_write(f"/sys/devices/system/memory/{kind}_offline_page", data)
-        return []
-
     # --- a region: dax_region/ and its devices ------------------------------------------------
     def _region(self, dirname: str) -> Node | None:
         prefix, _, rid = dirname.rpartition(".")
@@ -219,7 +181,7 @@ class SysfsView:
         bus = self.bus
 
         def create(data: str) -> list:
-            if _number(data) != 1:
+            if number(data) != 1:
                 raise DaxError(errno.EINVAL, "write 1 to create a device")
             return [functools.partial(bus.create_seed, region.id)]
 
@@ -241,10 +203,10 @@ class SysfsView:
         bus = self.bus
         return {
             "size": lambda dev: Attr(0o644, show=lambda: f"{dev.size}\n",
-                                     store=_op(bus.resize_device, dev.name, parse=_number)),
+                                     store=_op(bus.resize_device, dev.name, parse=number)),
             "align": lambda dev: Attr(0o644, show=lambda: f"{dev.align}\n",
                                       store=_op(bus.set_align, dev.name,
-                                                parse=functools.partial(_number, err=errno.ENXIO))),
+                                                parse=functools.partial(number, err=errno.ENXIO))),
             "mapping": lambda dev: Attr(0o200, store=lambda data: [
                 functools.partial(bus.set_mapping, dev.name, *(a - phys_base() for a in _range(data)))]),
             "resource": lambda dev: Attr(0o400, show=lambda: (
@@ -254,15 +216,18 @@ class SysfsView:
                                         else _ro(lambda: f"{dev.region.target_node}\n")),
             "numa_node": lambda dev: _ro(lambda: f"{dev.region.numa_node}\n"),
             "memmap_on_memory": lambda dev: Attr(0o644, show=lambda: f"{int(dev.memmap_on_memory)}\n",
-                                                 store=_op(bus.set_memmap_on_memory, dev.name, parse=_bool)),
+                                                 store=_op(bus.set_memmap_on_memory, dev.name, parse=kstrtobool)),
+            # kmem's (Linux 7.3): the memory plugged as one, or "unplugged"
+            "state": lambda dev: dev.driver == KMEM.name and Attr(0o644, show=lambda: f"{dev.hotplug_state}\n",
+                                                                 store=_op(bus.set_hotplug_state, dev.name)) or None,
             "modalias": lambda dev: _MODALIAS,
             "dev": lambda dev: _ro(lambda: f"{DAX_MAJOR}:{dev.dax_dev.minor}\n"),
             "uevent": lambda dev: Attr(0o644, show=lambda: (
                 f"MAJOR={DAX_MAJOR}\nMINOR={dev.dax_dev.minor}\nDEVNAME={dev.name}\n"
-                + ("DRIVER=device_dax\n" if dev.enabled else "") + "MODALIAS=dax:t0\n"),
+                + (f"DRIVER={dev.driver}\n" if dev.driver else "") + "MODALIAS=dax:t0\n"),
                 store=lambda data: []),
             "subsystem": lambda dev: _SUBSYSTEM,
-            "driver": lambda dev: _DRIVER if dev.enabled else None,
+            "driver": lambda dev: dev.driver and Link(f"../../../../bus/dax/drivers/{dev.driver}"),
         }
 
     def _device(self, dev: DevDax) -> Node:
@@ -291,15 +256,18 @@ class SysfsView:
             return [(("devices", "platform"), REGION_DIR.format(subject.id)),
                     (("bus", "platform", "devices"), REGION_DIR.format(subject.id)), *self.nd.places(subject)]
         region_dir = ("devices", "platform", REGION_DIR.format(subject.region.id))
-        return [(("bus", "dax", "devices"), subject.name), (("bus", "dax", "drivers", "device_dax"), subject.name),
-                (region_dir, subject.name), (region_dir, "dax_region"),
-                (("dev", "char"), f"{DAX_MAJOR}:{subject.dax_dev.minor}"), *self.nd.places(subject)]
+        return [(("bus", "dax", "devices"), subject.name),
+                *((("bus", "dax", "drivers", driver), subject.name) for driver in DRIVERS),
+                (region_dir, subject.name), (region_dir + (subject.name,), "driver"), (region_dir, "dax_region"),
+                (("dev", "char"), f"{DAX_MAJOR}:{subject.dax_dev.minor}"), *self.nd.places(subject),
+                *self.memory.places(subject)]
 
     def listings(self) -> list[tuple[str, ...]]:
         """The directories that list devices or regions."""
-        return [("bus", "dax", "devices"), ("bus", "dax", "drivers", "device_dax"), ("devices", "platform"),
+        return [("bus", "dax", "devices"), *(("bus", "dax", "drivers", driver) for driver in DRIVERS),
+                ("devices", "platform"),
                 ("bus", "platform", "devices"), ("dev", "char"), *(("devices", "platform", REGION_DIR.format(r)) for r in self.bus.regions),
-                *self.nd.listings()]
+                *self.nd.listings(), *self.memory.listings()]
 
     def changed(self, path: tuple[str, ...]) -> int | None:
         """When what path shows last changed: the bus's last change for a
@@ -308,14 +276,14 @@ class SysfsView:
         match path:
             case ("devices", "platform", name, *rest) if name == BUS_DIR:
                 return self.nd.changed(tuple(rest))
-            case ("bus", "dax", "devices") | ("bus", "dax", "drivers", "device_dax") | ("devices", "platform") \
+            case ("bus", "dax", "devices") | ("bus", "dax", "drivers", _) | ("devices", "platform") \
                     | ("bus", "platform", "devices") | ("dev", "char") | ("devices", "platform", _):
                 return self.bus.changed
             case ("devices", "platform", region, "dax_region", *_):
                 found = self.bus.regions.get(parse_index(region.removeprefix("daxfuse.")))
                 return found and found.changed
             case ("devices", "platform", _, name, *_) | ("bus", "dax", "devices", name) \
-                    | ("bus", "dax", "drivers", "device_dax", name) if (dev := self.bus.find_device(name)):
+                    | ("bus", "dax", "drivers", _, name) if (dev := self.bus.find_device(name)):
                 return dev.changed
             case ("dev", "char", devt) if (dev := self._devt_device(devt)):
                 return dev.changed
