@@ -242,3 +242,52 @@ def test_root_makes_and_removes_nodes_in_exec_dev_as_in_a_devtmpfs(daxfuse_facto
                                      "rm: cannot remove '/dev/dax0.0': Operation not permitted",
                                      "rm: cannot remove '/dev/null': Device or resource busy"]
     assert not [n for n in os.listdir("/dev") if n.startswith(name)], "all of it is gone from the host's /dev"
+
+
+def _copy_with_libraries(root, *programs):
+    """programs copied into root at their paths, with the libraries and loader ldd names."""
+    paths = set(programs)
+    for program in programs:
+        out = subprocess.run(["ldd", program], capture_output=True, text=True, check=True).stdout
+        paths |= {w for line in out.splitlines() for w in line.split() if w.startswith("/")}
+    for path in paths:
+        os.makedirs(os.path.dirname(f"{root}{path}"), exist_ok=True)
+        with open(os.path.realpath(path), "rb") as f, open(f"{root}{path}", "wb") as out:
+            out.write(f.read())
+        os.chmod(f"{root}{path}", 0o755)
+
+
+def test_exec_root_refuses_a_directory_that_is_no_root_filesystem(daxfuse_factory, tmp_path):
+    """`daxfuse exec --root DIR`: a DIR without /bin/sh, or none at all, is one line and status 1,
+    before anything is mounted or run."""
+    d = daxfuse_factory("--size", "64M")
+    (tmp_path / "empty" / "proc").mkdir(parents=True)
+    for root, said in ((tmp_path / "empty", "is not a root filesystem (no /bin/sh"),
+                       (tmp_path / "missing", "no such directory")):
+        r = subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, "--root", str(root), "--", "touch",
+                            str(tmp_path / "ran")], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and said in r.stderr, r.stderr
+        assert r.stderr.startswith(f"daxfuse: --root {root}"), r.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+def test_exec_root_runs_in_a_root_made_by_hand(daxfuse_factory, tmp_path):
+    """`daxfuse exec --root` with a root of a shell and env copied from the host (no debootstrap):
+    the emulated /sys and /dev, the device a character device, the mount at its own path, nothing
+    else of the host; what the command writes there is gone after it, and so are the mounts."""
+    d = daxfuse_factory("--size", "64M")
+    root = tmp_path / "root"
+    (root / "proc").mkdir(parents=True)
+    _copy_with_libraries(str(root), "/bin/sh", "/usr/bin/env")
+    listing = sorted(os.listdir(root))
+    here = os.path.dirname(os.path.abspath(__file__))
+    script = (f'test -c /dev/dax0.0 && echo chardev; read s </sys/bus/dax/devices/dax0.0/size && echo "$s"; '
+              f'test -e {d.mountpoint}/control && echo mount; test -e {here} || echo no-checkout; '
+              f'test -e /proc/self/status && echo proc; echo x >/written && echo wrote')
+    r = subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, "--root", str(root), "--", "/bin/sh", "-c", script],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["chardev", str(64 << 20), "mount", "no-checkout", "proc", "wrote"]
+    assert sorted(os.listdir(root)) == listing and not os.listdir(root / "proc"), "the root as it was"
+    with open("/proc/self/mountinfo") as f:
+        assert str(root) not in f.read()
