@@ -138,3 +138,28 @@ def test_exec_root_as_another_user(tools_root):
     uid, version, chardev, listing = r.stdout.split("\n", 3)
     assert (uid, chardev) == ("65534", "chardev") and _version(version) > (76, 1), r.stdout
     assert _names(listing) == ["dax0.0"]
+
+
+def test_daxctl_85_moves_a_device_between_devdax_famfs_and_system_ram(daxfuse_factory, tools_root):
+    """daxctl 85's reconfigure-device, as on a kernel with fsdev_dax: devdax to famfs (fsdev_dax,
+    by new_id) and back, to system-ram with its memory onlined, famfs refused from there (EINVAL,
+    nothing changed), and -f back to devdax."""
+    d = daxfuse_factory("--size", "256M")
+
+    def daxctl(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*DAXFUSE, "exec", "-m", d.mountpoint, "--root", tools_root, "--", "daxctl", *argv],
+                              capture_output=True, text=True, timeout=100)
+
+    def mode() -> dict:
+        (dev,) = json.loads(daxctl("list", "-d", "dax0.0").stdout)
+        return dev
+
+    for target, expect in (("famfs", "famfs"), ("devdax", "devdax"), ("system-ram", "system-ram")):
+        r = daxctl("reconfigure-device", "-m", target, "dax0.0")
+        assert r.returncode == 0 and mode()["mode"] == expect, r.stderr
+    assert mode()["online_memblocks"] == 2
+    r = daxctl("reconfigure-device", "-m", "famfs", "dax0.0")
+    assert r.returncode != 0 and "must be in devdax mode to convert to famfs" in r.stderr, r.stderr
+    assert mode()["mode"] == "system-ram"
+    assert daxctl("reconfigure-device", "-f", "-m", "devdax", "dax0.0").returncode == 0
+    assert mode()["mode"] == "devdax"

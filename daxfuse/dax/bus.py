@@ -1035,7 +1035,7 @@ class DaxBus:
             "state": "enabled" if region.enabled else "disabled",
             "devices": [{
                 "name": dev.name, "id": dev.id, "size": dev.size, "align": dev.align,
-                "state": "enabled" if dev.enabled else "disabled",
+                "state": "enabled" if dev.enabled else "disabled", "driver": dev.driver,
                 "minor": dev.dax_dev.minor,
                 "uid": dev.access.uid, "gid": dev.access.gid, "mode": f"{dev.access.mode:04o}",
                 "ranges": [{"start": r.start, "end": r.end - 1, "page_offset": off}
