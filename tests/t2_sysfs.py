@@ -244,10 +244,16 @@ LIST_FLAGS = ["".join(f) for f in itertools.product(["", "R"], ["", "D"], ["", "
     "create-region size=8M align=4K\ncreate-device region=1 size=4M\ncreate-region size=2M",
     "create-region size=8M align=4K target_node=-1 numa_node=-1\ncreate-device region=1 size=4M\n"
     "create-region size=8M align=4K target_node=3 numa_node=1\ncreate-device region=2 size=4M",
-], ids=["seed-only", "two-regions", "nodes"])
+    "create-device region=0 size=16M\ncreate-region size=512M target_node=1 type=kmem\n"
+    "create-device region=1 size=256M\ncreate-device region=1 size=256M",
+], ids=["seed-only", "two-regions", "nodes", "system-ram"])
 def test_daxfuse_list_is_daxctl_list_for_every_flag_combination(region, layout):
     if layout:
         region.control(layout)
+    for dev in (dev for r in region.layout() for dev in r["devices"] if dev["name"] == "dax1.0"):
+        for block in dev["memory_blocks"]:  # one system-ram device online, the other not
+            assert write_attr(sys_path(region, "devices", "system", "memory", f"memory{block['index']}", "state"),
+                              "online_movable") == 0
     for flags in LIST_FLAGS:
         args = [f"-{flags}"] if flags else []
         assert daxfuse_list(region, *args) == daxctl(region, "list", *args).stdout, f"list {' '.join(args)}"

@@ -157,6 +157,8 @@ def test_daxctl_85_moves_a_device_between_devdax_famfs_and_system_ram(daxfuse_fa
     for target, expect in (("famfs", "famfs"), ("devdax", "devdax"), ("system-ram", "system-ram")):
         r = daxctl("reconfigure-device", "-m", target, "dax0.0")
         assert r.returncode == 0 and mode()["mode"] == expect, r.stderr
+        listed = subprocess.run([*DAXFUSE, "list", "-m", d.mountpoint, "-D"], capture_output=True, text=True)
+        assert listed.stdout == daxctl("list", "-D").stdout, "daxfuse list follows 85"
     assert mode()["online_memblocks"] == 2
     r = daxctl("reconfigure-device", "-m", "famfs", "dax0.0")
     assert r.returncode != 0 and "must be in devdax mode to convert to famfs" in r.stderr, r.stderr

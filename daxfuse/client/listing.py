@@ -9,11 +9,16 @@ from ..views.sysfs import kernfs_order
 REGION_PATH = "/platform/daxfuse.{id}"
 
 
+MODES = {"kmem": "system-ram", "fsdev_dax": "famfs"}  # by the driver's name; devdax else (85: famfs)
+
+
 def _device(dev: dict, region: dict, mappings: bool, media_errors: bool) -> dict:
     out = {"chardev": dev["name"], "size": dev["size"]}
     if region["target_node"] >= 0:  # hidden, so -1 to libdaxctl
         out["target_node"] = region["target_node"]
-    out |= {"align": dev["align"], "mode": "devdax"}
+    out |= {"align": dev["align"], "mode": MODES.get(dev["driver"], "devdax")}
+    if dev["driver"] == "kmem":
+        out |= _memory(dev["memory_blocks"])
     base = region["resource"] - region["start"]  # the physical address of offset 0
     if dev["state"] == "disabled":
         out["state"] = "disabled"
@@ -23,6 +28,16 @@ def _device(dev: dict, region: dict, mappings: bool, media_errors: bool) -> dict
                            for r in reversed(dev["ranges"])]  # mappingN by index, each to the head
     if media_errors and dev["badblocks"]:  # as ndctl list --media-errors, for namespaces
         out["badblocks"] = dev["badblocks"]
+    return out
+
+
+def _memory(blocks: list[dict]) -> dict:
+    """A system-ram device's blocks as daxctl counts them: movable only
+    while every block is online (a zone of each to compare)."""
+    zones = {b["zone"] for b in blocks}
+    out = {"online_memblocks": sum(b["zone"] is not None for b in blocks), "total_memblocks": len(blocks)}
+    if None not in zones:
+        out["movable"] = zones == {"Movable"}
     return out
 
 

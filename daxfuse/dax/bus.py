@@ -1036,6 +1036,8 @@ class DaxBus:
             "devices": [{
                 "name": dev.name, "id": dev.id, "size": dev.size, "align": dev.align,
                 "state": "enabled" if dev.enabled else "disabled", "driver": dev.driver,
+                "memory_blocks": [{"index": i, "zone": self.blocks[i].zone}
+                                  for i in self.device_blocks(dev) if i in self.blocks],
                 "minor": dev.dax_dev.minor,
                 "uid": dev.access.uid, "gid": dev.access.gid, "mode": f"{dev.access.mode:04o}",
                 "ranges": [{"start": r.start, "end": r.end - 1, "page_offset": off}
