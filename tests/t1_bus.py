@@ -97,10 +97,10 @@ def test_create_region_defaults(bus, memory):
     assert region.res == Range(0, 8 * M)
     assert memory.size >= 8 * M
     assert bus.layout() == [{"id": 0, "start": 0, "resource": phys_base(), "size": 8 * M, "target_node": 0,
-                             "numa_node": 0, "align": M2,
-                             "available_size": 8 * M, "state": "enabled", "devices": [
-                                 {"name": "dax0.0", "id": 0, "size": 0, "align": M2, "state": "disabled", "driver": None, "memory_blocks": [],
-                                  "minor": 0, "uid": 0, "gid": 0, "mode": "0600", "ranges": [], "badblocks": []}]}]
+                             "numa_node": 0, "align": M2, "available_size": 8 * M, "state": "enabled", "devices": [
+                                 {"name": "dax0.0", "id": 0, "size": 0, "align": M2, "state": "disabled", "driver": None,
+                                  "memory_blocks": [], "minor": 0, "uid": 0, "gid": 0, "mode": "0600", "ranges": [],
+                                  "badblocks": []}]}]
     assert region.seed is bus.device("dax0.0"), "born with its seed, as a kernel region"
 
 
