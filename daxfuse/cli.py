@@ -431,10 +431,15 @@ def build_parser() -> argparse.ArgumentParser:
     ie.add_argument("--status", action="store_true", help="list the device's bad blocks")
 
     cr = managed("create-region", "create a region",
-                 lambda a: _run(a, _line("create-region", size=a.size, align=a.align, id=a.id)))
+                 lambda a: _run(a, _line("create-region", size=a.size, align=a.align, id=a.id, type=a.type,
+                                         target_node=a.target_node, numa_node=a.numa_node)))
     cr.add_argument("-s", "--size", required=True)
     cr.add_argument("-a", "--align")
     cr.add_argument("--id")
+    cr.add_argument("-t", "--type", help="device (a pmem region, the default) or kmem (as hmem and CXL RAM "
+                                         "regions: its devices come up as system RAM)")
+    cr.add_argument("--target-node", help="the node its memory goes online in (-1: none)")
+    cr.add_argument("--numa-node", help="the node closest to it (-1: none)")
 
     dr = managed("destroy-region", "destroy a region without devices",
                  lambda a: _run(a, _line("destroy-region", str(a.id))))

@@ -196,3 +196,19 @@ def test_fsdev_dax_binds_by_id_and_its_device_opens_but_does_not_map(daxfuse_fac
     assert write_errno(os.path.join(drivers, "fsdev_dax", "remove_id"), b"dax0.0\0") == 0
     ok(inside(d, "daxctl", "enable-device", "dax0.0"))
     assert os.readlink(d.path("sys", "bus", "dax", "devices", "dax0.0", "driver")).endswith("/device_dax")
+
+
+def test_system_ram_and_its_blocks_outlive_a_remount(daxfuse_factory, tmp_path):
+    """kmem's binding, its blocks' states and the policy are kept with the
+    layout, as a reboot would find them bound again."""
+    memory = str(tmp_path / "memory")
+    d = daxfuse_factory("--size", "64M", "--memory-file", memory)
+    d.control("create-region size=256M target_node=1 type=kmem\ncreate-device region=1")
+    ok(inside(d, "daxctl", "online-memory", "--no-movable", "dax1.0"))
+    with open(d.path("sys", "devices", "system", "memory", "auto_online_blocks"), "w") as f:
+        f.write("online_kernel")
+    d.stop()
+    d = daxfuse_factory("--memory-file", memory, name="again")
+    found = device(d, "dax1.0")
+    assert (found["mode"], found["online_memblocks"], found["movable"]) == ("system-ram", 2, False)
+    assert ok(inside(d, "cat", f"{SYS_MEMORY}/auto_online_blocks")) == "online_kernel\n"

@@ -851,7 +851,7 @@ class DaxBus:
     @property
     def dimm_busy(self) -> bool:
         """An enabled region maps the DIMM: the kernel owns its labels then (nvdimm->busy)."""
-        return any(r.enabled for r in self.regions.values())
+        return any(r.enabled and r.on_dimm for r in self.regions.values())
 
     def disable_dimm(self) -> None:
         """The DIMM's driver unbound (ndctl disable-dimm, and zero-labels

@@ -132,6 +132,12 @@ class DaxRegion:
     def size(self) -> int:
         return self.res.size
 
+    @property
+    def on_dimm(self) -> bool:
+        """The emulated NVDIMM maps it (a pmem region, on the nd bus); an
+        hmem or CXL RAM region (type kmem) is not the DIMM's."""
+        return self.type == DEVICE_TYPE
+
     def take(self, r: Range) -> None:
         """r, which must lie in one hole, is a device's now."""
         i = bisect_right(self.free, r.start, key=lambda hole: hole.start) - 1

@@ -176,7 +176,7 @@ class NdBusView:
                 (region, namespace), (region, dev.name)]
 
     def listings(self) -> list[tuple[str, ...]]:
-        return [("bus", "nd", "devices"), _NDBUS, *(_NDBUS + (f"region{r}",) for r in self.bus.regions)]
+        return [("bus", "nd", "devices"), _NDBUS, *(_NDBUS + (f"region{r.id}",) for r in self._regions())]
 
     def changed(self, path: tuple[str, ...]) -> int | None:
         """SysfsView.changed for a path below platform/daxfuse-nvdimm."""
@@ -194,7 +194,7 @@ class NdBusView:
 
     # --- the bus ---------------------------------------------------------------------------
     def _regions(self) -> list[DaxRegion]:
-        return [self.bus.regions[r] for r in sorted(self.bus.regions)]
+        return [self.bus.regions[r] for r in sorted(self.bus.regions) if self.bus.regions[r].on_dimm]
 
     def _bus_devices(self) -> Node:
         def names():
@@ -214,12 +214,13 @@ class NdBusView:
 
     def _region_named(self, name: str) -> DaxRegion | None:
         """regionR's region."""
-        return self.bus.regions.get(parse_index(name.removeprefix("region"))) if name.startswith("region") else None
+        region = self.bus.regions.get(parse_index(name.removeprefix("region"))) if name.startswith("region") else None
+        return region if region is not None and region.on_dimm else None
 
     def _namespaced_named(self, name: str) -> DevDax | None:
         """The device with a size whose namespaceR.I or nd dax daxR.I is name."""
         dev = self.bus.find_device(name.replace("namespace", "dax", 1) if name.startswith("namespace") else name)
-        return dev if dev is not None and dev.size and dev.region.enabled else None
+        return dev if dev is not None and dev.size and dev.region.enabled and dev.region.on_dimm else None
 
     def _bus_attrs(self) -> dict:
         attrs = {
