@@ -464,6 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
                         ("destroy-device", "destroy disabled devices")):
         s = managed(name, help_, _each(name))
         s.add_argument("devices", nargs="+", metavar="NAME")
+    for name, help_ in (("pin-memory", "make a memory block kmem added refuse to go offline (EBUSY), "
+                                       "as unmovable pages make it"),
+                        ("unpin-memory", "let it go offline again")):
+        s = managed(name, help_, lambda a, name=name: _run(a, _line(name, a.block)))
+        s.add_argument("block", metavar="memoryN")
     return p
 
 
