@@ -110,29 +110,36 @@ static int resolve(struct dax_map *m, uintptr_t addr)
 	return 1;
 }
 
-/* The program's action, as the kernel would have taken it. */
-static void to_program(int sig, siginfo_t *si, void *uc)
+/* act, the program's action for sig, as the kernel would have taken it.
+ * A fault (retried: the access runs again) cannot be ignored: its default
+ * action comes with the retry; a signal that is not retried is raised
+ * again under the default action. */
+static void program_action(struct sigaction *act, int sig, siginfo_t *si, void *uc, int retried)
 {
-	struct sigaction act = program;
+	struct sigaction now = *act;
 
-	if (act.sa_flags & SA_RESETHAND)
-		program.sa_handler = SIG_DFL;
-	if (act.sa_handler == SIG_IGN && si->si_code <= 0)
-		return;  /* sent, not a fault: ignored */
-	if (act.sa_handler == SIG_DFL || act.sa_handler == SIG_IGN) {
-		/* A fault cannot be ignored: its default action, once the
-		 * access is retried (a sent one, once it is raised again). */
+	if (now.sa_flags & SA_RESETHAND)
+		act->sa_handler = SIG_DFL;
+	if (now.sa_handler == SIG_IGN && !retried)
+		return;  /* ignored */
+	if (now.sa_handler == SIG_DFL || now.sa_handler == SIG_IGN) {
 		struct sigaction dfl = {.sa_handler = SIG_DFL};
 
-		REAL(sigaction)(SIGBUS, &dfl, NULL);
-		if (si->si_code <= 0)
-			raise(SIGBUS);
+		REAL(sigaction)(sig, &dfl, NULL);
+		if (!retried)
+			raise(sig);
 		return;
 	}
-	if (act.sa_flags & SA_SIGINFO)
-		act.sa_sigaction(sig, si, uc);
+	if (now.sa_flags & SA_SIGINFO)
+		now.sa_sigaction(sig, si, uc);
 	else
-		act.sa_handler(sig);
+		now.sa_handler(sig);
+}
+
+/* The program's SIGBUS action: a fault is retried, a sent one is not. */
+static void to_program(int sig, siginfo_t *si, void *uc)
+{
+	program_action(&program, sig, si, uc, si->si_code > 0);
 }
 
 #if defined(__x86_64__)
@@ -163,19 +170,7 @@ static void trap(int sig, siginfo_t *si, void *uc)
 		return;
 	}
 	errno = saved;
-	if (program_trap.sa_handler == SIG_IGN)
-		return;
-	if (program_trap.sa_handler == SIG_DFL) {
-		struct sigaction dfl = {.sa_handler = SIG_DFL};
-
-		REAL(sigaction)(SIGTRAP, &dfl, NULL);
-		raise(SIGTRAP);
-		return;
-	}
-	if (program_trap.sa_flags & SA_SIGINFO)
-		program_trap.sa_sigaction(sig, si, uc);
-	else
-		program_trap.sa_handler(sig);
+	program_action(&program_trap, sig, si, uc, 0);
 }
 
 static void reinstall_trap(void)
