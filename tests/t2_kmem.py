@@ -212,3 +212,17 @@ def test_system_ram_and_its_blocks_outlive_a_remount(daxfuse_factory, tmp_path):
     found = device(d, "dax1.0")
     assert (found["mode"], found["online_memblocks"], found["movable"]) == ("system-ram", 2, False)
     assert ok(inside(d, "cat", f"{SYS_MEMORY}/auto_online_blocks")) == "online_kernel\n"
+
+
+def test_a_failed_reconfigure_leaves_the_device_unbound_as_daxctl_leaves_it(daxfuse_factory):
+    """daxctl unbinds before it binds the new driver: where kmem refuses the
+    device (no target node; no whole memory block in it), the kernel's probe
+    fails and the device is left unbound, "state":"disabled"."""
+    d = daxfuse_factory("--size", "64M")
+    d.control("create-region size=256M target_node=-1\ncreate-device region=1 size=256M")
+    r = inside(d, "daxctl", "reconfigure-device", "-N", "-m", "system-ram", "dax1.0")
+    assert r.returncode != 0, r.stderr
+    found = device(d, "dax1.0")
+    assert (found["mode"], found["state"]) == ("devdax", "disabled")
+    ok(inside(d, "daxctl", "enable-device", "dax1.0"))
+    assert "state" not in device(d, "dax1.0")
