@@ -24,6 +24,7 @@ NON_UTF8 = [b"\xff", b"\xc0\x80", b"\xed\xa0\x80", b"\x80", b"\xf5\x80\x80\x80",
 DEVICE_ATTRS = ("size", "align", "mapping", "uevent")
 REGION_ATTRS = ("create", "delete")
 DRIVER_ATTRS = ("bind", "unbind", "new_id", "remove_id")
+DRIVERS = ("device_dax", "kmem", "fsdev_dax")
 
 
 def huge(rng: random.Random) -> str:
@@ -192,7 +193,7 @@ def sysfs_input(rng: random.Random, layout: list) -> tuple[str, bytes, set[int],
         path = f"sys/devices/platform/daxfuse.{region['id'] if region else rng.randrange(9)}/dax_region/{attr}"
         names = [d["name"] for d in region["devices"]] if region and rng.random() < 0.8 else names
     else:
-        path = f"sys/bus/dax/drivers/device_dax/{attr}"
+        path = f"sys/bus/dax/drivers/{rng.choice(DRIVERS)}/{attr}"
     value, allowed = sysfs_value(rng, attr, region, device, names), SYSFS_ERRNOS
     how = rng.random()
     if how < 0.1:
@@ -205,6 +206,8 @@ def sysfs_input(rng: random.Random, layout: list) -> tuple[str, bytes, set[int],
     data = (value + rng.choice(["", "\n", "\n", "\0", "\n\0"])).encode()
     if attr == "uevent":  # stores nothing: any text is taken
         allowed = {0, errno.ENOENT}
+    if attr in ("bind", "unbind"):  # bind_store and unbind_store: a device the driver does not drive
+        allowed = allowed | {errno.ENODEV}
     if rng.random() < 0.05:
         i = rng.randrange(min(len(data), 64) + 1)
         data, allowed = data[:i] + rng.choice(NON_UTF8) + data[i:], {errno.EINVAL, errno.ENOENT}
