@@ -291,3 +291,41 @@ def test_exec_root_runs_in_a_root_made_by_hand(daxfuse_factory, tmp_path):
     assert sorted(os.listdir(root)) == listing and not os.listdir(root / "proc"), "the root as it was"
     with open("/proc/self/mountinfo") as f:
         assert str(root) not in f.read()
+
+
+REPLACE = r"""
+import ctypes, errno, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = libc.mremap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+M2, FAILED = 2 << 20, 2**64 - 1
+fd = __import__("os").open("/dev/dax0.0", 2)
+a = libc.mmap(None, M2, 3, 1, fd, 0)
+b = libc.mmap(None, M2, 3, 1, fd, M2)
+ctypes.memmove(a, b"AAAA", 4)
+ctypes.memmove(b, b"BBBB", 4)
+moved = libc.mremap(b, M2, M2, 3, a)  # MREMAP_MAYMOVE | MREMAP_FIXED, onto a's address
+print("moved over", moved == a, ctypes.string_at(a, 4))
+with open(sys.argv[1] + "/control", "w") as control:  # windows close: every mapping is mapped again
+    control.write("inject-error dax0.0 block=40000")
+print("after a revocation", ctypes.string_at(a, 4))
+c = libc.mmap(None, M2, 3, 1, fd, 4 * M2)
+anon = libc.mmap(c, M2, 3, 0x32, -1, 0)  # MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED over a device mapping
+print("anonymous over it", anon == c, libc.mprotect(c, 4096, 1), libc.munmap(c + 4096, 4096))
+print("off the align", libc.mmap(a + 4096, 4096, 3, 0x32, -1, 0) == FAILED and ctypes.get_errno() == errno.EINVAL)
+"""
+
+
+def test_a_mapping_over_a_device_mapping_replaces_it(daxfuse_factory):
+    """MAP_FIXED and MREMAP_FIXED unmap what they land on: the device mapping
+    there is cut, so its revival never maps the old device range back over
+    the new one, and what replaced it splits as its own kind (anonymous
+    memory on any page; a device mapping's rest only on the align)."""
+    d = daxfuse_factory("--size", "64M")
+    r = inside(d, sys.executable, "-c", REPLACE, d.mountpoint)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["moved over True b'BBBB'", "after a revocation b'BBBB'",
+                                     "anonymous over it True 0 0", "off the align True"]

@@ -259,6 +259,42 @@ static void cut(struct dax_map **claimed, int k, uintptr_t start, uintptr_t end,
 	}
 }
 
+/* A change to [start, end) that may cut device mappings (munmap, mprotect,
+ * and MAP_FIXED or MREMAP_FIXED over them, which unmap what they replace):
+ * cut_begin claims the entries it touches, refusing a split off their
+ * align (EINVAL) or more than the table holds; cut_end cuts them to what is
+ * left once the change is done (prot < 0: unmapped), or lets them be. */
+struct cutting {
+	struct dax_map *claimed[MOST], *spares[2 * MOST];
+	int k;
+};
+
+static int cut_begin(struct cutting *c, uintptr_t start, uintptr_t end)
+{
+	memset(c->spares, 0, sizeof(c->spares));
+	if (splits_unaligned(start, end))
+		return fail_int(EINVAL);
+	c->k = claim_range(start, end, c->claimed);
+	if (c->k < 0)
+		return fail_int(EINVAL);
+	if (reserve(c->spares, 2 * c->k) < 0) {
+		while (c->k > 0)
+			map_release(c->claimed[--c->k]);
+		return fail_int(ENOMEM);
+	}
+	return 0;
+}
+
+static void cut_end(struct cutting *c, uintptr_t start, uintptr_t end, int prot, int done)
+{
+	if (done)
+		cut(c->claimed, c->k, start, end, prot, c->spares);
+	else
+		while (c->k)
+			map_release(c->claimed[--c->k]);
+	unreserve(c->spares, 2 * MOST);
+}
+
 /* --- mmap: check_vma() and dax_get_unmapped_area() -------------------------- */
 
 /* drivers/dax/device.c's check_vma(), in its order: what every mapping of a
@@ -388,14 +424,31 @@ static void *dax_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
 
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
+	uintptr_t start = (uintptr_t)addr, end = page_end(start, len);
+	int device, replaces;
+	struct cutting c;
 	void *p;
 
 	resolve_all();
-	if ((flags & MAP_ANONYMOUS) || fd_kind(fd) != FD_DAX)
+	device = !(flags & MAP_ANONYMOUS) && fd_kind(fd) == FD_DAX;
+	/* MAP_FIXED unmaps what it replaces: device mappings there are cut */
+	replaces = (flags & MAP_FIXED) && !(flags & MAP_FIXED_NOREPLACE) && len &&
+		   __atomic_load_n(&live, __ATOMIC_ACQUIRE);
+	if (!device && !replaces)
 		return REAL(mmap)(addr, len, prot, flags, fd, off);
 	pthread_mutex_lock(&lock);
-	direct_tidy();
-	p = dax_mmap(addr, len, prot, flags, fd, off);
+	if (replaces && cut_begin(&c, start, end) < 0) {
+		pthread_mutex_unlock(&lock);
+		return MAP_FAILED;
+	}
+	if (device) {
+		direct_tidy();
+		p = dax_mmap(addr, len, prot, flags, fd, off);
+	} else {
+		p = REAL(mmap)(addr, len, prot, flags, fd, off);
+	}
+	if (replaces)
+		cut_end(&c, start, end, -1, p != MAP_FAILED);
 	pthread_mutex_unlock(&lock);
 	return p;
 }
@@ -407,31 +460,16 @@ void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
 
 /* --- munmap, mprotect, mremap: dev_dax_may_split() -------------------------- */
 
-/* Change [start, end) with change(), the entries it touches claimed, and
- * cut them to what is left (prot < 0: unmapped) once it succeeded. */
+/* Change [start, end) with real(), cutting the device mappings it touches. */
 static int change(uintptr_t start, uintptr_t end, int prot, int (*real)(void *, size_t, int), int arg)
 {
-	struct dax_map *claimed[MOST], *spares[2 * MOST] = {0};
-	int k, rc;
+	struct cutting c;
+	int rc;
 
-	if (splits_unaligned(start, end)) {
-		errno = EINVAL;
+	if (cut_begin(&c, start, end) < 0)
 		return -1;
-	}
-	k = claim_range(start, end, claimed);
-	if (k < 0 || reserve(spares, 2 * k) < 0) {
-		while (k > 0)
-			map_release(claimed[--k]);
-		errno = k < 0 ? EINVAL : ENOMEM;
-		return -1;
-	}
 	rc = real((void *)start, end - start, arg);
-	if (rc == 0)
-		cut(claimed, k, start, end, prot, spares);
-	else
-		while (k)
-			map_release(claimed[--k]);
-	unreserve(spares, 2 * MOST);
+	cut_end(&c, start, end, prot, rc == 0);
 	return rc;
 }
 
@@ -628,8 +666,9 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 {
 	uintptr_t start = (uintptr_t)old;
 	struct dax_map *claimed[MOST], *spares[2] = {0};
-	void *target = NULL, *p;
-	int k;
+	struct cutting over;
+	void *target = NULL, *p = MAP_FAILED;
+	int k, cutting_over = 0;
 
 	if (flags & MREMAP_FIXED) {
 		va_list ap;
@@ -641,6 +680,20 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	if (!__atomic_load_n(&live, __ATOMIC_ACQUIRE))
 		return REAL(mremap)(old, old_len, new_len, flags, target);
 	pthread_mutex_lock(&lock);
+	if (flags & MREMAP_FIXED) {  /* it unmaps what it moves over: device mappings there are cut */
+		uintptr_t t = (uintptr_t)target, t_end = page_end(t, new_len);
+
+		if (t < page_end(start, old_len) && start < t_end)
+			p = fail(EINVAL);  /* onto itself, as the kernel refuses */
+		else if (cut_begin(&over, t, t_end) < 0)
+			p = MAP_FAILED;
+		else
+			cutting_over = 1;
+		if (!cutting_over) {
+			pthread_mutex_unlock(&lock);
+			return p;
+		}
+	}
 	k = claim_range(start, page_end(start, old_len ? old_len : 1), claimed);
 	if (k == 0)
 		p = REAL(mremap)(old, old_len, new_len, flags, target);
@@ -656,6 +709,8 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	}
 	while (k > 0)
 		map_release(claimed[--k]);
+	if (cutting_over)
+		cut_end(&over, (uintptr_t)target, page_end((uintptr_t)target, new_len), -1, p != MAP_FAILED);
 	pthread_mutex_unlock(&lock);
 	return p;
 }
