@@ -145,8 +145,20 @@ def test_memory_blocks_answer_as_the_kernel(daxfuse_factory):
     assert block_attr(d, index, "state") == "online" and block_attr(d, index, "valid_zones") == "Normal"
     assert write_errno(os.path.join(block, "state"), b"online_movable\n") == errno.EINVAL
     auto = d.path("sys", "devices", "system", "memory", "auto_online_blocks")
-    assert write_errno(auto, b"onlined\n") == errno.EINVAL
+    for word in (b"onlined\n", b"online_movable \n", b" online\n"):  # sysfs_streq: blanks count
+        assert write_errno(auto, word) == errno.EINVAL, word
+    for alias in (f"memory0{index}", f"memory{index}\u00b2", "node00", "node\u0660"):
+        assert not os.path.exists(d.path("sys", "devices", "system", "memory", alias)), alias
     drivers = d.path("sys", "bus", "dax", "drivers")
+    assert write_errno(os.path.join(drivers, "kmem", "new_id"), b" dax0.0\n") == errno.EINVAL
+    memory_dir = d.path("sys", "devices", "system", "memory")
+    with open(d.path("sys", "bus", "dax", "devices", "dax0.0", "resource")) as f:
+        resource = int(f.read(), 16)
+    assert write_errno(os.path.join(memory_dir, "soft_offline_page"), str(resource).encode()) == 0, \
+        "a page of online kmem memory migrates"
+    assert write_errno(os.path.join(memory_dir, "soft_offline_page"), b"4096") == errno.EOPNOTSUPP, \
+        "the host's memory is not daxfuse's to offline"
+    assert write_errno(os.path.join(memory_dir, "soft_offline_page"), b"0x1ffffffffffffffff") == errno.EINVAL
     assert write_errno(os.path.join(drivers, "kmem", "unbind"), b"dax0.0\n") == errno.EBUSY
     assert write_errno(d.path("sys", "bus", "dax", "devices", "dax0.0", "memmap_on_memory"), b"1\n") in \
         (errno.EBUSY, errno.EOPNOTSUPP)
@@ -164,8 +176,12 @@ def test_a_kmem_device_state_plugs_and_unplugs_its_memory_whole(daxfuse_factory)
     with open(state) as f:
         assert f.read() == "offline\n", "what the policy plugged it as; daxctl onlined the blocks after"
     assert write_errno(state, b"offline\n") == errno.EINVAL
+    first = blocks(d, "dax0.0")[0]
+    assert os.path.exists(d.path("sys", "devices", "system", "memory", f"memory{first}", "state"))
     assert write_errno(state, b"unplugged\n") == 0
     assert device(d, "dax0.0")["total_memblocks"] == 0
+    assert not os.path.exists(d.path("sys", "devices", "system", "memory", f"memory{first}", "state")), \
+        "no lookup finds a block that went"
     assert write_errno(state, b"online_kernel\n") == 0
     assert write_errno(state, b"online_movable\n") == errno.EBUSY
     found = device(d, "dax0.0")

@@ -230,7 +230,8 @@ def test_root_makes_and_removes_nodes_in_exec_dev_as_in_a_devtmpfs(daxfuse_facto
         mknod /dev/{name} c 1 3 && test -c /dev/{name} && echo dropped > /dev/{name}
         mkdir /dev/{name}.d && mknod /dev/{name}.d/zero c 1 5 && head -c 4 /dev/{name}.d/zero | od -An -tx1
         ln -s {name} /dev/{name}.link && test -c /dev/{name}.link
-        echo kept > /dev/{name}.d/file && cat /dev/{name}.d/file
+        echo "longer than kept" > /dev/{name}.d/file && echo kept > /dev/{name}.d/file && cat /dev/{name}.d/file
+        chmod 600 /dev/{name}.d/file && stat -c %a /dev/{name}.d/file
         test -c /dev/.host/{name} && echo "on the host"
         rm /dev/{name} /dev/{name}.link /dev/{name}.d/zero /dev/{name}.d/file && rmdir /dev/{name}.d
         rm /dev/dax0.0 2>&1 || true
@@ -238,7 +239,7 @@ def test_root_makes_and_removes_nodes_in_exec_dev_as_in_a_devtmpfs(daxfuse_facto
         """)
     r = inside(d, "sh", "-c", script)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == [" 00 00 00 00", "kept", "on the host",
+    assert r.stdout.splitlines() == [" 00 00 00 00", "kept", "600", "on the host",
                                      "rm: cannot remove '/dev/dax0.0': Operation not permitted",
                                      "rm: cannot remove '/dev/null': Device or resource busy"]
     assert not [n for n in os.listdir("/dev") if n.startswith(name)], "all of it is gone from the host's /dev"

@@ -221,7 +221,9 @@ class DaxOperations(pyfuse3.Operations):
 
     @_handler
     async def setattr(self, inode, attr, fields, fh, ctx):
-        if fields.update_mode or fields.update_uid or fields.update_gid:
+        if inode not in self._devices and self._node(inode)[0][:1] == ("dev",):
+            await self._setattr_dev(inode, attr, fields, ctx)
+        elif fields.update_mode or fields.update_uid or fields.update_gid:
             # chmod and chown of a device (the kernel checked who may:
             # default_permissions); nothing else changes hands.
             entry = self._devices.get(inode)
@@ -242,6 +244,21 @@ class DaxOperations(pyfuse3.Operations):
             # would change a fixed-size device.
             raise FUSEError(errno.EINVAL)
         return current
+
+    async def _setattr_dev(self, inode, attr, fields, ctx) -> None:
+        """chmod, chown and truncate of what root made in dev/ (Tree.change_dev)."""
+        path, _ = self._node(inode)
+
+        def change(host: str) -> None:
+            if fields.update_mode:
+                os.chmod(host, stat.S_IMODE(attr.st_mode))
+            if fields.update_uid or fields.update_gid:
+                os.chown(host, attr.st_uid if fields.update_uid else -1, attr.st_gid if fields.update_gid else -1,
+                         follow_symlinks=False)
+            if fields.update_size:
+                os.truncate(host, attr.st_size)
+        if fields.update_mode or fields.update_uid or fields.update_gid or fields.update_size:
+            self.tree.change_dev(path[:-1], path[-1], ctx.uid, change, made=True)
 
     @_handler
     async def readlink(self, inode, ctx):

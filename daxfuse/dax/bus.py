@@ -616,10 +616,11 @@ class DaxBus:
             old = dev.hotplug_state
             dev.hotplug_state = hotplug.UNPLUGGED
             self._record(lambda: setattr(dev, "hotplug_state", old))
-            return
-        if dev.hotplug_state != hotplug.UNPLUGGED:
+        elif dev.hotplug_state != hotplug.UNPLUGGED:
             raise DaxError(errno.EBUSY, f"{name}'s memory is plugged ({dev.hotplug_state}): unplug it first")
-        self._hotplug(dev, state)
+        else:
+            self._hotplug(dev, state)
+        self._record(lambda: None, self._notify(Event.CONFIGURED, dev))  # its blocks and node came or went
 
     def _unplug(self, dev: DevDax) -> None:
         """dev_dax_kmem_remove, which needs every block offline."""
@@ -893,16 +894,21 @@ class DaxBus:
         return next((r for r in self.regions.values() if r.res.start <= address < r.res.end), None)
 
     def offline_page(self, address: int, hard: bool) -> None:
-        """/sys/devices/system/memory/{hard,soft}_offline_page on a device
+        """/sys/devices/system/memory/{hard,soft}_offline_page on an emulated
         page: hard is memory_failure(), which poisons it for its mappers to
-        meet (MADV_HWPOISON's path); soft fails with EIO, since device memory
-        is never online memory (soft_offline_page: pfn_to_online_page)."""
+        meet (MADV_HWPOISON's path); soft fails with EIO for device memory,
+        which is never online memory (soft_offline_page: pfn_to_online_page),
+        and succeeds for a page of a block kmem onlined (its data migrates).
+        Any other address is the host's, which daxfuse never offlines."""
         page = address - address % PAGE_SIZE
         if self.region_at(page) is None:
-            raise DaxError(errno.ENXIO, f"{address:#x} is not device memory")
-        if not hard:
+            raise DaxError(errno.EOPNOTSUPP, f"{address:#x} is no emulated memory: the host's memory is not "
+                                             f"daxfuse's to offline")
+        block = self.blocks.get((phys_base() + page) // self.block_size)
+        if hard:
+            self._change_media([sectors(page, PAGE_SIZE)], poison=True, injected=False)
+        elif block is None or not block.online:
             raise DaxError(errno.EIO, f"{address:#x} is device memory, which cannot be soft-offlined")
-        self._change_media([sectors(page, PAGE_SIZE)], poison=True, injected=False)
 
     # --- media errors ---------------------------------------------------------------------------
     def _device_sectors(self, dev: DevDax, block: int, count: int) -> list[tuple[int, int]]:

@@ -12,7 +12,6 @@ emulator's. Host nodes are passed through live.
 import os
 import stat
 
-from ..core.errors import DaxError
 from .nodes import Dir, HostFile, Link, Node
 
 HOST_SYS = "/sys"
@@ -59,19 +58,6 @@ def host_node(path: str) -> Node | None:
         except OSError:
             return None
     return HostFile(path)  # a regular file, or a node root made in exec's /dev
-
-
-def host_write(path: str, data: str) -> None:
-    """data written to the host's file at path, as the daemon's user: what
-    the host kernel answers for what is its own (its errno, if it fails)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        try:
-            os.write(fd, data.encode())
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise DaxError(e.errno, f"{path}: {e.strerror}") from None
 
 
 def _listing(path: str) -> list[str]:

@@ -5,6 +5,7 @@ hot-added (dax/hotplug.py) and the policy it onlines them by, and
 host has the node too (its meminfo then counts both) or not (a CPU-less node
 of its own, as a CXL or hmem target node is). Also /sys/bus/memory/devices.
 """
+import errno
 import functools
 import os
 import re
@@ -12,10 +13,10 @@ import re
 from ..dax import DaxBus, DevDax
 from ..dax import hotplug
 from ..dax.hotplug import MemoryBlock
+from ..core.units import parse_index
 from ..memory import phys_base
-from .host import host_write
 from .nodes import Attr, Link, Node, table
-from .sysfs_text import kstrtobool, number, text
+from .sysfs_text import kstrtobool, number, streq
 
 HOST_NODES = "/sys/devices/system/node"
 NODE_LISTS = ("online", "possible", "has_memory", "has_normal_memory")
@@ -69,15 +70,15 @@ class MemoryView:
         attrs = {
             "auto_online_blocks": _static(Attr(0o644, show=lambda: f"{bus.auto_online}\n",
                                                store=lambda data: [functools.partial(bus.set_auto_online,
-                                                                                     text(data))])),
+                                                                                     streq(data))])),
             **{f"{kind}_offline_page": _static(Attr(0o200, store=functools.partial(self._offline_page, kind)))
                for kind in ("hard", "soft")},
         }
         return table(attrs, lambda: [f"memory{i}" for i in sorted(bus.blocks)], self._block_named)
 
     def _block_named(self, name: str) -> Node | None:
-        index = name[6:]
-        block = self.bus.blocks.get(int(index)) if name.startswith("memory") and index.isdigit() else None
+        index = parse_index(name.removeprefix("memory")) if name.startswith("memory") else None
+        block = self.bus.blocks.get(index) if index is not None else None
         return block and self._block(block)
 
     def _block(self, block: MemoryBlock) -> Node:
@@ -85,7 +86,7 @@ class MemoryView:
         return table({
             "phys_index": _static(_ro(lambda: f"{index:08x}\n")),
             "state": _static(Attr(0o644, show=lambda: "online\n" if block.online else "offline\n",
-                                  store=lambda data: [functools.partial(bus.set_block_state, index, text(data))])),
+                                  store=lambda data: [functools.partial(bus.set_block_state, index, streq(data))])),
             "online": _static(Attr(0o644, show=lambda: f"{int(block.online)}\n",
                                    store=lambda data: [functools.partial(bus.set_block_online, index,
                                                                          kstrtobool(data))])),
@@ -99,12 +100,9 @@ class MemoryView:
 
     def _offline_page(self, kind: str, data: str) -> list:
         """{hard,soft}_offline_page: a physical address (the page it lies
-        in) of device memory goes to the bus; any other is the host's."""
-        offset = number(data) - phys_base()
-        if offset >= 0 and self.bus.region_at(offset):
-            return [functools.partial(self.bus.offline_page, offset, kind == "hard")]
-        host_write(f"/sys/devices/system/memory/{kind}_offline_page", data)
-        return []
+        in); kstrtoull's failures are EINVAL, as the kernel's store answers."""
+        return [functools.partial(self.bus.offline_page, number(data, err=errno.EINVAL) - phys_base(),
+                                  kind == "hard")]
 
     def bus_memory(self) -> Node:
         """/sys/bus/memory/devices: a link per emulated block, beside the host's."""
@@ -138,7 +136,7 @@ class MemoryView:
     def _node_named(self, name: str) -> Node | None:
         """A node of emulated blocks, or a host node (its distances count
         the emulated nodes, its meminfo the emulated memory it has)."""
-        node = int(name[4:]) if name.startswith("node") and name[4:].isdigit() else None
+        node = parse_index(name.removeprefix("node")) if name.startswith("node") else None
         host_nodes = _host_nodes()
         if node is None or node not in self._nodes() and node not in host_nodes:
             return None

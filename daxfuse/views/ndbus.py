@@ -29,7 +29,7 @@ from ..dax.badblocks import SECTOR
 from ..core.devt import NDCTL_MAJOR, NMEM_MAJOR
 from ..core.errors import DaxError, shown
 from .nodes import Attr, Link, Node, group, table
-from .sysfs_text import text
+from .sysfs_text import streq, text
 from ..core.units import parse_count, parse_index
 from ..memory import phys_base
 
@@ -136,7 +136,7 @@ class NdBusView:
                 functools.partial(bus.disable_device, dev.name) if driver == "dax_pmem" else None)
 
     def _bind(self, driver: str, data: str) -> list:
-        name = text(data)
+        name = streq(data)
         found = self._driven(driver, name)
         if found is None:
             raise DaxError(errno.ENODEV, f"{driver} drives no device {shown(name)}")
@@ -145,7 +145,7 @@ class NdBusView:
         return [found[1]]
 
     def _unbind(self, driver: str, data: str) -> list:
-        name = text(data)
+        name = streq(data)
         found = self._driven(driver, name)
         if found is None or not found[0] or found[2] is None:
             raise DaxError(errno.ENODEV, f"{shown(name)} is not bound to {driver}")

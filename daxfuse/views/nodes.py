@@ -101,7 +101,7 @@ class HostFileHandle:
 
     def __init__(self, node: HostFile, flags: int) -> None:
         try:
-            self.fd = os.open(node.path, flags & (os.O_ACCMODE | os.O_NONBLOCK) | os.O_CLOEXEC | os.O_NOFOLLOW)
+            self.fd = os.open(node.path, flags & (os.O_ACCMODE | os.O_NONBLOCK | os.O_TRUNC) | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError as e:
             raise DaxError(e.errno, f"{node.path}: {e.strerror}") from None
 

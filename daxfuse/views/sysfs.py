@@ -16,7 +16,7 @@ from ..dax.drivers import DRIVERS, KMEM
 from ..core.devt import DAX_MAJOR
 from ..core.errors import DaxError, shown
 from .memory import MemoryView
-from .sysfs_text import kstrtobool, number, text
+from .sysfs_text import kstrtobool, number, streq, text
 from .ndbus import BUS_DIR, NdBusView
 from .nodes import Attr, Dir, Link, Node, group, table
 from ..core.units import U64_MAX, bounded_int, parse_index
@@ -124,10 +124,10 @@ class SysfsView:
         """/sys/bus/dax/drivers/DRIVER: bind, unbind, new_id, remove_id, its
         module, and a link to each device bound to it."""
         bus = self.bus
-        attrs = {"bind": _static(Attr(0o200, store=_op(bus.bind, driver))),
-                 "unbind": _static(Attr(0o200, store=_op(bus.unbind, driver))),
-                 "new_id": _static(Attr(0o200, store=_op(bus.new_id, driver))),
-                 "remove_id": _static(Attr(0o200, store=_op(bus.remove_id, driver))),
+        attrs = {"bind": _static(Attr(0o200, store=_op(bus.bind, driver, parse=streq))),
+                 "unbind": _static(Attr(0o200, store=_op(bus.unbind, driver, parse=streq))),
+                 "new_id": _static(Attr(0o200, store=_op(bus.new_id, driver, parse=streq))),
+                 "remove_id": _static(Attr(0o200, store=_op(bus.remove_id, driver, parse=streq))),
                  "module": _static(Link(f"../../../../module/{DRIVERS[driver].module}"))}
 
         def device(name: str) -> Node | None:
@@ -219,7 +219,8 @@ class SysfsView:
                                                  store=_op(bus.set_memmap_on_memory, dev.name, parse=kstrtobool)),
             # kmem's (Linux 7.3): the memory plugged as one, or "unplugged"
             "state": lambda dev: dev.driver == KMEM.name and Attr(0o644, show=lambda: f"{dev.hotplug_state}\n",
-                                                                 store=_op(bus.set_hotplug_state, dev.name)) or None,
+                                                                 store=_op(bus.set_hotplug_state, dev.name,
+                                                                           parse=streq)) or None,
             "modalias": lambda dev: _MODALIAS,
             "dev": lambda dev: _ro(lambda: f"{DAX_MAJOR}:{dev.dax_dev.minor}\n"),
             "uevent": lambda dev: Attr(0o644, show=lambda: (

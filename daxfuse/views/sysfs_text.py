@@ -11,6 +11,13 @@ def text(data: str) -> str:
     return data.replace("\0", "").strip()
 
 
+def streq(data: str) -> str:
+    """What sysfs_streq compares of a write: up to its first NUL, less one
+    trailing newline (a blank elsewhere is part of it)."""
+    data = data.split("\0", 1)[0]
+    return data[:-1] if data.endswith("\n") else data
+
+
 # kstrtoull(buf, 0): an optional '+', then 0x hex, 0 octal or decimal
 _KSTRTOULL = re.compile(r"\+?(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))", re.ASCII)
 
