@@ -68,6 +68,12 @@ def test_a_stale_temporary_record_is_ignored(bus):
     (lambda r: r["regions"][0].update(target_node=-2), "target_node or numa_node"),
     (lambda r: r["regions"][0].update(numa_node="0"), "target_node or numa_node"),
     (lambda r: r["regions"][0]["devices"][0].update(memmap_on_memory=1), "memmap_on_memory"),
+    (lambda r: r["regions"][0]["devices"][0].update(driver="nvme"), "driver 'nvme'"),
+    (lambda r: r["regions"][0]["devices"][0].update(hotplug_state="sideways"), "hotplug_state"),
+    (lambda r: r["regions"][0].update(type="cxl"), "enabled or type"),
+    (lambda r: r.update(memory_blocks=[[200, 0, "DMA", False]]), "memory block 200 zone"),
+    (lambda r: r.update(memory_blocks=[[-1, 0, None, False]]), "memory block -1"),
+    (lambda r: r.update(auto_online_blocks="sometimes"), "auto_online_blocks"),
 ])
 def test_a_record_that_verifies_but_makes_no_sense_is_refused(bus, change, what):
     rewrite(bus.store.path, change)

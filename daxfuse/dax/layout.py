@@ -102,9 +102,9 @@ def check_record(record: dict) -> None:
             whole(first, name), whole(count, name)
     labels(record)
     for index, node, zone, pinned in record.get("memory_blocks", []):
-        if not (whole(index, "memory block") is not None and type(node) is int and zone in (None, NORMAL, MOVABLE)
-                and type(pinned) is bool):
-            raise ValueError(f"memory block {index!r}")
+        whole(index, "memory block"), whole(node, "memory block node")
+        if zone not in (None, NORMAL, MOVABLE) or type(pinned) is not bool:
+            raise ValueError(f"memory block {index} zone or pin")
     if record.get("auto_online_blocks", OFFLINE) not in ONLINE_TYPES:
         raise ValueError("auto_online_blocks")
 
