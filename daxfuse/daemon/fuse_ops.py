@@ -320,7 +320,7 @@ class DaxOperations(pyfuse3.Operations):
             os.close(os.open(host, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, stat.S_IMODE(mode)))
             return HostFileHandle(HostFile(host), flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC))
         directory = self._node(parent_inode)
-        if directory[0][:1] != ("dev",):
+        if directory[0][:1] == ("sys",):
             raise FUSEError(errno.EACCES)  # vfs_create, where a directory has no create: sysfs
         handle = self.tree.change_dev(directory[0], os.fsdecode(name), ctx.uid, create, made=True)
         path, node, attr = self._entry(directory, os.fsdecode(name))
