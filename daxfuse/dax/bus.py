@@ -314,8 +314,9 @@ class DaxBus:
             self.set_align(dev.name, align)
         if (uid, gid, mode) != (None, None, None):
             self.set_access(dev.name, uid, gid, mode)
-        if size:
+        if size != dev.size:  # a seed sized before takes the size asked for, 0 too
             self.resize_device(dev.name, size)
+        if size:
             self.enable_device(dev.name)
         return dev
 
