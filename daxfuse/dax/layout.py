@@ -1,7 +1,8 @@
 """The layout of a persistent memory file, kept in a record beside it
 (PATH.layout), as NVDIMM namespace labels live on the media: regions,
 devices with their ranges in order and states, seeds, bad blocks, and the
-DIMM's unsafe-shutdown count and label area. The record's whole format is
+DIMM's unsafe-shutdown count and label area, and the state of each bus
+beside (CXL: decoders, regions, label storage). The record's whole format is
 here: what a bus writes (snapshot), how one is rebuilt from it (restore),
 what a record must hold (check_record) and what mount options must agree
 with (check_options).
@@ -24,15 +25,14 @@ it needs no room, so a clean stop on a full disk is clean (the data is in
 the memory file; only a record not rewritten is older than the layout it
 served, which the next change rewrites).
 """
-import base64
 import errno
 import hashlib
 import json
 import os
-import zlib
 
 from ..core import files
 from ..core.errors import DaxError
+from ..core.packing import pack, unpack
 from ..core.units import INT_MAX, size_text
 from .badblocks import Badblocks
 from .drivers import DEVICE_DAX, DEVICE_TYPE, DRIVERS, KMEM_TYPE
@@ -119,20 +119,11 @@ def _driver(d: dict) -> str | None:
 
 
 def labels(record: dict) -> bytes:
-    """The DIMM's label area a record holds (zlib, then base64; none: all
-    zeros, as a record written before labels were kept). ValueError for one
-    that is not that, or larger than the area."""
+    """The DIMM's label area a record holds (none: all zeros, as a record
+    written before labels were kept). ValueError for one that is not packed
+    or larger than the area."""
     text = record.get("labels")
-    if text is None:
-        return bytes(LABEL_SIZE)
-    stream = zlib.decompressobj()
-    try:
-        data = stream.decompress(base64.b64decode(text, validate=True), LABEL_SIZE + 1)
-    except (TypeError, ValueError, zlib.error):
-        raise ValueError("labels are not zlib and base64") from None
-    if len(data) > LABEL_SIZE or not stream.eof:
-        raise ValueError(f"labels are not one zlib stream of at most {LABEL_SIZE} bytes")
-    return data
+    return bytes(LABEL_SIZE) if text is None else unpack(text, LABEL_SIZE)
 
 
 def _apart(spans: list[tuple[int, int, str]]) -> None:
@@ -251,10 +242,11 @@ class LayoutStore:
             } for r in sorted(bus.regions.values(), key=lambda r: r.id)],
             "badblocks": bus.badblocks.ranges(),
             "injected": bus.injected.ranges(),
-            "labels": base64.b64encode(zlib.compress(bytes(bus.dimm.label_area))).decode(),
+            "labels": pack(bus.dimm.label_area),
             "memory_blocks": [[b.index, b.node, b.zone, b.pinned] for b in sorted(bus.blocks.values(),
                                                                                   key=lambda b: b.index)],
             "auto_online_blocks": bus.auto_online,
+            "beside": {b.NAME: b.snapshot() for b in bus.beside},
         }
 
     def restore(self, bus, record: dict) -> None:
@@ -278,6 +270,9 @@ class LayoutStore:
                         labels(record))
         bus.adopt_memory([MemoryBlock(*b) for b in record.get("memory_blocks", [])],
                          record.get("auto_online_blocks", OFFLINE))
+        for beside in bus.beside:  # a bus beside checks its own part (ValueError)
+            if beside.NAME in record.get("beside", {}):
+                beside.restore(record["beside"][beside.NAME])
 
     def check_options(self, record: dict, size: int | None, align: int | None, default_device: bool) -> None:
         """--size, --align and --no-default-device shape a new layout only:
