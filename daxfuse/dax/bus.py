@@ -134,6 +134,10 @@ class DaxBus:
         self.block_size = memory_block_size()
         self.blocks: dict[int, MemoryBlock] = {}  # memory blocks kmem hot-added, by phys_index
         self.auto_online = hotplug.OFFLINE  # auto_online_blocks: how kmem onlines what it adds
+        # buses beside this one that make its regions (CXL): each holds
+        # address windows and region ids (windows(), held_ids()), and keeps
+        # its state in the layout under its name (snapshot(), restore())
+        self.beside: list = []
 
     # --- transactions ------------------------------------------------------------
     async def apply(self, ops: list[Callable[[], object]]) -> list[object]:
@@ -165,7 +169,7 @@ class DaxBus:
                     await effect()
             finally:
                 self.changed = time.time_ns()
-                await self._notify(Event.APPLIED, None)()
+                await self.notify(Event.APPLIED, None)()
             return results
 
     async def persist(self) -> None:
@@ -174,7 +178,7 @@ class DaxBus:
             record = self.store.snapshot(self)
             await trio.to_thread.run_sync(self.store.save, record)
 
-    def _record(self, undo: Callable[[], None], *effects: Callable[[], Awaitable[None]],
+    def record(self, undo: Callable[[], None], *effects: Callable[[], Awaitable[None]],
                 durable: bool = True) -> None:
         """What an operation changed: how to undo it, what to do once the
         batch is committed. durable=False: it may be answered even when its
@@ -185,7 +189,7 @@ class DaxBus:
         self._txn.effects.extend(effects)
         self._txn.durable |= durable
 
-    def _notify(self, event: Event, subject: DevDax | DaxRegion | Dimm | None) -> Callable[[], Awaitable[None]]:
+    def notify(self, event: Event, subject: DevDax | DaxRegion | Dimm | None) -> Callable[[], Awaitable[None]]:
         async def effect() -> None:
             if not event.quiet and subject is not None:
                 subject.changed = time.time_ns()
@@ -245,9 +249,12 @@ class DaxBus:
 
     # --- regions -------------------------------------------------------------------
     def create_region(self, size: int, align: int = DEFAULT_ALIGN, id_: int | None = None,
-                      target_node: int = 0, numa_node: int = 0, type_: str = DEVICE_TYPE) -> DaxRegion:
+                      target_node: int = 0, numa_node: int = 0, type_: str = DEVICE_TYPE,
+                      start: int | None = None) -> DaxRegion:
         """A region; one of type kmem (as hmem and CXL RAM regions are) binds
-        its devices to kmem by default and starts on a memory block."""
+        its devices to kmem by default and starts on a memory block. A bus
+        beside (CXL) places its own at start, in an address window it holds;
+        others are placed clear of those windows, under ids no bus beside holds."""
         _check_align(align)
         if type_ not in (DEVICE_TYPE, KMEM_TYPE):
             raise DaxError(errno.EINVAL, f"region type {shown(type_)} is not {DEVICE_TYPE} or {KMEM_TYPE}")
@@ -257,30 +264,41 @@ class DaxBus:
         if size <= 0:
             raise DaxError(errno.EINVAL, "region size must be positive")
         _check_multiple(size, align, "region size")
-        if id_ is not None and id_ in self.regions:
+        held = self._held_ids()
+        if id_ is not None and (id_ in self.regions or (start is None and id_ in held)):
             raise DaxError(errno.EEXIST, f"region {id_} exists")
         if id_ is not None and not 0 <= id_ <= INT_MAX:
             raise DaxError(errno.EINVAL, f"invalid region id {id_}")
-        busy = sorted((r.res for r in self.regions.values()), key=lambda r: r.start)
-        # the window ends far enough past every region for the last hole to fit
-        window = Range(0, max([0] + [r.end for r in busy]) + size + align)
-        place = max(align, self.block_size) if type_ == KMEM_TYPE else align
-        window = Range(0, window.end + place)
-        start = next(fit.start for hole in _holes(busy, window)
-                     if (fit := _align_in(hole, place)) and fit.size >= size)
+        if start is None:
+            start = self._place(size, max(align, self.block_size) if type_ == KMEM_TYPE else align)
+        elif any(r.res.start < start + size and start < r.res.end for r in self.regions.values()):
+            raise DaxError(errno.EBUSY, f"{start:#x}-{start + size - 1:#x} is another region's")
         needed = size + sum(r.size for r in self.regions.values())
         if needed > self.memory.room():
             raise DaxError(errno.ENOSPC, f"the memory file {self.memory.name} has room for "
                                          f"{size_text(self.memory.room())}, regions would need {size_text(needed)}; "
                                          f"use a smaller size or --memory-file on a larger filesystem")
         if id_ is None:
-            id_ = next(i for i in itertools.count() if i not in self.regions)
+            id_ = next(i for i in itertools.count() if i not in self.regions and i not in held)
         region = DaxRegion(id_, Range(start, start + size), align, target_node, numa_node, type_)
         self.memory.ensure(region.res.end)
         self.regions[region.id] = region
-        self._record(lambda: self.regions.pop(region.id), self._notify(Event.REGION_ADDED, region))
+        self.record(lambda: self.regions.pop(region.id), self.notify(Event.REGION_ADDED, region))
         self._new_device(region, align)  # born with its seed daxR.0, as a kernel region
         return region
+
+    def _place(self, size: int, align: int) -> int:
+        """The lowest start aligned to align where size fits clear of every
+        region and every window a bus beside holds."""
+        busy = sorted([r.res for r in self.regions.values()] + [w for s in self.beside for w in s.windows()],
+                      key=lambda r: r.start)
+        # the window ends far enough past every region for the last hole to fit
+        window = Range(0, max([0] + [r.end for r in busy]) + size + 2 * align)
+        return next(fit.start for hole in _holes(busy, window) if (fit := _align_in(hole, align)) and fit.size >= size)
+
+    def _held_ids(self) -> set[int]:
+        """Region ids the buses beside hold for regions that have no dax region yet (one memregion ida)."""
+        return {id_ for s in self.beside for id_ in s.held_ids()}
 
     def destroy_region(self, id_: int) -> None:
         """Only a region whose devices are all unconfigured (size 0): they go with it."""
@@ -292,7 +310,7 @@ class DaxBus:
         for dev in list(region.devices.values()):
             self.destroy_device(dev.name)
         del self.regions[id_]
-        self._record(lambda: self.regions.__setitem__(id_, region), self._notify(Event.REGION_REMOVED, region))
+        self.record(lambda: self.regions.__setitem__(id_, region), self.notify(Event.REGION_REMOVED, region))
 
     # --- devices --------------------------------------------------------------------------
     def create_device(self, region_id: int, size: int | None = None, align: int | None = None,
@@ -330,7 +348,7 @@ class DaxBus:
         region.devices[dev.id] = dev
         self._by_minor[dev.dax_dev.minor] = dev
         self._set_seeds(region, region.seed or dev, dev)
-        self._record(lambda: self._unpublish(dev), self._notify(Event.ADDED, dev))
+        self.record(lambda: self._unpublish(dev), self.notify(Event.ADDED, dev))
         return dev
 
     def _set_seeds(self, region: DaxRegion, seed: DevDax | None, youngest: DevDax | None) -> None:
@@ -340,7 +358,7 @@ class DaxBus:
 
         def undo() -> None:
             region.seed, region.youngest = old
-        self._record(undo)
+        self.record(undo)
 
     def _unpublish(self, dev: DevDax) -> None:
         del dev.region.devices[dev.id]
@@ -370,7 +388,7 @@ class DaxBus:
             dev.region.ida.remove(dev.id)
             self.core.put_dax(dev.dax_dev)
 
-        self._record(undo, self._notify(Event.REMOVED, dev), release)
+        self.record(undo, self.notify(Event.REMOVED, dev), release)
 
     def create_seed(self, region_id: int) -> DevDax:
         """sysfs `create`: a new size-0 disabled device; ENOSPC on a full region."""
@@ -409,7 +427,7 @@ class DaxBus:
             raise DaxError(errno.ENOMEM, f"{start:#x}-{end:#x} is not free in region {dev.region.id}")
         old = dev.ranges
         dev.set_ranges(old + [r])
-        self._record(lambda: dev.set_ranges(old), self._notify(Event.RESIZED, dev))
+        self.record(lambda: dev.set_ranges(old), self.notify(Event.RESIZED, dev))
 
     def resize_device(self, name: str, size: int) -> None:
         dev = self.device(name)
@@ -427,7 +445,7 @@ class DaxBus:
             ranges = self._plan_grow(dev.region, dev.ranges, size - dev.size, dev.align)
         old = dev.ranges
         dev.set_ranges(ranges)
-        self._record(lambda: dev.set_ranges(old), self._notify(Event.RESIZED, dev))
+        self.record(lambda: dev.set_ranges(old), self.notify(Event.RESIZED, dev))
 
     def set_align(self, name: str, align: int) -> None:
         dev = self.device(name)
@@ -441,7 +459,7 @@ class DaxBus:
                                              f"{size_text(alloc_granule(align))} long")
         old = dev.align
         dev.align = align
-        self._record(lambda: setattr(dev, "align", old), self._notify(Event.REALIGNED, dev))
+        self.record(lambda: setattr(dev, "align", old), self.notify(Event.REALIGNED, dev))
 
     def set_access(self, name: str, uid: int | None = None, gid: int | None = None,
                    mode: int | None = None) -> None:
@@ -453,7 +471,7 @@ class DaxBus:
                      old.gid if gid is None else _check_id(gid, "gid"),
                      old.mode if mode is None else _check_mode(mode))
         dev.access = new
-        self._record(lambda: setattr(dev, "access", old), self._notify(Event.ACCESS, dev))
+        self.record(lambda: setattr(dev, "access", old), self.notify(Event.ACCESS, dev))
 
     def set_memmap_on_memory(self, name: str, value: bool) -> None:
         """bus.c's memmap_on_memory_store: EOPNOTSUPP to turn it on where the
@@ -466,7 +484,7 @@ class DaxBus:
                                              "(memory_hotplug.memmap_on_memory is off)")
         old = dev.memmap_on_memory
         dev.memmap_on_memory = value
-        self._record(lambda: setattr(dev, "memmap_on_memory", old), self._notify(Event.CONFIGURED, dev))
+        self.record(lambda: setattr(dev, "memmap_on_memory", old), self.notify(Event.CONFIGURED, dev))
 
     def disable_device(self, name: str) -> None:
         """Unbind it from its driver (device_release_driver): the dax_device
@@ -486,8 +504,8 @@ class DaxBus:
         async def revoke() -> None:
             await self._close_window(dev)
 
-        self._record(lambda: setattr(dev, "driver", driver),
-                     self._notify(Event.DISABLING, dev), kill, revoke, self._notify(Event.DISABLED, dev), durable=False)
+        self.record(lambda: setattr(dev, "driver", driver),
+                     self.notify(Event.DISABLING, dev), kill, revoke, self.notify(Event.DISABLED, dev), durable=False)
 
     def enable_device(self, name: str) -> None:
         """Bind it to the first driver that matches it (device_attach):
@@ -524,7 +542,7 @@ class DaxBus:
         ids = self._id_list(driver_name, name)
         if name not in ids:
             ids.add(name)
-            self._record(lambda: ids.discard(name), durable=False)
+            self.record(lambda: ids.discard(name), durable=False)
         driver = DRIVERS[driver_name]
         for dev in sorted(self.devices(), key=lambda d: (d.region.id, d.id)):
             if not dev.enabled and dev.size and dev.region.enabled and self._matches(dev, driver):
@@ -535,7 +553,7 @@ class DaxBus:
         ids = self._id_list(driver_name, name)
         if name in ids:
             ids.discard(name)
-            self._record(lambda: ids.add(name), durable=False)
+            self.record(lambda: ids.add(name), durable=False)
 
     def _id_list(self, driver_name: str, name: str) -> set[str]:
         """A driver's id list, for a name new_id and remove_id take ("daxR.I": EINVAL else)."""
@@ -560,7 +578,7 @@ class DaxBus:
         if region.seed is dev:
             self._set_seeds(region, None, region.youngest)
         effects = [self._run(dev)] if driver.runs else []
-        self._record(lambda: setattr(dev, "driver", None), *effects, self._notify(Event.ENABLED, dev),
+        self.record(lambda: setattr(dev, "driver", None), *effects, self.notify(Event.ENABLED, dev),
                      durable=False)
 
     # --- kmem's memory blocks (dax/hotplug.py) --------------------------------------------------
@@ -595,7 +613,7 @@ class DaxBus:
             for i in indices:
                 self.blocks.pop(i)
             dev.hotplug_state = old
-        self._record(undo)
+        self.record(undo)
 
     def set_hotplug_state(self, name: str, state: str) -> None:
         """A kmem device's `state` (Linux 7.3): "unplugged" offlines and
@@ -616,12 +634,12 @@ class DaxBus:
             self._unplug(dev)
             old = dev.hotplug_state
             dev.hotplug_state = hotplug.UNPLUGGED
-            self._record(lambda: setattr(dev, "hotplug_state", old))
+            self.record(lambda: setattr(dev, "hotplug_state", old))
         elif dev.hotplug_state != hotplug.UNPLUGGED:
             raise DaxError(errno.EBUSY, f"{name}'s memory is plugged ({dev.hotplug_state}): unplug it first")
         else:
             self._hotplug(dev, state)
-        self._record(lambda: None, self._notify(Event.CONFIGURED, dev))  # its blocks and node came or went
+        self.record(lambda: None, self.notify(Event.CONFIGURED, dev))  # its blocks and node came or went
 
     def _unplug(self, dev: DevDax) -> None:
         """dev_dax_kmem_remove, which needs every block offline."""
@@ -631,7 +649,7 @@ class DaxBus:
             raise DaxError(errno.EBUSY, f"{dev.name}'s memory is online ({', '.join(online)}): offline it first")
         for i in blocks:
             del self.blocks[i]
-        self._record(lambda: self.blocks.update(blocks))
+        self.record(lambda: self.blocks.update(blocks))
 
     def memory_block(self, index: int) -> MemoryBlock:
         try:
@@ -663,7 +681,7 @@ class DaxBus:
             raise DaxError(errno.EBUSY, f"memory{block.index} holds pages that cannot move: offline failed")
         old = block.zone
         block.zone = zone
-        self._record(lambda: setattr(block, "zone", old), durable=False)
+        self.record(lambda: setattr(block, "zone", old), durable=False)
 
     def pin_block(self, index: int) -> None:
         """A fault to script: a block whose pages cannot move, so offlining it fails with EBUSY."""
@@ -676,12 +694,12 @@ class DaxBus:
         block = self.memory_block(index)
         old = block.pinned
         block.pinned = pinned
-        self._record(lambda: setattr(block, "pinned", old), durable=False)
+        self.record(lambda: setattr(block, "pinned", old), durable=False)
 
     def set_auto_online(self, online_type: str) -> None:
         """auto_online_blocks: how kmem onlines the blocks it adds from now on."""
         old, self.auto_online = self.auto_online, hotplug.check_online_type(online_type)
-        self._record(lambda: setattr(self, "auto_online", old), durable=False)
+        self.record(lambda: setattr(self, "auto_online", old), durable=False)
 
     def disable_region(self, id_: int) -> None:
         """The region's provider unbound (ndctl disable-region, a namespace's
@@ -693,7 +711,7 @@ class DaxBus:
         for dev in sorted(region.devices.values(), key=lambda d: d.id):
             self.disable_device(dev.name)
         region.enabled = False
-        self._record(lambda: setattr(region, "enabled", True), self._notify(Event.REGION_DISABLED, region),
+        self.record(lambda: setattr(region, "enabled", True), self.notify(Event.REGION_DISABLED, region),
                      durable=False)
 
     def enable_region(self, id_: int) -> None:
@@ -706,7 +724,7 @@ class DaxBus:
             raise DaxError(errno.ENXIO, f"region {id_} maps a disabled DIMM; enable it first "
                                         f"(ndctl enable-dimm nmem0)")
         region.enabled = True
-        self._record(lambda: setattr(region, "enabled", False), self._notify(Event.REGION_ENABLED, region),
+        self.record(lambda: setattr(region, "enabled", False), self.notify(Event.REGION_ENABLED, region),
                      durable=False)
         for dev in sorted(region.devices.values(), key=lambda d: d.id):
             if dev.size:
@@ -728,7 +746,7 @@ class DaxBus:
             await trio.to_thread.run_sync(lambda: [w.flush() for w in windows] and None)
             await trio.to_thread.run_sync(self.memory.flush, 0, self.memory.size)
 
-        self._record(lambda: None, *[self._notify(Event.FLUSH, d) for d in devices], sync)
+        self.record(lambda: None, *[self.notify(Event.FLUSH, d) for d in devices], sync)
 
     # --- windows: a device's memory in a file of its own (memory/window.py) ---------------------------
     async def window(self, dev: DevDax) -> Window:
@@ -745,7 +763,7 @@ class DaxBus:
                 raise DaxError(errno.ENXIO, f"{dev.name} is disabled")
             if dev.window is None:
                 await self._moving(dev, functools.partial(self._open_window, dev))
-                await self._notify(Event.WINDOW, dev)()
+                await self.notify(Event.WINDOW, dev)()
             return dev.window
 
     async def _open_window(self, dev: DevDax) -> None:
@@ -777,7 +795,7 @@ class DaxBus:
                 await self.persist()  # a record that still names it is right too: nothing to move back
             except DaxError as e:
                 log.warning("%s: %s", dev.name, e)
-        await self._notify(Event.WINDOW, dev)()
+        await self.notify(Event.WINDOW, dev)()
 
     async def _moving(self, dev: DevDax, work: Callable[[], Awaitable[None]]) -> None:
         """Run work while dev's I/O waits (DaxFile._enter), once the I/O
@@ -868,8 +886,8 @@ class DaxBus:
     def _set_dimm(self, enabled: bool) -> None:
         dimm, old = self.dimm, self.dimm.enabled
         dimm.enabled = enabled
-        self._record(lambda: setattr(dimm, "enabled", old),
-                     self._notify(Event.DIMM_ENABLED if enabled else Event.DIMM_DISABLED, dimm), durable=False)
+        self.record(lambda: setattr(dimm, "enabled", old),
+                     self.notify(Event.DIMM_ENABLED if enabled else Event.DIMM_DISABLED, dimm), durable=False)
 
     def check_labels(self, offset: int, length: int) -> None:
         """[offset, offset + length) lies in the label area (ND_CMD_*_CONFIG_DATA's bounds)."""
@@ -887,7 +905,7 @@ class DaxBus:
         area = self.dimm.label_area
         old = bytes(area[offset:offset + len(data)])
         area[offset:offset + len(data)] = data
-        self._record(lambda: area.__setitem__(slice(offset, offset + len(old)), old))
+        self.record(lambda: area.__setitem__(slice(offset, offset + len(old)), old))
 
     # --- memory failure and soft offlining of device pages ---------------------------------------
     def region_at(self, address: int) -> DaxRegion | None:
@@ -937,7 +955,7 @@ class DaxBus:
 
         def undo() -> None:
             self.badblocks, self.injected = old
-        notifies = [self._notify(Event.POISONED if poison else Event.CLEARED, d) for d in touched]
+        notifies = [self.notify(Event.POISONED if poison else Event.CLEARED, d) for d in touched]
 
         async def effect() -> None:
             """Direct mappings of the devices go (mappers map them again,
@@ -952,7 +970,7 @@ class DaxBus:
                     await notify()
             finally:
                 self.poisoning -= poison
-        self._record(undo, effect)
+        self.record(undo, effect)
 
     def inject_error(self, name: str, block: int, count: int = 1) -> None:
         """Poison 512-byte blocks of a device (ndctl inject-error, nfit_test's)."""
@@ -971,7 +989,7 @@ class DaxBus:
         old = Badblocks(self.injected.ranges())
         for s, c in pieces:
             self.injected.remove(s, c)
-        self._record(lambda: setattr(self, "injected", old))
+        self.record(lambda: setattr(self, "injected", old))
 
     def clear_physical(self, start: int, length: int) -> None:
         """ND_IOCTL_CLEAR_ERROR: the poison of a physical range cleared."""
@@ -985,7 +1003,7 @@ class DaxBus:
     def start_scrub(self) -> None:
         """nfit/scrub: a scrub, done at once (injected errors are poisoned as they are injected)."""
         self.scrubs += 1
-        self._record(lambda: setattr(self, "scrubs", self.scrubs - 1))
+        self.record(lambda: setattr(self, "scrubs", self.scrubs - 1))
 
     def device_badblocks(self, dev: DevDax) -> list[tuple[int, int]]:
         """dev's poisoned 512-byte blocks: (first block, count), device-relative."""

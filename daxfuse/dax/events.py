@@ -28,6 +28,8 @@ class Event(enum.Enum):
     # of the DIMM (given the Dimm)
     DIMM_ENABLED = "dimm-enabled"
     DIMM_DISABLED = "dimm-disabled"
+    # of an object of a bus beside (a CXL region, decoder, memdev or port)
+    CXL = "cxl"
     # of a batch (given None): what a listener does once per batch (dropping
     # the kernel's caches) then costs the same for one change as for a thousand
     APPLIED = "applied"

@@ -28,6 +28,7 @@ from .window import Window, punch, remove
 _PAGE = mmap.PAGESIZE
 _GIB = 1 << 30
 _HOST_MEMORY = "/sys/devices/system/memory"
+HOST_NODES = "/sys/devices/system/node"
 
 
 @functools.cache
@@ -54,6 +55,14 @@ def memory_block_size() -> int:
             return int(f.read(), 16)
     except (OSError, ValueError):
         return 128 << 20
+
+
+def host_nodes() -> list[int]:
+    """The host's NUMA nodes; emulated nodes (kmem's, CXL windows') are numbered past them."""
+    try:
+        return sorted(int(n[4:]) for n in os.listdir(HOST_NODES) if n.startswith("node") and n[4:].isdigit())
+    except OSError:
+        return []
 
 
 def memmap_on_memory_supported() -> bool:

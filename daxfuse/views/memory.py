@@ -14,11 +14,10 @@ from ..dax import DaxBus, DevDax
 from ..dax import hotplug
 from ..dax.hotplug import MemoryBlock
 from ..core.units import parse_index
-from ..memory import phys_base
+from ..memory import HOST_NODES, host_nodes, phys_base
 from .nodes import Attr, Link, Node, table
 from .sysfs_text import kstrtobool, number, streq
 
-HOST_NODES = "/sys/devices/system/node"
 NODE_LISTS = ("online", "possible", "has_memory", "has_normal_memory")
 FAR = 20  # the distance an emulated node is given to every other (SLIT's "remote")
 _MEMINFO = re.compile(r"Node \d+ (?P<field>\S+)(?P<pad>\s+\d+) kB")  # the number keeps its column
@@ -43,13 +42,6 @@ def node_list(nodes) -> str:
     for a, b in spans:
         out.append(f"{a}" if a == b else f"{a}-{b}")
     return ",".join(out)
-
-
-def _host_nodes() -> list[int]:
-    try:
-        return sorted(int(n[4:]) for n in os.listdir(HOST_NODES) if n.startswith("node") and n[4:].isdigit())
-    except OSError:
-        return []
 
 
 def _host_text(path: str) -> str:
@@ -137,10 +129,10 @@ class MemoryView:
         """A node of emulated blocks, or a host node (its distances count
         the emulated nodes, its meminfo the emulated memory it has)."""
         node = parse_index(name.removeprefix("node")) if name.startswith("node") else None
-        host_nodes = _host_nodes()
-        if node is None or node not in self._nodes() and node not in host_nodes:
+        hosts = host_nodes()
+        if node is None or node not in self._nodes() and node not in hosts:
             return None
-        own = node not in host_nodes  # a node of its own: CPU-less, all its files emulated
+        own = node not in hosts  # a node of its own: CPU-less, all its files emulated
         attrs = {
             "meminfo": _static(_ro(functools.partial(self._meminfo, node))),
             "distance": _static(_ro(functools.partial(self._distance, node))),
@@ -158,7 +150,7 @@ class MemoryView:
         host = _host_text(os.path.join(HOST_NODES, f"node{node}", "meminfo"))
         own = not host
         if own:
-            host = _host_text(os.path.join(HOST_NODES, f"node{(_host_nodes() or [0])[0]}", "meminfo")) \
+            host = _host_text(os.path.join(HOST_NODES, f"node{(host_nodes() or [0])[0]}", "meminfo")) \
                 or "Node 0 MemTotal:              0 kB\nNode 0 MemFree:               0 kB\n"
         online = sum(self.bus.block_size for b in self._nodes().get(node, []) if b.online) >> 10
         out = []
@@ -172,21 +164,21 @@ class MemoryView:
 
     def _distance(self, node: int) -> str:
         """SLIT distances: the host's among its nodes, FAR to and from ours."""
-        host_nodes = _host_nodes()
-        every = sorted(set(host_nodes) | set(self._nodes()))
+        hosts = host_nodes()
+        every = sorted(set(hosts) | set(self._nodes()))
         host_row = _host_text(os.path.join(HOST_NODES, f"node{node}", "distance")).split() \
-            if node in host_nodes else []
+            if node in hosts else []
         row = []
         for other in every:
-            if node in host_nodes and other in host_nodes and host_nodes.index(other) < len(host_row):
-                row.append(host_row[host_nodes.index(other)])
+            if node in hosts and other in hosts and hosts.index(other) < len(host_row):
+                row.append(host_row[hosts.index(other)])
             else:
                 row.append("10" if other == node else str(FAR))
         return " ".join(row) + "\n"
 
     @staticmethod
     def _empty_cpumap() -> str:
-        width = len(_host_text(os.path.join(HOST_NODES, f"node{(_host_nodes() or [0])[0]}", "cpumap")).strip()) or 1
+        width = len(_host_text(os.path.join(HOST_NODES, f"node{(host_nodes() or [0])[0]}", "cpumap")).strip()) or 1
         return "0" * width + "\n"
 
     # --- what a device's binding makes stale -------------------------------------------------------
