@@ -84,13 +84,28 @@ def control(mountpoint: str, command: str) -> str:
 
 
 # --- mount / umount ------------------------------------------------------------------------------
+def _cxl_topology(value: str | None):
+    """--cxl-topology: a JSON file, "none", or (not given) the default, cxl_test's shape."""
+    from . import cxl
+    if value == "none":
+        return None
+    if value is None:
+        return cxl.DEFAULT
+    try:
+        with open(value) as f:
+            return cxl.parse(f.read())
+    except OSError as e:
+        raise CliError(f"--cxl-topology {value}: {e.strerror}") from None
+
+
 def _mount_config(args):
     from .dax import Access
     from .daemon.mount import MountConfig
     return MountConfig(mountpoint=args.mountpoint, memory_file=args.memory_file, size=args.size,
                        align=args.align, default_device=not args.no_default_device,
                        nr_dax=args.nr_dax, options=args.o,
-                       access=Access(args.owner, args.group, args.mode), fresh=args.fresh)
+                       access=Access(args.owner, args.group, args.mode), fresh=args.fresh,
+                       cxl_topology=_cxl_topology(args.cxl_topology))
 
 
 def cmd_mount(args) -> None:
@@ -375,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--align", type=_typed(parse_size), help=f"align of region 0 of a new layout: {', '.join(map(format_size, ALIGNS))} "
                         f"(default {format_size(DEFAULT_ALIGN)})")
     m.add_argument("--no-default-device", action="store_true", help="do not create dax0.0")
+    m.add_argument("--cxl-topology", metavar="FILE",
+                   help="the CXL bus's host bridges, switches, memdevs and windows, as JSON (README, \"The CXL bus\"); "
+                        "none: no CXL bus (default: cxl_test's shape)")
     m.add_argument("--fresh", action="store_true",
                    help="a --memory-file that holds data and no layout record becomes new memory (its data lost)")
     m.add_argument("--nr-dax", type=_typed(parse_id), default=NR_DAX, help=f"most dax devices at once (default {NR_DAX})")

@@ -8,7 +8,7 @@ import pytest
 
 TOP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "daxfuse")
 # lowest first; a module may import from its own layer and those before it
-LAYERS = ["core", "memory", "dax", "views", "client", "daemon", "front"]
+LAYERS = ["core", "memory", "dax", "cxl", "views", "client", "daemon", "front"]
 
 
 def modules() -> dict[str, str]:

@@ -4,7 +4,8 @@ environment that points it at a mount."""
 import importlib.util
 import os
 
-from ..core.devt import DAX_INO_BASE, DAX_MAJOR, NDCTL_INO, NDCTL_MAJOR, NMEM_INO, NMEM_MAJOR
+from ..core.devt import (CXL_MEM_INO_BASE, CXL_MEM_MAJOR, DAX_INO_BASE, DAX_MAJOR, NDCTL_INO, NDCTL_MAJOR, NMEM_INO,
+                         NMEM_MAJOR)
 
 LIBRARY = "daxfuse.libdaxfuse_preload"
 
@@ -20,5 +21,5 @@ def library() -> str:
 def settings(mountpoint: str, read_write: bool, direct: bool) -> str:
     """DAXFUSE_PERSONALITY for mountpoint (parsed by the library; mount last)."""
     return (f"major={DAX_MAJOR},ino_base={DAX_INO_BASE},ndctl={NDCTL_INO}:{NDCTL_MAJOR}:0,"
-            f"nmem={NMEM_INO}:{NMEM_MAJOR}:0,"
+            f"nmem={NMEM_INO}:{NMEM_MAJOR}:0,cxl={CXL_MEM_INO_BASE}:{CXL_MEM_MAJOR},"
             f"rw={int(read_write)},direct={int(direct)},mount={mountpoint}")

@@ -16,6 +16,10 @@ NDCTL_MAJOR = 121
 NMEM_MAJOR = 122
 NDCTL_INO = DAX_INO_BASE - 1
 NMEM_INO = DAX_INO_BASE - 2
+# The CXL bus's memdevs, /dev/cxl/memN: minor N, inode number CXL_MEM_INO_BASE + N
+# (65536 memdevs' worth below the NVDIMM bus's nodes).
+CXL_MEM_MAJOR = 123
+CXL_MEM_INO_BASE = DAX_INO_BASE - (1 << 16) - 2
 
 
 def dev_text(dev: int) -> str:

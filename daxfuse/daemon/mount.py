@@ -23,6 +23,8 @@ from ..core import DaxCore
 from ..core.devt import dev_text
 from ..dax import DEFAULT_ALIGN, DEFAULT_SIZE, Access, DaxBus
 from ..dax.layout import LayoutStore
+from ..cxl import CxlBus, Topology
+from ..memory import host_nodes
 from .direct import DirectServer
 from ..core.errors import DaxError
 from .fuse_ops import DaxOperations
@@ -65,6 +67,7 @@ class MountConfig:
     options: list[str]
     access: Access  # of new devices: --owner, --group, --mode
     fresh: bool = False  # a memory file with data and no layout record: make it new memory
+    cxl_topology: Topology | None = None  # the CXL bus beside the dax bus, if any
 
 
 def sd_notify(message: str) -> None:
@@ -191,6 +194,8 @@ def _open_bus(config: MountConfig, stack: contextlib.AsyncExitStack,
     if memory.created:
         undo.callback(_unlink_if_there, memory.path)
     bus = DaxBus(DaxCore(config.nr_dax), memory, store, config.access)
+    if config.cxl_topology is not None:  # before the layout: the record holds its part
+        CxlBus(bus, config.cxl_topology, max(host_nodes(), default=-1) + 1)
     if store is None:
         return bus, False
     store.check(record, memory.fileno(), config.fresh)
@@ -213,16 +218,18 @@ def _unlink_if_there(path: str) -> None:
 
 async def _first_layout(bus: DaxBus, config: MountConfig, restored: bool) -> None:
     """A restored layout saved again (the unsafe-shutdown count, should it
-    have grown); else the new one: region 0, and its seed dax0.0 over all of it."""
+    have grown); else the new one: region 0, and its seed dax0.0 over all of
+    it. The CXL windows go above what there is, unless the layout placed them."""
+    unplaced = [b.place_windows for b in bus.beside if not b.placed]
     if restored:
-        await bus.persist()
+        await (bus.apply(unplaced) if unplaced else bus.persist())
         return
     size = DEFAULT_SIZE if config.size is None else config.size
     align = DEFAULT_ALIGN if config.align is None else config.align
     ops = [lambda: bus.create_region(size, align, 0)]
     if config.default_device:
         ops.append(lambda: bus.create_device(0))
-    await bus.apply(ops)
+    await bus.apply(ops + unplaced)
 
 
 async def _serve(config: MountConfig, options: set[str]) -> None:

@@ -1,9 +1,10 @@
 /*
  * The settings `daxfuse exec` passes, and the debug channel.
  *
- * DAXFUSE_PERSONALITY="major=M,ino_base=B,ndctl=INO:MAJ:MIN,nmem=INO:MAJ:MIN,rw=0|1,direct=0|1,mount=/abs/mount"
+ * DAXFUSE_PERSONALITY="major=M,ino_base=B,ndctl=INO:MAJ:MIN,nmem=INO:MAJ:MIN,cxl=BASE:MAJ,rw=0|1,direct=0|1,mount=/abs/mount"
  * (mount last: the rest of the string, commas and all). A dax device has
- * inode number ino_base + minor; the NVDIMM bus's /dev/ndctl0 and /dev/nmem0 have INO.
+ * inode number ino_base + minor; the NVDIMM bus's /dev/ndctl0 and /dev/nmem0 have INO;
+ * the CXL bus's /dev/cxl/memN has BASE + N (minor N).
  * DAXFUSE_DEBUG=1 writes what the library does to stderr.
  */
 #include "preload.h"
@@ -67,9 +68,10 @@ __attribute__((constructor)) static void configure(void)
 	cfg.debug = dbg && *dbg && strcmp(dbg, "0");
 	if (!env || !(mount = strstr(env, "mount=")))
 		return;
-	if (sscanf(env, "major=%u,ino_base=%llu,ndctl=%llu:%u:%u,nmem=%llu:%u:%u,rw=%d,direct=%d,", &cfg.major,
+	if (sscanf(env, "major=%u,ino_base=%llu,ndctl=%llu:%u:%u,nmem=%llu:%u:%u,cxl=%llu:%u,rw=%d,direct=%d,", &cfg.major,
 		   &cfg.ino_base, &cfg.bus_nodes[0].ino, &cfg.bus_nodes[0].major, &cfg.bus_nodes[0].minor,
-		   &cfg.bus_nodes[1].ino, &cfg.bus_nodes[1].major, &cfg.bus_nodes[1].minor, &cfg.rw, &cfg.direct) != 10) {
+		   &cfg.bus_nodes[1].ino, &cfg.bus_nodes[1].major, &cfg.bus_nodes[1].minor, &cfg.cxl_ino_base,
+		   &cfg.cxl_major, &cfg.rw, &cfg.direct) != 12) {
 		loud("DAXFUSE_PERSONALITY not understood: %s", env);
 		return;
 	}

@@ -83,4 +83,20 @@ struct daxfuse_range {
 #define DAXFUSE_ND_CONFIG_HEAD 12
 #define DAXFUSE_ND_MAX_XFER 4096
 
+/*
+ * /dev/cxl/memN's (daxfuse/views/cxl_mem.py), in the same form: the CXL
+ * memdev's mailbox (include/uapi/linux/cxl_mem.h). QUERY_COMMANDS carries
+ * {u32 n_commands, rsvd; {u32 id, flags, size_in, size_out}[n_commands]}.
+ * SEND_COMMAND's struct (48 bytes) holds pointers: the library sends the
+ * struct, then in.size bytes of input, then out.size bytes of room for the
+ * output (each at most PAYLOAD_MAX); it reads the same back, and copies the
+ * output, out.size and retval to the caller's.
+ */
+#define DAXFUSE_CXL_QUERY_COMMANDS 1
+#define DAXFUSE_CXL_SEND_COMMAND 2
+#define DAXFUSE_CXL_QUERY_HEAD 8
+#define DAXFUSE_CXL_COMMAND_INFO 16
+#define DAXFUSE_CXL_SEND_SIZE 48 /* in.size at 16, in.payload at 24, out.size at 32, out.payload at 40 */
+#define DAXFUSE_CXL_PAYLOAD_MAX 4096
+
 #endif

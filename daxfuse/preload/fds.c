@@ -37,8 +37,8 @@ static long dev_minor(dev_t dev, ino_t ino, mode_t mode)
 	return (long)(ino - cfg.ino_base);
 }
 
-/* Which of the NVDIMM bus's nodes a file of the mount is (FD_NDCTL,
- * FD_NMEM), or FD_OTHER. */
+/* Which of the buses' nodes a file of the mount is (FD_NDCTL, FD_NMEM,
+ * FD_CXL: a /dev/cxl/memN), or FD_OTHER. */
 static int bus_node(dev_t dev, ino_t ino, mode_t mode)
 {
 	int kind;
@@ -48,6 +48,8 @@ static int bus_node(dev_t dev, ino_t ino, mode_t mode)
 	for (kind = FD_NDCTL; kind <= FD_NMEM; kind++)
 		if (ino == cfg.bus_nodes[kind - FD_NDCTL].ino)
 			return kind;
+	if (ino >= cfg.cxl_ino_base && ino - cfg.cxl_ino_base < CXL_MEMDEVS)
+		return FD_CXL;
 	return FD_OTHER;
 }
 
@@ -60,6 +62,8 @@ dev_t chardev_of(dev_t dev, ino_t ino, mode_t mode)
 	if (minor >= 0)
 		return makedev(cfg.major, minor);
 	kind = bus_node(dev, ino, mode);
+	if (kind == FD_CXL)
+		return makedev(cfg.cxl_major, ino - cfg.cxl_ino_base);
 	if (kind != FD_OTHER)
 		return makedev(cfg.bus_nodes[kind - FD_NDCTL].major, cfg.bus_nodes[kind - FD_NDCTL].minor);
 	return 0;

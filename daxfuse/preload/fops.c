@@ -153,7 +153,7 @@ STATFS_WRAPPER(statvfs64, const char *, path_kind, struct statvfs64, statvfs64, 
 
 /* do_vfs_ioctl's generic requests work on any file; dax_fops has no
  * unlocked_ioctl, so every other request is ENOTTY. /dev/ndctl0's and
- * /dev/nmem0's go to the daemon (ndctl.c). */
+ * /dev/nmem0's go to the daemon (ndctl.c), as /dev/cxl/memN's (cxl.c). */
 DECLARE(int, ioctl, int, unsigned long, ...);
 
 int ioctl(int fd, unsigned long request, ...)
@@ -169,6 +169,8 @@ int ioctl(int fd, unsigned long request, ...)
 	kind = fd_kind(fd);
 	if (kind == FD_NDCTL || kind == FD_NMEM)  /* libndctl passes an int: compare the low 32 bits */
 		return ndctl_ioctl(fd, kind, (unsigned int)request, arg);
+	if (kind == FD_CXL)
+		return cxl_ioctl(fd, (unsigned int)request, arg);
 	if (kind == FD_DAX && request != FIOCLEX && request != FIONCLEX && request != FIONBIO && request != FIOASYNC)
 		return fail(ENOTTY);
 	return REAL(ioctl)(fd, request, arg);

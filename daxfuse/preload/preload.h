@@ -17,6 +17,7 @@
  *   sigbus.c    SIGBUS: revived mappings, poison as memory failure, and the
  *               program's own handler behind ours
  *   ndctl.c     /dev/ndctl0's and /dev/nmem0's ioctls, answered by the daemon
+ *   cxl.c       /dev/cxl/memN's ioctls (the CXL mailbox), answered by the daemon
  *   exec.c      the personality kept across exec, whatever environment
  *               a program gives its child
  *
@@ -58,6 +59,8 @@ struct config {
 		unsigned long long ino;
 		unsigned major, minor;
 	} bus_nodes[2];
+	unsigned long long cxl_ino_base;  /* /dev/cxl/memN: inode number cxl_ino_base + N, minor N */
+	unsigned cxl_major;
 	int rw, direct, debug;
 	dev_t mnt_dev;
 	char mount[PATH_MAX];
@@ -67,7 +70,8 @@ void debug(const char *fmt, ...) HIDDEN __attribute__((format(printf, 1, 2)));
 void loud(const char *fmt, ...) HIDDEN __attribute__((format(printf, 1, 2)));
 
 /* fds.c */
-enum { FD_OTHER, FD_DAX, FD_NDCTL, FD_NMEM };
+enum { FD_OTHER, FD_DAX, FD_NDCTL, FD_NMEM, FD_CXL };
+#define CXL_MEMDEVS 65536 /* /dev/cxl/memN's inode numbers: cxl_ino_base + N, N below this */
 int fd_kind(int fd) HIDDEN;
 int path_kind(const char *path) HIDDEN;
 long fd_minor(int fd) HIDDEN;
@@ -135,6 +139,9 @@ void exec_init(const char *personality) HIDDEN;
 
 /* ndctl.c */
 int ndctl_ioctl(int fd, int kind, unsigned int request, void *arg) HIDDEN;
+
+/* cxl.c */
+int cxl_ioctl(int fd, unsigned int request, void *arg) HIDDEN;
 
 /* sigbus.c */
 void sigbus_install(void) HIDDEN;

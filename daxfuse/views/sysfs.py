@@ -15,6 +15,8 @@ from ..dax import DaxBus, DaxRegion, DevDax, Dimm
 from ..dax.drivers import DRIVERS, KMEM
 from ..core.devt import DAX_MAJOR
 from ..core.errors import DaxError, shown
+from ..cxl import CxlBus
+from .cxl import CxlView
 from .memory import MemoryView
 from .sysfs_text import kstrtobool, number, streq, text
 from .ndbus import BUS_DIR, NdBusView
@@ -84,6 +86,8 @@ class SysfsView:
         self._dev_dax_attrs = self._dev_dax_attributes()
         self.nd = NdBusView(bus, REGION_DIR.format)
         self.memory = MemoryView(bus)
+        cxl = next((b for b in bus.beside if type(b) is CxlBus), None)
+        self.cxl = cxl and CxlView(cxl, bus)
         self.root = table({
             "bus": _static(table({
                 "dax": _static(table({
@@ -91,6 +95,7 @@ class SysfsView:
                     "drivers": _static(table({name: functools.partial(self._driver_dir, name) for name in DRIVERS})),
                 })),
                 "nd": self.nd.bus_nd,
+                "cxl": lambda: self.cxl and self.cxl.bus_cxl(),
                 "memory": self.memory.bus_memory,
                 "platform": _static(table({"devices": lambda: Dir(self._platform_names, self._platform_link)})),
             })),
@@ -140,23 +145,30 @@ class SysfsView:
                       "drivers": _static(table({f"dax:{driver}": _static(Link(f"../../../bus/dax/drivers/{driver}"))}))})
 
     def _platform_names(self) -> list[str]:
-        return [REGION_DIR.format(r) for r in sorted(self.bus.regions)] + [BUS_DIR]
+        return [REGION_DIR.format(r) for r in sorted(self.bus.regions)] + [BUS_DIR] + \
+            (self.cxl.platform_names() if self.cxl else [])
 
     def _platform(self, name: str) -> Node | None:
-        return self.nd.platform_dir() if name == BUS_DIR else self._region(name)
+        if name == BUS_DIR:
+            return self.nd.platform_dir()
+        return self._region(name) or (self.cxl and self.cxl.platform((name,)))
 
     def _platform_link(self, name: str) -> Node | None:
         """/sys/bus/platform/devices/NAME, where ndctl's tests look a platform device up."""
         return Link(f"../../../devices/platform/{name}") if name in self._platform_names() else None
 
+    def _bus_devts(self) -> dict:
+        """/sys/dev/char entries of the buses' character devices other than dax devices."""
+        return {**self.nd.devts(), **(self.cxl.devts() if self.cxl else {})}
+
     def _devt_names(self) -> list[str]:
-        return [RDEV_ZERO, *self.nd.devts()] + [f"{DAX_MAJOR}:{d.dax_dev.minor}" for d in self._devices()]
+        return [RDEV_ZERO, *self._bus_devts()] + [f"{DAX_MAJOR}:{d.dax_dev.minor}" for d in self._devices()]
 
     def _devt(self, devt: str) -> Node | None:
         if devt == RDEV_ZERO:
             return Link("../../devices/virtual/daxfuse")
-        if devt in self.nd.devts():
-            return self.nd.devts()[devt]()
+        if devt in self._bus_devts():
+            return self._bus_devts()[devt]()
         dev = self._devt_device(devt)
         return dev and Link(f"{self._region_path(dev.region.id, 2)}/{dev.name}")
 
@@ -253,6 +265,8 @@ class SysfsView:
         kernel's cached entries that a change to subject makes stale."""
         if type(subject) is Dimm:
             return self.nd.places(subject)
+        if type(subject) not in (DevDax, DaxRegion):
+            return self.cxl.places(subject) if self.cxl else []
         if type(subject) is DaxRegion:
             return [(("devices", "platform"), REGION_DIR.format(subject.id)),
                     (("bus", "platform", "devices"), REGION_DIR.format(subject.id)), *self.nd.places(subject)]

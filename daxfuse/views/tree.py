@@ -17,12 +17,13 @@ from ..dax import DaxBus, DaxRegion, DevDax, Dimm
 from .ars import NdctlFile
 from .labels import NmemFile
 from .devdir import HOST_DEV, HOST_MOUNTED
-from ..core.devt import NDCTL_INO, NMEM_INO
+from ..core.devt import CXL_MEM_INO_BASE, NDCTL_INO, NMEM_INO
+from .cxl_mem import CxlMemFile
 from .host import host_node, overlay
 from .nodes import Attr, AttrFile, Chardev, Device, Dir, HostFile, HostFileHandle, Link, Mountpoint, table
 from .sysfs import SysfsView, kernfs_order
 
-NDCTL, NMEM = "ndctl0", "nmem0"
+NDCTL, NMEM, CXL = "ndctl0", "nmem0", "cxl"
 
 
 class Tree:
@@ -31,8 +32,13 @@ class Tree:
         self.control = Control(bus)
         self.sysfs = SysfsView(bus)
         self.sys = overlay(self.sysfs.root)  # the host's /sys beneath
-        self.chardevs = {NDCTL: Chardev(NDCTL_INO, functools.partial(NdctlFile, bus)),
-                         NMEM: Chardev(NMEM_INO, functools.partial(NmemFile, bus))}
+        self.chardevs: dict[str, object] = {NDCTL: Chardev(NDCTL_INO, functools.partial(NdctlFile, bus)),
+                                            NMEM: Chardev(NMEM_INO, functools.partial(NmemFile, bus))}
+        if self.sysfs.cxl:  # /dev/cxl/memN, each memdev's mailbox
+            cxl = self.sysfs.cxl.cxl
+            memdevs = {m.name: Chardev(CXL_MEM_INO_BASE + m.id, functools.partial(CxlMemFile, bus, cxl, m))
+                       for m in cxl.memdevs.values()}
+            self.chardevs[CXL] = Dir(lambda: list(memdevs), memdevs.get)
         self.direct_socket: str | None = None  # where direct mappings are asked for, once it serves
         self.made: set[str] = set()  # names of dev/ that root made
         self.root = table({

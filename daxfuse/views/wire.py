@@ -1,5 +1,5 @@
 """What the personality library and the daemon send each other (the
-direct-mapping protocol, /dev/ndctl0's and /dev/nmem0's ioctls), read from the C header that
+direct-mapping protocol, /dev/ndctl0's, /dev/nmem0's and /dev/cxl/memN's ioctls), read from the C header that
 the library compiles with (daxfuse/preload/daxfuse_wire.h), so that the two
 sides cannot disagree: its #defines become constants here, its structures
 struct.Struct formats with named fields."""
@@ -48,6 +48,12 @@ ND_GET_CONFIG_DATA = CONSTANTS["DAXFUSE_ND_GET_CONFIG_DATA"]
 ND_SET_CONFIG_DATA = CONSTANTS["DAXFUSE_ND_SET_CONFIG_DATA"]
 ND_CONFIG_HEAD = CONSTANTS["DAXFUSE_ND_CONFIG_HEAD"]
 ND_MAX_XFER = CONSTANTS["DAXFUSE_ND_MAX_XFER"]
+CXL_QUERY_COMMANDS = CONSTANTS["DAXFUSE_CXL_QUERY_COMMANDS"]
+CXL_SEND_COMMAND = CONSTANTS["DAXFUSE_CXL_SEND_COMMAND"]
+CXL_QUERY_HEAD = CONSTANTS["DAXFUSE_CXL_QUERY_HEAD"]
+CXL_COMMAND_INFO = CONSTANTS["DAXFUSE_CXL_COMMAND_INFO"]
+CXL_SEND_SIZE = CONSTANTS["DAXFUSE_CXL_SEND_SIZE"]
+CXL_PAYLOAD_MAX = CONSTANTS["DAXFUSE_CXL_PAYLOAD_MAX"]
 REQUEST, Request = STRUCTS["daxfuse_request"]
 REPLY, Reply = STRUCTS["daxfuse_reply"]
 RANGE, _ = STRUCTS["daxfuse_range"]

@@ -1,0 +1,109 @@
+/*
+ * /dev/cxl/memN: a CXL memdev's mailbox ioctls, answered by the daemon in
+ * the form daxfuse_wire.h gives. SEND_COMMAND's payloads are pointers into
+ * this process: they are copied out to the daemon and back, never passed.
+ */
+#include "preload.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#define CXL_MEM_QUERY_COMMANDS _IOR(0xCE, 1, char[DAXFUSE_CXL_QUERY_HEAD])
+#define CXL_MEM_SEND_COMMAND _IOWR(0xCE, 2, char[DAXFUSE_CXL_SEND_SIZE])
+#define CXL_MAX_QUERY 4096 /* entries asked for at once: far more than the kernel's table */
+
+DECLARE(ssize_t, pwrite, int, const void *, size_t, off_t);
+DECLARE(ssize_t, pread, int, void *, size_t, off_t);
+
+/* One request (nr, then len bytes of buf) and its reply, back into buf. */
+static int ask(int fd, uint32_t nr, char *buf, size_t len)
+{
+	char *req = malloc(4 + len);
+	int rc = 0;
+
+	if (!req) {
+		errno = ENOMEM;
+		return -1;
+	}
+	memcpy(req, &nr, 4);
+	memcpy(req + 4, buf, len);
+	RESOLVE(pwrite);
+	RESOLVE(pread);
+	if (REAL(pwrite)(fd, req, 4 + len, 0) < 0 || REAL(pread)(fd, buf, len, 0) < 0)
+		rc = -1;
+	free(req);
+	return rc;
+}
+
+static int query(int fd, char *arg)
+{
+	uint32_t n;
+
+	memcpy(&n, arg, 4);
+	if (n > CXL_MAX_QUERY) {
+		loud("CXL_MEM_QUERY_COMMANDS of %u entries: at most %u here", n, CXL_MAX_QUERY);
+		errno = EINVAL;
+		return -1;
+	}
+	return ask(fd, DAXFUSE_CXL_QUERY_COMMANDS, arg, DAXFUSE_CXL_QUERY_HEAD + (size_t)n * DAXFUSE_CXL_COMMAND_INFO);
+}
+
+static int send_command(int fd, char *arg)
+{
+	uint32_t in_size, out_size, retval;
+	uint64_t in_ptr, out_ptr;
+	size_t len;
+	char *buf;
+	int rc;
+
+	memcpy(&in_size, arg + 16, 4);
+	memcpy(&in_ptr, arg + 24, 8);
+	memcpy(&out_size, arg + 32, 4);
+	memcpy(&out_ptr, arg + 40, 8);
+	if (in_size > DAXFUSE_CXL_PAYLOAD_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (out_size > DAXFUSE_CXL_PAYLOAD_MAX)
+		out_size = DAXFUSE_CXL_PAYLOAD_MAX;  /* the mailbox returns no more */
+	len = DAXFUSE_CXL_SEND_SIZE + in_size + out_size;
+	buf = calloc(1, len);
+	if (!buf) {
+		errno = ENOMEM;
+		return -1;
+	}
+	memcpy(buf, arg, DAXFUSE_CXL_SEND_SIZE);
+	memcpy(buf + 32, &out_size, 4);
+	if (in_size)
+		memcpy(buf + DAXFUSE_CXL_SEND_SIZE, (const void *)(uintptr_t)in_ptr, in_size);
+	rc = ask(fd, DAXFUSE_CXL_SEND_COMMAND, buf, len);
+	if (rc == 0) {
+		memcpy(&retval, buf + 12, 4);
+		memcpy(&out_size, buf + 32, 4);
+		if (out_size > len - DAXFUSE_CXL_SEND_SIZE - in_size) {
+			loud("CXL_MEM_SEND_COMMAND: the daemon answered %u bytes", out_size);
+			errno = EIO;
+			rc = -1;
+		} else {
+			if (out_size)
+				memcpy((void *)(uintptr_t)out_ptr, buf + DAXFUSE_CXL_SEND_SIZE + in_size, out_size);
+			memcpy(arg + 12, &retval, 4);
+			memcpy(arg + 32, &out_size, 4);
+		}
+	}
+	free(buf);
+	return rc;
+}
+
+int cxl_ioctl(int fd, unsigned int request, void *arg)
+{
+	if (request == (unsigned int)CXL_MEM_QUERY_COMMANDS)
+		return query(fd, arg);
+	if (request == (unsigned int)CXL_MEM_SEND_COMMAND)
+		return send_command(fd, arg);
+	errno = ENOTTY;
+	return -1;
+}
