@@ -153,6 +153,12 @@ def test_eight_ways_under_a_two_way_window_routes_as_cxl_region_sysfs_checks(cxl
     (lambda c: region_ops(c, "decoder0.0", [0], G // 2), lambda c: [P(c.enable_memdev, "mem0")], errno.EBUSY),
     (lambda c: [P(c.disable_port, "port1")], lambda c: [P(c.enable_memdev, "mem0")], errno.ENXIO),
     (lambda c: [], lambda c: [P(c.disable_port, "root0")], errno.ENODEV),
+    # names are matched exactly: no leading zero, no other digits
+    (lambda c: [], lambda c: [P(c.set_mode, "decoder09.0", "ram")], errno.ENODEV),
+    (lambda c: [], lambda c: [P(c.set_mode, "decoder9.\u0663", "ram")], errno.ENODEV),
+    (lambda c: [], lambda c: [P(c.disable_memdev, "mem\u0663")], errno.ENODEV),
+    (lambda c: region_ops(c, "decoder0.0", [0], G // 2, bind=False),
+     lambda c: [P(c.bind_region, "region01")], errno.ENODEV),
 ])
 def test_each_step_fails_with_the_kernels_errno_and_changes_nothing(cxl, setup, op, err):
     ops = setup(cxl)

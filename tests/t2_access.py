@@ -135,6 +135,27 @@ def test_a_user_given_a_device_uses_it_and_is_refused_everything_else(stranger, 
         assert f.read(16) == b"strangervia exec"
 
 
+def test_a_user_may_list_the_cxl_bus_and_change_nothing_on_it(stranger, shared):
+    """The CXL bus is root's, as sysfs and /dev/cxl are: a stranger reads its
+    attributes but no address (start and resource are 0400), and neither
+    writes one nor opens a memdev's mailbox."""
+    uid, _ = stranger
+    d = shared("--size", "64M", "-o", "allow_other")
+    cxl = d.path("sys", "bus", "cxl", "devices")
+    before = d.layout()
+    for path, flags, err in (("decoder0.0/create_ram_region", "os.O_WRONLY", errno.EACCES),
+                             ("decoder0.0/create_ram_region", "os.O_RDONLY", 0),
+                             ("decoder0.0/start", "os.O_RDONLY", errno.EACCES),
+                             ("decoder9.0/dpa_size", "os.O_WRONLY", errno.EACCES),
+                             ("decoder9.0/mode", "os.O_RDONLY", 0),
+                             ("../drivers/cxl_mem/unbind", "os.O_WRONLY", errno.EACCES),
+                             ("mem0/serial", "os.O_RDONLY", 0)):
+        assert errno_of(uid, os.path.join(cxl, path), flags) == err, path
+    assert errno_of(uid, d.path("dev", "cxl", "mem0"), "os.O_RDWR") == errno.EACCES
+    assert errno_of(uid, d.path("dev", "cxl", "mem0"), "os.O_RDONLY") == errno.EACCES
+    assert d.layout() == before
+
+
 def test_another_user_cannot_reach_the_direct_mapping_socket(stranger, shared):
     """The socket lives in the daemon's run directory (0700): a user given a
     device on root's mount maps it through FUSE, and cannot even connect."""

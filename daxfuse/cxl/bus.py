@@ -18,7 +18,7 @@ import itertools
 
 from ..core.errors import DaxError, shown
 from ..core.packing import pack, unpack
-from ..core.units import size_text
+from ..core.units import parse_index, size_text
 from ..dax import DaxBus, Event, Range
 from ..dax.drivers import DEVICE_TYPE, KMEM_TYPE
 from .objects import ENDPOINT, MODES, ROOT, SWITCH, Decoder, Dport, Memdev, Port, Region
@@ -136,19 +136,20 @@ class CxlBus:
     def decoder(self, name: str) -> Decoder:
         """decoderP.D of a registered port: ENODEV else, as a name no device has."""
         port_id, dot, dec_id = name.removeprefix("decoder").partition(".")
-        port = self.ports.get(int(port_id)) if name.startswith("decoder") and port_id.isdigit() and dot else None
-        if port is None or not self.present(port) or not dec_id.isdigit() or int(dec_id) >= len(port.decoders):
+        port = self.ports.get(parse_index(port_id)) if name.startswith("decoder") and dot else None
+        index = parse_index(dec_id)
+        if port is None or not self.present(port) or index is None or index >= len(port.decoders):
             raise DaxError(errno.ENODEV, f"no decoder {shown(name)}")
-        return port.decoders[int(dec_id)]
+        return port.decoders[index]
 
     def region(self, name: str) -> Region:
-        found = self.regions.get(int(name[6:])) if name.startswith("region") and name[6:].isdigit() else None
+        found = self.regions.get(parse_index(name[6:])) if name.startswith("region") else None
         if found is None:
             raise DaxError(errno.ENODEV, f"no region {shown(name)}")
         return found
 
     def memdev(self, name: str) -> Memdev:
-        found = self.memdevs.get(int(name[3:])) if name.startswith("mem") and name[3:].isdigit() else None
+        found = self.memdevs.get(parse_index(name[3:])) if name.startswith("mem") else None
         if found is None:
             raise DaxError(errno.ENODEV, f"no memdev {shown(name)}")
         return found

@@ -17,6 +17,7 @@ import functools
 
 from ..core.devt import CXL_MEM_MAJOR
 from ..core.errors import DaxError, shown
+from ..core.units import parse_index
 from ..cxl import ENDPOINT, ROOT, CxlBus, Decoder, Memdev, Port, Region
 from ..cxl.bus import PLATFORM_ROOT
 from ..cxl.topology import LSA_SIZE
@@ -270,8 +271,8 @@ class CxlView:
         }
 
         def target(name: str) -> Node | None:
-            position = int(name[6:]) if name.startswith("target") and name[6:].isdigit() else None
-            if position is None or position >= r.ways or name != f"target{position}":
+            position = parse_index(name[6:]) if name.startswith("target") else None
+            if position is None or position >= r.ways:
                 return None
             return Attr(0o644, show=lambda: f"{r.targets[position].name if r.targets[position] else ''}\n",
                         store=_op(cxl.set_target, r.name, position, parse=streq))
