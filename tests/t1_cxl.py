@@ -231,10 +231,35 @@ def test_a_host_bridge_port_disabled_stays_and_takes_every_memdev_below(cxl):
     assert cxl.memdevs[0].enabled
 
 
+def test_poison_injected_at_a_dpa_lands_where_the_interleave_maps_it(cxl):
+    """cxl_dpa_to_hpa: DPA 4K of the memdev at position 1 of a 2-way region
+    at 4K granularity is the region's 12K (chunk 1 of that memdev: the
+    third of the region's); clearing it cleans it."""
+    apply(cxl.dax, *region_ops(cxl, "decoder0.1", [0, 4], G))
+    start = cxl.regions[1].start
+    assert cxl.dpa_to_hpa(cxl.memdevs[4], 4096) == start + 3 * 4096
+    assert cxl.dpa_to_hpa(cxl.memdevs[0], 4096 + 100) == start + 2 * 4096 + 100
+    apply(cxl.dax, P(cxl.inject_poison, "mem4", 4096))
+    dev = cxl.dax.device("dax1.0")
+    assert cxl.dax.device_badblocks(dev) == [(3 * 4096 // 512, 1)]
+    assert cxl.memdevs[4].poison == [(4096, 64)]
+    apply(cxl.dax, P(cxl.clear_poison, "mem4", 4096))
+    assert cxl.dax.device_badblocks(dev) == [] and cxl.memdevs[4].poison == []
+
+
+def test_poison_outside_a_region_is_listed_only_and_bad_addresses_are_refused(cxl):
+    apply(cxl.dax, P(cxl.inject_poison, "mem2", G + 64))  # pmem, in no region
+    assert cxl.memdevs[2].poison == [(G + 64, 64)] and not cxl.dax.badblocks.ranges()
+    fails(errno.EINVAL, cxl, P(cxl.inject_poison, "mem2", 65))  # not 64-byte aligned
+    fails(errno.EINVAL, cxl, P(cxl.inject_poison, "mem2", 2 * G))  # past its capacity
+    apply(cxl.dax, P(cxl.disable_memdev, "mem3"))
+    fails(errno.ENXIO, cxl, P(cxl.clear_poison, "mem3", 0))
+
+
 def test_the_record_restores_regions_decoders_and_labels_exactly(cxl, memory):
     apply(cxl.dax, *region_ops(cxl, "decoder0.1", [0, 4], G))
     apply(cxl.dax, *region_ops(cxl, "decoder0.2", [1], G // 2, mode="pmem", bind=False),
-          P(cxl.write_lsa, "mem3", 100, b"labels"), P(cxl.disable_memdev, "mem9"))
+          P(cxl.write_lsa, "mem3", 100, b"labels"), P(cxl.disable_memdev, "mem9"), P(cxl.inject_poison, "mem7", 128))
     record = cxl.snapshot()
     bus2 = DaxBus(DaxCore(64), memory)
     for r in cxl.dax.regions.values():  # the dax layout comes back first (layout.restore)

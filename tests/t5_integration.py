@@ -16,7 +16,8 @@ SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "scripts", "integration"
 
 
 @pytest.mark.parametrize("script", ["fio", "fio-devdax", "pmdk", "pmdk-devdax", "pmdk-unsafe-shutdown",
-                                    "media-errors", "mmap", "hotunplug", "go-mapper", "jvm-mapper", "qemu", "kmem", "famfs"])
+                                    "media-errors", "mmap", "hotunplug", "go-mapper", "jvm-mapper", "qemu", "kmem", "famfs",
+                                    "cxl"])
 def test_script(fuse, script):
     r = subprocess.run([os.path.join(SCRIPTS, script)], capture_output=True, text=True, timeout=580)
     print(r.stdout)

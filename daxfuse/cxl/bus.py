@@ -20,11 +20,13 @@ from ..core.errors import DaxError, shown
 from ..core.packing import pack, unpack
 from ..core.units import parse_index, size_text
 from ..dax import DaxBus, Event, Range
+from ..dax.badblocks import SECTOR
 from ..dax.drivers import DEVICE_TYPE, KMEM_TYPE
 from .objects import ENDPOINT, MODES, ROOT, SWITCH, Decoder, Dport, Memdev, Port, Region
 from .topology import (DECODERS_PER_PORT, GRANULARITIES, GRANULE, LSA_SIZE, MAX_DPORT_WAYS, WAYS, Topology)
 
 REGION_ALIGN = 2 << 20  # a CXL dax region's (drivers/dax/cxl.c)
+POISON_UNIT = 64  # CXL media poison is tracked per 64 bytes; daxfuse's media errors per 512-byte sector
 PLATFORM_ROOT = ("cxl_acpi.0",)
 
 
@@ -589,27 +591,52 @@ class CxlBus:
         memdev.lsa[offset:offset + len(data)] = data
         self.dax.record(lambda: memdev.lsa.__setitem__(slice(offset, offset + len(data)), old))
 
-    def poison(self, memdev: Memdev) -> list[tuple[int, int]]:
-        """The poison list: media errors in the memory its decoders map (as
-        DPA, 64-byte units), and what was injected."""
-        found = list(memdev.poison)
+    def dpa_to_hpa(self, memdev: Memdev, dpa: int) -> int | None:
+        """cxl_dpa_to_hpa: where a bound region maps a memdev's DPA, its
+        decoder's share interleaved by position and granularity; None where none does."""
         for d in memdev.endpoint.decoders:
             region = d.region
-            if region is None or not region.size or not d.dpa_size:
+            if region is None or not region.bound or not d.dpa_start <= dpa < d.dpa_start + d.dpa_size:
                 continue
-            position = region.targets.index(d)
-            share = region.size // region.ways
-            hpa = region.start + position * share
-            for sector, count in self.dax.badblocks.within(hpa // 512, share // 512):
-                found.append((d.dpa_start + sector * 512 - hpa, count * 512))
-        return sorted(found)
+            offset, g = dpa - d.dpa_start, region.granularity
+            return region.start + ((offset // g) * region.ways + region.targets.index(d)) * g + offset % g
+        return None
+
+    def _poison_dpa(self, name: str, dpa: int) -> Memdev:
+        """cxl_validate_poison_dpa: a 64-byte aligned DPA of an enabled memdev's capacity."""
+        memdev = self.memdev(name)
+        if not memdev.enabled:
+            raise DaxError(errno.ENXIO, f"{name} is not bound")
+        if dpa % POISON_UNIT or dpa >= memdev.ram + memdev.pmem:
+            raise DaxError(errno.EINVAL, f"DPA {dpa:#x} is not {POISON_UNIT}-byte aligned within {name}'s "
+                                         f"{size_text(memdev.ram + memdev.pmem)}")
+        return memdev
+
+    def inject_poison(self, name: str, dpa: int) -> None:
+        """debugfs inject_poison: the memdev's poison list gains the 64 bytes
+        at dpa; memory a bound region maps there reads as a media error."""
+        memdev = self._poison_dpa(name, dpa)
+        hpa = self.dpa_to_hpa(memdev, dpa)
+        self._checkpoint(memdev)
+        memdev.poison = sorted(set(memdev.poison) | {(dpa, POISON_UNIT)})
+        if hpa is not None:
+            self.dax.inject_physical(hpa - hpa % SECTOR, SECTOR)
+
+    def clear_poison(self, name: str, dpa: int) -> None:
+        """debugfs clear_poison: off the list, and the memory it maps clean."""
+        memdev = self._poison_dpa(name, dpa)
+        hpa = self.dpa_to_hpa(memdev, dpa)
+        self._checkpoint(memdev)
+        memdev.poison = [p for p in memdev.poison if p[0] != dpa]
+        if hpa is not None:
+            self.dax.clear_physical(hpa - hpa % SECTOR, SECTOR)
 
     # --- the layout record --------------------------------------------------------------------------
     def snapshot(self) -> dict:
         return {
             "windows": [d.start for d in self.root.decoders],
             "bridges": [d.child.enabled for d in self.root.dports.values()],
-            "memdevs": [{"enabled": m.enabled, "lsa": pack(m.lsa),
+            "memdevs": [{"enabled": m.enabled, "lsa": pack(m.lsa), "poison": [list(p) for p in m.poison],
                          "decoders": [[d.id, d.mode, d.dpa_start, d.dpa_size] for d in m.endpoint.decoders
                                       if d.mode != "none"]}
                         for m in self.memdevs.values()],
@@ -639,6 +666,7 @@ class CxlBus:
             dport.child.enabled = bool(enabled)
         for m, r in zip(self.memdevs.values(), memdevs):
             m.enabled = bool(r["enabled"])
+            m.poison = [(_whole(dpa), _whole(length)) for dpa, length in r.get("poison", [])]
             lsa = unpack(r["lsa"], LSA_SIZE)
             m.lsa[:len(lsa)] = lsa
             for id_, mode, start, size in r["decoders"]:

@@ -88,7 +88,7 @@ class Memdev:
     endpoint: Port | None = field(default=None, repr=False)  # its endpoint port: the topology's, shown while enabled
     enabled: bool = True  # bound to cxl_mem
     lsa: bytearray = field(default_factory=lambda: bytearray(LSA_SIZE), repr=False)
-    poison: list[tuple[int, int]] = field(default_factory=list)  # injected (DPA, length) pairs
+    poison: list[tuple[int, int]] = field(default_factory=list)  # (DPA, length) injected through debugfs
 
     @property
     def name(self) -> str:

@@ -277,7 +277,10 @@ static FILE *fopen_untruncated(const char *path, const char *mode)
 	FILE *name(const char *path, const char *mode)                \
 	{                                                             \
 		RESOLVE(name);                                        \
-		FILE *f = REAL(name)(path, mode);                     \
+		FILE *f = is_mount_table(path) ? mount_table(mode) : NULL; \
+		if (f)                                                \
+			return f;                                     \
+		f = REAL(name)(path, mode);                           \
 		if (!f && mode[0] == 'w' && untruncated(-1, O_TRUNC, AT_FDCWD, path)) { \
 			RESOLVE(open);                                \
 			RESOLVE(close);                               \

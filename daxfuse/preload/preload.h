@@ -18,6 +18,7 @@
  *               program's own handler behind ours
  *   ndctl.c     /dev/ndctl0's and /dev/nmem0's ioctls, answered by the daemon
  *   cxl.c       /dev/cxl/memN's ioctls (the CXL mailbox), answered by the daemon
+ *   mounts.c    the mount table with a debugfs, where exec's /sys has the CXL bus's
  *   exec.c      the personality kept across exec, whatever environment
  *               a program gives its child
  *
@@ -35,6 +36,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -139,6 +141,10 @@ void exec_init(const char *personality) HIDDEN;
 
 /* ndctl.c */
 int ndctl_ioctl(int fd, int kind, unsigned int request, void *arg) HIDDEN;
+
+/* mounts.c */
+int is_mount_table(const char *path) HIDDEN;
+FILE *mount_table(const char *mode) HIDDEN;
 
 /* cxl.c */
 int cxl_ioctl(int fd, unsigned int request, void *arg) HIDDEN;

@@ -73,6 +73,7 @@ class CxlView:
                 children = self._platform.setdefault(device[:i], [])
                 if device[i] not in children:
                     children.append(device[i])
+        self._dports = {d.device for p in cxl.ports.values() for d in p.dports.values()}
 
     # --- paths ---------------------------------------------------------------------------------
     def port_dir(self, port: Port) -> tuple[str, ...]:
@@ -173,7 +174,10 @@ class CxlView:
             if device == PLATFORM_ROOT and name == "root0":
                 return self._port(self.cxl.root)
             return self.platform(device + (name,)) if name in self._platform.get(device, []) else None
-        return table({"subsystem": lambda: Link(rel(here, ("bus", "platform")))}, lambda: names, child)
+        attrs = {"subsystem": lambda: Link(rel(here, ("bus", "platform")))}
+        if device in self._dports:  # its physical node is itself, as cxl_test's host bridges' (the JSON's alias)
+            attrs["physical_node"] = lambda: Link(".")
+        return table(attrs, lambda: names, child)
 
     # --- ports ------------------------------------------------------------------------------------------
     def _port(self, port: Port) -> Node:
@@ -301,6 +305,33 @@ class CxlView:
                                                               "error": lambda: _value("")})}),
             "driver": lambda: self._driver_link(here, "cxl_mem", m.enabled),
         })
+
+    # --- debugfs: /sys/kernel/debug/cxl ------------------------------------------------------------------
+    def debugfs(self) -> Node:
+        """cxl/memN of each bound memdev (cxl_mem_probe): its DPA resource
+        tree (dpamem), and poison injection, as cxl-cli 84+ uses it."""
+        def memdev(name: str) -> Node | None:
+            m = next((m for m in self.cxl.memdevs.values() if m.name == name and m.enabled), None)
+            if m is None:
+                return None
+            return table({"dpamem": lambda: _ro(functools.partial(self._dpamem, m)),
+                          "inject_poison": lambda: Attr(0o200, store=_op(self.cxl.inject_poison, m.name, parse=number)),
+                          "clear_poison": lambda: Attr(0o200, store=_op(self.cxl.clear_poison, m.name, parse=number))})
+        return table({}, lambda: [m.name for m in self.cxl.memdevs.values() if m.enabled], memdev)
+
+    @staticmethod
+    def _dpamem(m: Memdev) -> str:
+        """__cxl_dpa_debug: the DPA resource tree, two spaces a level."""
+        def line(depth: int, start: int, size: int, name: str) -> str:
+            return f"{'  ' * depth}{start:08x}-{start + size - 1:08x} : {name}\n"
+        out = line(0, 0, m.ram + m.pmem, "dpa")
+        for mode in ("ram", "pmem"):
+            start, size = m.partition(mode)
+            if size:
+                out += line(1, start, size, mode)
+                out += "".join(line(2, d.dpa_start, d.dpa_size, d.name) for d in m.endpoint.decoders
+                               if d.dpa_size and d.mode == mode)
+        return out
 
     def devts(self) -> dict:
         """/sys/dev/char entries of the memdevs."""

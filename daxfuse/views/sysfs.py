@@ -107,6 +107,8 @@ class SysfsView:
                     "subsystem": _static(Link("../../../bus/dax"))}))})),
             })),
             "dev": _static(table({"char": lambda: Dir(self._devt_names, self._devt)})),
+            # the CXL bus's debugfs, where exec's mount table has a debugfs (preload/mounts.c)
+            "kernel": _static(table({"debug": _static(table({"cxl": lambda: self.cxl and self.cxl.debugfs()}))})),
             "module": _static(table({driver.module: functools.partial(self._module, driver.name)
                                      for driver in DRIVERS.values()})),
         })
