@@ -22,12 +22,14 @@ import time
 
 import numpy as np
 
+from daxfuse.cxl import GRANULE
 from daxfuse import client
 from daxfuse.daemon.mount import UNMAP_IDLE
 from daxfuse.client.runfiles import daemon_pid
 from daxfuse.core.units import format_size, parse_size
 
 MiB = 1 << 20
+GiB = 1 << 30
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a region for 1,000 devices of 2 MiB (the smallest a device grows by) and
 # the one created and destroyed beside them
@@ -244,6 +246,81 @@ def scale(work: str, runs: int) -> dict:
         subprocess.run([*DAXFUSE, "umount", mnt], check=False)
 
 
+def cxl(work: str, size: int, runs: int) -> dict:
+    """A CXL RAM region of size (256 MiB steps, at most the 1 GiB of the
+    default topology's windows) made as cxl create-region makes it (the sysfs
+    writes of SPEC section 3, here straight to the mount), ready as a dax
+    device bound to kmem; one across one memdev and one 2-way; then taken
+    apart again. And first-touch writes of the resulting device in devdax
+    mode inside exec, against the 2M-aligned dax0.0 of the same mount."""
+    size = min(GiB, max(GRANULE, size - size % GRANULE))
+    mnt = os.path.join(work, "cxlmnt")
+    os.mkdir(mnt)
+    subprocess.run([*DAXFUSE, "mount", mnt, "--size", str(size)], check=True, capture_output=True)
+    devices = os.path.join(mnt, "sys", "bus", "cxl", "devices")
+
+    def write(path: str, value: str) -> None:
+        fd = os.open(os.path.join(devices, path), os.O_WRONLY)
+        try:
+            os.write(fd, value.encode() + b"\0")
+        finally:
+            os.close(fd)
+
+    def create(root: str, targets: list[str]) -> str:
+        total = max(size, GRANULE * len(targets))  # each target holds 256 MiB steps
+        with open(os.path.join(devices, root, "create_ram_region")) as f:
+            region = f.read().strip()
+        write(f"{root}/create_ram_region", region)
+        write(f"{region}/interleave_granularity", "4096")
+        write(f"{region}/interleave_ways", str(len(targets)))
+        write(f"{region}/size", f"{total:#x}")
+        for i, t in enumerate(targets):
+            write(f"{t}/mode", "ram")
+            write(f"{t}/dpa_size", f"{total // len(targets):#x}")
+            write(f"{region}/target{i}", t)
+        write(f"{region}/commit", "1")
+        write("../drivers/cxl_region/bind", region)
+        assert os.path.exists(os.path.join(mnt, "dax", f"dax{region[6:]}.0"))
+        return region
+
+    def destroy(root: str, region: str, targets: list[str]) -> None:
+        write("../drivers/cxl_region/unbind", region)
+        write(f"{region}/commit", "0")
+        for i, t in enumerate(targets):
+            write(f"{region}/target{i}", "")
+            write(f"{t}/dpa_size", "0")
+        write(f"{root}/delete_region", region)
+
+    try:
+        out = {}
+        for key, root, targets in (("cxl_region_ms", "decoder0.0", ["decoder9.0"]),
+                                   ("cxl_region_x2_ms", "decoder0.1", ["decoder9.0", "decoder13.0"])):
+            samples = []
+            for _ in range(runs):
+                region = None
+
+                def made():
+                    nonlocal region
+                    region = create(root, targets)
+                samples.append(timed(made))
+                destroy(root, region, targets)
+            out[key] = statistics.median(samples) * 1000
+        region = create("decoder0.0", ["decoder9.0"])
+        dev = f"dax{region[6:]}.0"
+        with open(os.path.join(mnt, "sys", "bus", "dax", "drivers", "kmem", "unbind"), "w") as f:
+            f.write(dev)
+        with open(os.path.join(mnt, "sys", "bus", "dax", "drivers", "device_dax", "new_id"), "w") as f:
+            f.write(dev)  # and device_dax takes it at once, as driver_attach
+        exe = compile_c(work, "scripts/bench_touch.c")
+        out.update(samples_of({
+            "cxl_touch_write_GBps": lambda: size / float(in_exec(mnt, exe, "touch", f"/dev/{dev}", str(size), "write")) / 1e9,
+            "dax_touch_write_GBps": lambda: size / float(in_exec(mnt, exe, "touch", "/dev/dax0.0", str(size), "write")) / 1e9,
+        }, runs))
+        return out
+    finally:
+        subprocess.run([*DAXFUSE, "umount", mnt], check=False)
+
+
 def compile_c(work: str, source: str, *flags: str) -> str:
     exe = os.path.join(work, os.path.basename(source).removesuffix(".c"))
     subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(ROOT, source), *flags], check=True)
@@ -455,6 +532,15 @@ CONTROL_ROWS = [
     ("batch_1000_at_10000_s", "a 1,000-device create batch, 10,000 devices there", "s", "<= 1"),
 ]
 
+CXL_ROWS = [
+    ("cxl_region_ms", "RAM region of the device size (at most 1 GiB), one memdev: made, up as a kmem dax device", "ms",
+     "<= 50 at 1 GiB"),
+    ("cxl_region_x2_ms", "the same, 2-way across two host bridges", "ms", "<= 50 at 1 GiB"),
+    ("cxl_touch_write_GBps", "first-touch writes of its device in devdax mode (2M), inside exec", "GB/s",
+     "as dax0.0"),
+    ("dax_touch_write_GBps", "first-touch writes of dax0.0 (2M, the same size) of that mount", "GB/s", ""),
+]
+
 
 PERSONALITY_ROWS = [  # key with personality, key without, label, unit, target
     ("stat_device_personality_ns", "stat_device_plain_ns", "stat() of a device", "ns", "< +1000"),
@@ -513,6 +599,9 @@ def table(result: dict) -> str:
             value = result["control"][key]
             lines.append(f"| {label} ({unit}) | {value:.2f} | {target} |" if unit == "s" else
                          f"| {label} ({unit}) | {value:.1f} | {target} |")
+    lines += ["", "| CXL (the sysfs writes of cxl create-region) | daxfuse | target |", "|---|---|---|"]
+    for key, label, unit, target in CXL_ROWS:
+        lines.append(f"| {label} ({unit}) | {result['cxl'][key]:.2f} | {target} |")
     return "\n".join(lines)
 
 
@@ -590,6 +679,7 @@ def main() -> None:
             result["control"] = idle | control_plane(work, mnt, pid, size)
             result["control"].update(durable_layout(work))
             result["control"].update(scale(work, args.runs))
+            result["cxl"] = cxl(work, size, args.runs)
         finally:
             if os.path.exists(ref):
                 os.unlink(ref)

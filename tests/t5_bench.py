@@ -19,9 +19,9 @@ def test_bench_runs_and_emits_json(fuse, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     result = json.loads(out.read_text())
     assert set(result) == {"machine", "daxfuse", "tmpfs", "c_libfuse", "pyfuse3", "placement", "personality", "direct",
-                           "control"}
+                           "control", "cxl"}
     assert set(result["daxfuse"]) == set(result["tmpfs"]) == set(result["c_libfuse"]) == set(result["pyfuse3"])
-    for section in ("daxfuse", "tmpfs", "c_libfuse", "pyfuse3", "personality", "direct", "control"):
+    for section in ("daxfuse", "tmpfs", "c_libfuse", "pyfuse3", "personality", "direct", "control", "cxl"):
         assert all(isinstance(v, float) and v > 0 for k, v in result[section].items()
                    if not k.startswith("daemon_RssShmem")), result[section]
     # Idle, the daemon no longer maps the emulated memory the run touched.
