@@ -256,6 +256,28 @@ def test_poison_outside_a_region_is_listed_only_and_bad_addresses_are_refused(cx
     fails(errno.ENXIO, cxl, P(cxl.clear_poison, "mem3", 0))
 
 
+def test_the_poison_list_maps_media_errors_back_to_each_memdevs_dpa(cxl):
+    """What cxl list --media-errors shows: a run of bad sectors of a 2-way
+    region at 4K granularity splits by position, one record a run of DPA;
+    an injection no bound region maps is listed as it was made."""
+    apply(cxl.dax, *region_ops(cxl, "decoder0.1", [0, 4], G))
+    start = cxl.regions[1].start
+    apply(cxl.dax, P(cxl.dax.inject_physical, start + 4096, 3 * 4096), P(cxl.inject_poison, "mem0", G + 256))
+    m0, m4 = cxl.memdevs[0], cxl.memdevs[4]
+    # chunks 1 and 3 of the region are mem4's DPA 0 and 4K: one run
+    assert [(p.dpa, p.length, p.hpa - start) for p in cxl.poison_list(m4)] == [(0, 8192, 4096)]
+    assert [(p.dpa, p.length, p.region and p.region.name) for p in cxl.poison_list(m0)] == [
+        (4096, 4096, "region1"), (G + 256, 64, None)]
+
+
+def test_a_poison_list_past_its_limit_ends_in_an_overflow(cxl):
+    apply(cxl.dax, *region_ops(cxl, "decoder0.0", [0], G // 2))
+    start = cxl.regions[1].start
+    apply(cxl.dax, *(P(cxl.dax.inject_physical, start + 1024 * i, 512) for i in range(1100)))
+    found = cxl.poison_list(cxl.memdevs[0])
+    assert len(found) == 1024 and found[-1].overflow and not any(p.overflow for p in found[:-1])
+
+
 def test_the_record_restores_regions_decoders_and_labels_exactly(cxl, memory):
     apply(cxl.dax, *region_ops(cxl, "decoder0.1", [0, 4], G))
     apply(cxl.dax, *region_ops(cxl, "decoder0.2", [1], G // 2, mode="pmem", bind=False),

@@ -153,6 +153,9 @@ def test_a_user_may_list_the_cxl_bus_and_change_nothing_on_it(stranger, shared):
         assert errno_of(uid, os.path.join(cxl, path), flags) == err, path
     assert errno_of(uid, d.path("dev", "cxl", "mem0"), "os.O_RDWR") == errno.EACCES
     assert errno_of(uid, d.path("dev", "cxl", "mem0"), "os.O_RDONLY") == errno.EACCES
+    r = as_user(uid, sys.executable, "-c", "import os, sys\ntry:\n    os.mkdir(sys.argv[1])\n"
+                "except OSError as e:\n    sys.exit(e.errno)", d.path("sys", "kernel", "tracing", "instances", "mine"))
+    assert r.returncode == errno.EACCES, "trace instances are root's (the directory is)"
     assert d.layout() == before
 
 

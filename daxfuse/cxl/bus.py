@@ -13,6 +13,7 @@ where its memory lives, and its dax region lies exactly there. A region's
 memory is linear in the window: interleaving routes nothing (the memory
 file is one device).
 """
+import dataclasses
 import errno
 import itertools
 
@@ -27,6 +28,17 @@ from .topology import (DECODERS_PER_PORT, GRANULARITIES, GRANULE, LSA_SIZE, MAX_
 
 REGION_ALIGN = 2 << 20  # a CXL dax region's (drivers/dax/cxl.c)
 POISON_UNIT = 64  # CXL media poison is tracked per 64 bytes; daxfuse's media errors per 512-byte sector
+MAX_POISON = 1024  # records a poison list holds before it overflows
+
+
+@dataclasses.dataclass(frozen=True)
+class Poison:
+    """A poison list record: where (DPA), how long, and where a bound region maps it."""
+    dpa: int
+    length: int
+    region: Region | None
+    hpa: int | None
+    overflow: bool = False
 PLATFORM_ROOT = ("cxl_acpi.0",)
 
 
@@ -601,6 +613,36 @@ class CxlBus:
             offset, g = dpa - d.dpa_start, region.granularity
             return region.start + ((offset // g) * region.ways + region.targets.index(d)) * g + offset % g
         return None
+
+    def poison_list(self, memdev: Memdev) -> list[Poison]:
+        """What GET_POISON_LIST would answer, as cxl_trigger_poison_list
+        traces it: the media errors of memory a bound region maps there (in
+        DPA, each piece of a 512-byte sector the interleave puts on this
+        memdev), and what was injected at a DPA no bound region maps; at most
+        MAX_POISON records, the last flagged overflow."""
+        found: list[Poison] = []
+        for d in memdev.endpoint.decoders:
+            region = d.region
+            if region is None or not region.bound or not d.dpa_size:
+                continue
+            g, ways, position = region.granularity, region.ways, region.targets.index(d)
+            step = min(g, SECTOR)
+            for sector, count in self.dax.badblocks.within(region.start // SECTOR, region.size // SECTOR):
+                for hpa in range(sector * SECTOR, (sector + count) * SECTOR, step):
+                    offset = hpa - region.start
+                    if (offset // g) % ways != position or len(found) > MAX_POISON:
+                        continue
+                    dpa = d.dpa_start + (offset // g // ways) * g + offset % g
+                    last = found[-1] if found else None
+                    if last and last.region is region and last.dpa + last.length == dpa:  # one record a run
+                        found[-1] = dataclasses.replace(last, length=last.length + step)
+                    else:
+                        found.append(Poison(dpa, step, region, hpa))
+        found += [Poison(dpa, length, None, None) for dpa, length in memdev.poison
+                  if self.dpa_to_hpa(memdev, dpa) is None]
+        if len(found) > MAX_POISON:
+            return found[:MAX_POISON - 1] + [dataclasses.replace(found[MAX_POISON - 1], overflow=True)]
+        return found
 
     def _poison_dpa(self, name: str, dpa: int) -> Memdev:
         """cxl_validate_poison_dpa: a 64-byte aligned DPA of an enabled memdev's capacity."""

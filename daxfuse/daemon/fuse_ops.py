@@ -306,10 +306,13 @@ class DaxOperations(pyfuse3.Operations):
 
     rename = link = _refuse
 
-    # dev/ as a devtmpfs for root (Tree.change_dev)
+    # dev/ as a devtmpfs for root (Tree.change_dev), and trace instances (Tree.mkdir)
     async def _make(self, parent_inode, name, ctx, change):
         directory = self._node(parent_inode)
         self.tree.change_dev(directory[0], os.fsdecode(name), ctx.uid, change, made=True)
+        return self._made(directory, name)
+
+    def _made(self, directory, name):
         path, node, attr = self._entry(directory, os.fsdecode(name))
         self._hold(path, node)
         return attr
@@ -335,7 +338,9 @@ class DaxOperations(pyfuse3.Operations):
 
     @_handler
     async def mkdir(self, parent_inode, name, mode, ctx):
-        return await self._make(parent_inode, name, ctx, lambda host: os.mkdir(host, mode))
+        directory = self._node(parent_inode)
+        self.tree.mkdir(directory[0], os.fsdecode(name), ctx.uid, mode)
+        return self._made(directory, name)
 
     @_handler
     async def symlink(self, parent_inode, name, target, ctx):
@@ -347,7 +352,7 @@ class DaxOperations(pyfuse3.Operations):
 
     @_handler
     async def rmdir(self, parent_inode, name, ctx):
-        self.tree.change_dev(self._node(parent_inode)[0], os.fsdecode(name), ctx.uid, os.rmdir, made=False)
+        self.tree.rmdir(self._node(parent_inode)[0], os.fsdecode(name), ctx.uid)
 
     @_handler
     async def statfs(self, ctx):
@@ -378,7 +383,7 @@ class DaxOperations(pyfuse3.Operations):
             # behind the page cache: an open then starts from a dropped one.
             return pyfuse3.FileInfo(fh=fh, keep_cache=entry[0].window is None)
         _, node = self._node(inode)
-        handle = self.tree.open(node, flags)
+        handle = self.tree.open(node, flags, ctx.pid)
         if handle is None:
             raise FUSEError(errno.EISDIR if type(node) is Dir else errno.EINVAL)
         self._handles[fh] = handle

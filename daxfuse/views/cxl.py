@@ -23,7 +23,8 @@ from ..cxl.bus import PLATFORM_ROOT
 from ..cxl.topology import LSA_SIZE
 from ..dax import DaxBus
 from ..memory import phys_base
-from .nodes import Attr, Link, Node, table
+from .nodes import WRITER, Attr, Link, Node, table
+from .tracefs import TraceFs, poison_event
 from .sysfs_text import kstrtobool, number, streq, text
 
 PLATFORM = ("devices", "platform")
@@ -32,6 +33,7 @@ PAYLOAD_MAX = 4096
 FIRMWARE_VERSION = "daxfuse fw 1"
 QOS_CLASS = 42  # cxl_test's, for every window and partition
 NO_RESOURCE = (1 << 64) - 1  # what a resource not yet set shows (-1ULL)
+SOURCE_INJECTED, OVERFLOW = 3, 2  # a poison record's source (CXL 3.1 table 8-140) and its overflow flag
 _DECODER_TYPES = {ROOT: "cxl_decoder_root", "switch": "cxl_decoder_switch", ENDPOINT: "cxl_decoder_endpoint"}
 
 
@@ -62,8 +64,8 @@ def _op(method, *args, parse=text):
 class CxlView:
     """What SysfsView mounts for the CXL bus, and dev/cxl."""
 
-    def __init__(self, cxl: CxlBus, bus: DaxBus) -> None:
-        self.cxl, self.bus = cxl, bus
+    def __init__(self, cxl: CxlBus, bus: DaxBus, tracefs: TraceFs) -> None:
+        self.cxl, self.bus, self.tracefs = cxl, bus, tracefs
         # each platform device's children, for the nested platform directories
         self._platform: dict[tuple[str, ...], list[str]] = {}
         devices = [d.device for p in cxl.ports.values() for d in p.dports.values()] + \
@@ -304,7 +306,19 @@ class CxlView:
                                                               "remaining_size": lambda: _value("0"),
                                                               "error": lambda: _value("")})}),
             "driver": lambda: self._driver_link(here, "cxl_mem", m.enabled),
+            # cxl_mem's: the poison list, traced as cxl_poison events of the writer's pid
+            "trigger_poison_list": lambda: m.enabled and Attr(0o200, store=functools.partial(self._trigger, m)) or None,
         })
+
+    def _trigger(self, m: Memdev, data: str) -> list:
+        """cxl_trigger_poison_list: each record of the memdev's poison list as a cxl_poison event."""
+        if not kstrtobool(data):
+            return []
+        self.tracefs.emit([poison_event(WRITER.get(), m.name, m.device[-1], m.serial, p.region.name if p.region else "",
+                                        phys_base() + p.hpa if p.hpa is not None else NO_RESOURCE, p.dpa, p.length,
+                                        SOURCE_INJECTED, OVERFLOW if p.overflow else 0)
+                           for p in self.cxl.poison_list(m)])
+        return []
 
     # --- debugfs: /sys/kernel/debug/cxl ------------------------------------------------------------------
     def debugfs(self) -> Node:

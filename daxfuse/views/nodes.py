@@ -1,5 +1,6 @@
 """What a path in the mount resolves to. Front ends describe their trees with
 these; the FUSE adapter serves any tree made of them."""
+import contextvars
 import errno
 import os
 from dataclasses import dataclass
@@ -46,13 +47,17 @@ class Attr:
     store: Callable[[str], list] | None = None
 
 
+# the process that opened the attribute a store is for (what a trace event records as its pid)
+WRITER: contextvars.ContextVar[int] = contextvars.ContextVar("WRITER", default=0)
+
+
 class AttrFile:
     """An open attribute, as kernfs serves one: a read from offset 0 renders
     it afresh; a write stores at most a page, and returns what it took."""
-    __slots__ = ("attr", "bus", "text")
+    __slots__ = ("attr", "bus", "text", "pid")
 
-    def __init__(self, attr: Attr, bus: DaxBus) -> None:
-        self.attr, self.bus, self.text = attr, bus, b""
+    def __init__(self, attr: Attr, bus: DaxBus, pid: int = 0) -> None:
+        self.attr, self.bus, self.text, self.pid = attr, bus, b"", pid
 
     async def read(self, off: int, size: int) -> bytes:
         if self.attr.show is None:
@@ -69,7 +74,11 @@ class AttrFile:
             text = data.decode()
         except UnicodeDecodeError:
             raise DaxError(errno.EINVAL, "not UTF-8 text") from None
-        ops = self.attr.store(text)
+        token = WRITER.set(self.pid)
+        try:
+            ops = self.attr.store(text)
+        finally:
+            WRITER.reset(token)
         if ops:  # uevent stores nothing, and must not queue behind a batch
             await self.bus.apply(ops)
         return len(data)
@@ -140,8 +149,14 @@ class Chardev:
 
 
 @dataclass(frozen=True)
+class Stream:
+    """A file read as a stream (a trace pipe): each open is a handle of its own."""
+    open: Callable[[], object]
+
+
+@dataclass(frozen=True)
 class Mountpoint:
     """An empty file that `daxfuse exec` mounts a host node on (/dev/null)."""
 
 
-Node = Dir | Attr | Link | Device | Chardev | Mountpoint | HostFile
+Node = Dir | Attr | Link | Device | Chardev | Stream | Mountpoint | HostFile

@@ -17,6 +17,7 @@ from ..core.devt import DAX_MAJOR
 from ..core.errors import DaxError, shown
 from ..cxl import CxlBus
 from .cxl import CxlView
+from .tracefs import TraceFs
 from .memory import MemoryView
 from .sysfs_text import kstrtobool, number, streq, text
 from .ndbus import BUS_DIR, NdBusView
@@ -87,7 +88,8 @@ class SysfsView:
         self.nd = NdBusView(bus, REGION_DIR.format)
         self.memory = MemoryView(bus)
         cxl = next((b for b in bus.beside if type(b) is CxlBus), None)
-        self.cxl = cxl and CxlView(cxl, bus)
+        self.tracefs = cxl and TraceFs()  # where the CXL bus's trace events go
+        self.cxl = cxl and CxlView(cxl, bus, self.tracefs)
         self.root = table({
             "bus": _static(table({
                 "dax": _static(table({
@@ -107,8 +109,10 @@ class SysfsView:
                     "subsystem": _static(Link("../../../bus/dax"))}))})),
             })),
             "dev": _static(table({"char": lambda: Dir(self._devt_names, self._devt)})),
-            # the CXL bus's debugfs, where exec's mount table has a debugfs (preload/mounts.c)
-            "kernel": _static(table({"debug": _static(table({"cxl": lambda: self.cxl and self.cxl.debugfs()}))})),
+            # the CXL bus's debugfs and trace events, where exec's mount table has a debugfs and a
+            # tracefs (preload/mounts.c)
+            "kernel": _static(table({"debug": _static(table({"cxl": lambda: self.cxl and self.cxl.debugfs()})),
+                                     "tracing": lambda: self.tracefs and self.tracefs.root()})),
             "module": _static(table({driver.module: functools.partial(self._module, driver.name)
                                      for driver in DRIVERS.values()})),
         })

@@ -20,7 +20,8 @@ from .devdir import HOST_DEV, HOST_MOUNTED
 from ..core.devt import CXL_MEM_INO_BASE, NDCTL_INO, NMEM_INO
 from .cxl_mem import CxlMemFile
 from .host import host_node, overlay
-from .nodes import Attr, AttrFile, Chardev, Device, Dir, HostFile, HostFileHandle, Link, Mountpoint, table
+from .nodes import Attr, AttrFile, Chardev, Device, Dir, HostFile, HostFileHandle, Link, Mountpoint, Stream, table
+from .tracefs import INSTANCES
 from .sysfs import SysfsView, kernfs_order
 
 NDCTL, NMEM, CXL = "ndctl0", "nmem0", "cxl"
@@ -130,13 +131,28 @@ class Tree:
         directories that list devices or regions."""
         return [("control",), ("dax",), ("dev",), *(("sys", *path) for path in self.sysfs.listings())]
 
-    def open(self, node, flags: int):
-        """A handle on a control file, an attribute or a host file; None for
-        other nodes."""
+    def mkdir(self, path: tuple[str, ...], name: str, uid: int, mode: int) -> None:
+        """A directory root makes: a trace instance, or one in dev/ (change_dev)."""
+        if path == ("sys", *INSTANCES) and self.sysfs.tracefs:
+            self.sysfs.tracefs.mkdir(name, uid)
+        else:
+            self.change_dev(path, name, uid, lambda host: os.mkdir(host, mode), made=True)
+
+    def rmdir(self, path: tuple[str, ...], name: str, uid: int) -> None:
+        if path == ("sys", *INSTANCES) and self.sysfs.tracefs:
+            self.sysfs.tracefs.rmdir(name, uid)
+        else:
+            self.change_dev(path, name, uid, os.rmdir, made=False)
+
+    def open(self, node, flags: int, pid: int = 0):
+        """A handle on a control file, an attribute (pid: its opener's), a
+        stream or a host file; None for other nodes."""
         if node is self.control:
             return self.control.open()
         if type(node) is Attr:
-            return AttrFile(node, self.bus)
+            return AttrFile(node, self.bus, pid)
+        if type(node) is Stream:
+            return node.open()
         if type(node) is HostFile:
             return HostFileHandle(node, flags)
         if type(node) is Chardev:
