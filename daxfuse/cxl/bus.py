@@ -213,15 +213,7 @@ class CxlBus:
         root, region = self.decoder(root_name), self.region(name)
         if region.root is not root:
             raise DaxError(errno.ENODEV, f"{name} is not under {root_name}")
-        if region.bound:
-            self._unbind_region(region)
-        self._checkpoint(region)
-        if region.committed:
-            self._reset(region)
-        self._deactivate(region)
-        for d in region.targets:
-            if d is not None:
-                d.region = None
+        self._tear_down(region, [i for i, d in enumerate(region.targets) if d is not None])
         del self.regions[region.id]
 
     # --- a region's attributes ------------------------------------------------------------------
@@ -524,17 +516,20 @@ class CxlBus:
         """cxl_decoder_kill_region for every region with a target on memdevs: unbound, reset, that target detached."""
         for region in list(self.regions.values()):
             lost = [i for i, d in enumerate(region.targets) if d is not None and self.memdev_of(d.port) in memdevs]
-            if not lost:
-                continue
-            if region.bound:
-                self._unbind_region(region)
-            self._checkpoint(region)
-            if region.committed:
-                self._reset(region)
-            self._deactivate(region)
-            for i in lost:
-                region.targets[i].region = None
-                region.targets[i] = None
+            if lost:
+                self._tear_down(region, lost)
+
+    def _tear_down(self, region: Region, positions: list[int]) -> None:
+        """cxl_region_detach of the targets at positions: the region unbound, reset, its ports' decoders freed."""
+        if region.bound:
+            self._unbind_region(region)
+        self._checkpoint(region)
+        if region.committed:
+            self._reset(region)
+        self._deactivate(region)
+        for i in positions:
+            region.targets[i].region = None
+            region.targets[i] = None
 
     def disable_memdev(self, name: str) -> None:
         """cxl_mem unbound: its endpoint and decoders go (their DPA with them), and its regions lose it."""

@@ -15,29 +15,6 @@
 #define CXL_MEM_SEND_COMMAND _IOWR(0xCE, 2, char[DAXFUSE_CXL_SEND_SIZE])
 #define CXL_MAX_QUERY 4096 /* entries asked for at once: far more than the kernel's table */
 
-DECLARE(ssize_t, pwrite, int, const void *, size_t, off_t);
-DECLARE(ssize_t, pread, int, void *, size_t, off_t);
-
-/* One request (nr, then len bytes of buf) and its reply, back into buf. */
-static int ask(int fd, uint32_t nr, char *buf, size_t len)
-{
-	char *req = malloc(4 + len);
-	int rc = 0;
-
-	if (!req) {
-		errno = ENOMEM;
-		return -1;
-	}
-	memcpy(req, &nr, 4);
-	memcpy(req + 4, buf, len);
-	RESOLVE(pwrite);
-	RESOLVE(pread);
-	if (REAL(pwrite)(fd, req, 4 + len, 0) < 0 || REAL(pread)(fd, buf, len, 0) < 0)
-		rc = -1;
-	free(req);
-	return rc;
-}
-
 static int query(int fd, char *arg)
 {
 	uint32_t n;
@@ -48,7 +25,7 @@ static int query(int fd, char *arg)
 		errno = EINVAL;
 		return -1;
 	}
-	return ask(fd, DAXFUSE_CXL_QUERY_COMMANDS, arg, DAXFUSE_CXL_QUERY_HEAD + (size_t)n * DAXFUSE_CXL_COMMAND_INFO);
+	return node_ask(fd, DAXFUSE_CXL_QUERY_COMMANDS, arg, DAXFUSE_CXL_QUERY_HEAD + (size_t)n * DAXFUSE_CXL_COMMAND_INFO);
 }
 
 static int send_command(int fd, char *arg)
@@ -79,7 +56,7 @@ static int send_command(int fd, char *arg)
 	memcpy(buf + 32, &out_size, 4);
 	if (in_size)
 		memcpy(buf + DAXFUSE_CXL_SEND_SIZE, (const void *)(uintptr_t)in_ptr, in_size);
-	rc = ask(fd, DAXFUSE_CXL_SEND_COMMAND, buf, len);
+	rc = node_ask(fd, DAXFUSE_CXL_SEND_COMMAND, buf, len);
 	if (rc == 0) {
 		memcpy(&retval, buf + 12, 4);
 		memcpy(&out_size, buf + 32, 4);

@@ -1,6 +1,7 @@
 /*
  * /dev/ndctl0 and /dev/nmem0: the NVDIMM bus's and the DIMM's ioctls,
- * answered by the daemon, in the form daxfuse_wire.h gives.
+ * answered by the daemon, in the form daxfuse_wire.h gives (node_ask, which
+ * the CXL memdevs' ioctls use too).
  */
 #include "preload.h"
 
@@ -40,8 +41,6 @@ int ndctl_ioctl(int fd, int kind, unsigned int request, void *arg)
 {
 	unsigned int nr = _IOC_NR(request);
 	size_t size;
-	char *buf;
-	int rc = 0;
 
 	if (_IOC_TYPE(request) != 'N') {
 		errno = ENOTTY;
@@ -52,17 +51,25 @@ int ndctl_ioctl(int fd, int kind, unsigned int request, void *arg)
 		errno = EINVAL;
 		return -1;
 	}
-	buf = malloc(4 + size);
-	if (!buf) {
+	return node_ask(fd, nr, arg, size);
+}
+
+/* One request to a bus node (nr, then len bytes of buf) and its reply, back into buf. */
+int node_ask(int fd, uint32_t nr, void *buf, size_t len)
+{
+	char *req = malloc(4 + len);
+	int rc = 0;
+
+	if (!req) {
 		errno = ENOMEM;
 		return -1;
 	}
-	memcpy(buf, &nr, 4);
-	memcpy(buf + 4, arg, size);
+	memcpy(req, &nr, 4);
+	memcpy(req + 4, buf, len);
 	RESOLVE(pwrite);
 	RESOLVE(pread);
-	if (REAL(pwrite)(fd, buf, 4 + size, 0) < 0 || REAL(pread)(fd, arg, size, 0) < 0)
+	if (REAL(pwrite)(fd, req, 4 + len, 0) < 0 || REAL(pread)(fd, buf, len, 0) < 0)
 		rc = -1;
-	free(buf);
+	free(req);
 	return rc;
 }

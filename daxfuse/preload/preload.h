@@ -141,6 +141,7 @@ void exec_init(const char *personality) HIDDEN;
 
 /* ndctl.c */
 int ndctl_ioctl(int fd, int kind, unsigned int request, void *arg) HIDDEN;
+int node_ask(int fd, uint32_t nr, void *buf, size_t len) HIDDEN;
 
 /* mounts.c */
 int is_mount_table(const char *path) HIDDEN;
