@@ -278,10 +278,26 @@ def test_a_poison_list_past_its_limit_ends_in_an_overflow(cxl):
     assert len(found) == 1024 and found[-1].overflow and not any(p.overflow for p in found[:-1])
 
 
+def test_unbinding_cxl_acpi_takes_the_whole_bus_and_binding_it_brings_the_memdevs_back(cxl):
+    apply(cxl.dax, *region_ops(cxl, "decoder0.1", [0, 4], G))
+    apply(cxl.dax, P(cxl.disable_port, "port2"))
+    apply(cxl.dax, cxl.disable_bus)
+    assert not cxl.regions and 1 not in cxl.dax.regions, "regions go with their root decoders"
+    assert not any(cxl.present(p) for p in cxl.ports.values())
+    assert not any(m.enabled for m in cxl.memdevs.values())
+    fails(errno.ENODEV, cxl, P(cxl.create_region, "decoder0.0", "ram", "region1"))
+    fails(errno.ENODEV, cxl, cxl.disable_bus)
+    apply(cxl.dax, cxl.enable_bus)
+    assert all(m.enabled for m in cxl.memdevs.values()) and cxl.ports[2].enabled
+    assert cxl.memdevs[0].endpoint.decoders[0].dpa_size == 0
+    apply(cxl.dax, *region_ops(cxl, "decoder0.1", [0, 4], G))
+
+
 def test_the_record_restores_regions_decoders_and_labels_exactly(cxl, memory):
     apply(cxl.dax, *region_ops(cxl, "decoder0.1", [0, 4], G))
     apply(cxl.dax, *region_ops(cxl, "decoder0.2", [1], G // 2, mode="pmem", bind=False),
-          P(cxl.write_lsa, "mem3", 100, b"labels"), P(cxl.disable_memdev, "mem9"), P(cxl.inject_poison, "mem7", 128))
+          P(cxl.write_lsa, "mem3", 100, b"labels"), P(cxl.disable_memdev, "mem9"), P(cxl.inject_poison, "mem7", 128),
+          P(cxl.disable_port, "port3"))
     record = cxl.snapshot()
     bus2 = DaxBus(DaxCore(64), memory)
     for r in cxl.dax.regions.values():  # the dax layout comes back first (layout.restore)

@@ -238,6 +238,10 @@ def test_cxl_topology_sh(daxfuse_factory):
         assert len(off) == 4 and all(m.get("state") == "disabled" for m in off)
         sh(d, f"cxl enable-port {bridge} -m 2>/dev/null")
         assert len(cxl(d, "list", "-M", "-p", bridge)) == 4
+    sh(d, "cxl disable-bus root0 -f 2>/dev/null")
+    assert cxl(d, "list", "-b", "cxl_test") == [] and len(cxl(d, "list", "-M", "-i")) == 10
+    sh(d, "echo cxl_acpi.0 > /sys/bus/platform/drivers/cxl_acpi/bind")  # no cxl enable-bus: the driver's bind
+    assert len(cxl(d, "list", "-b", "cxl_test")) == 1 and len(cxl(d, "list", "-M")) == 10
 
 
 def test_cxl_region_sysfs_sh(daxfuse_factory):

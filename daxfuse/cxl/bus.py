@@ -61,6 +61,7 @@ class CxlBus:
         self.regions: dict[int, Region] = {}
         self._build(topology, first_node)
         self.placed = False  # windows given addresses (place_windows, or a restored record)
+        self.enabled = True  # the root's platform device bound to cxl_acpi: the whole tree is there
         dax.beside.append(self)
 
     # --- the topology ---------------------------------------------------------------------------
@@ -140,6 +141,8 @@ class CxlBus:
         """Whether a port is registered: the root and host bridges' always;
         a switch's while an enabled memdev is below it (cxl_detach_ep
         removes it with the last); an endpoint's while its memdev is enabled."""
+        if not self.enabled:
+            return False
         if port.kind == ROOT or port.parent is self.root:
             return True
         return any(m.enabled and port in m.endpoint.path() for m in self.memdevs.values())
@@ -580,6 +583,33 @@ class CxlBus:
         self._checkpoint(port)
         port.enabled = True
 
+    def disable_bus(self) -> None:
+        """cxl_acpi unbound (cxl disable-bus): everything below root0 goes,
+        its regions deleted with their root decoders, every memdev without
+        its endpoint (a host bridge's disabled port included)."""
+        if not self.enabled:
+            raise DaxError(errno.ENODEV, "cxl_acpi.0 is not bound")
+        for region in list(self.regions.values()):
+            self._tear_down(region, [i for i, d in enumerate(region.targets) if d is not None])
+            del self.regions[region.id]
+        self._checkpoint(*self.ports.values(), *self.memdevs.values())
+        for m in self.memdevs.values():
+            m.enabled = False
+            for d in m.endpoint.decoders:
+                d.mode, d.dpa_start, d.dpa_size = "none", 0, 0
+        self.enabled = False
+
+    def enable_bus(self) -> None:
+        """cxl_acpi bound again: the tree is enumerated afresh, every memdev probed."""
+        if self.enabled:
+            raise _busy("cxl_acpi.0 is bound")
+        self._checkpoint(*self.ports.values(), *self.memdevs.values())
+        self.enabled = True
+        for port in self.ports.values():
+            port.enabled = True
+        for m in self.memdevs.values():
+            m.enabled = True
+
     def _port_named(self, name: str) -> Port:
         port = next((p for p in self.ports.values() if p.name == name and self.present(p)), None)
         if port is None:
@@ -671,6 +701,7 @@ class CxlBus:
     # --- the layout record --------------------------------------------------------------------------
     def snapshot(self) -> dict:
         return {
+            "bus": self.enabled,
             "windows": [d.start for d in self.root.decoders],
             "bridges": [d.child.enabled for d in self.root.dports.values()],
             "memdevs": [{"enabled": m.enabled, "lsa": pack(m.lsa), "poison": [list(p) for p in m.poison],
@@ -697,6 +728,7 @@ class CxlBus:
         if len(windows) != len(self.root.decoders) or len(bridges) != len(self.root.dports) \
                 or len(memdevs) != len(self.memdevs):
             raise ValueError("another number of windows, host bridges or memdevs")
+        self.enabled = bool(record.get("bus", True))
         for d, start in zip(self.root.decoders, windows):
             d.start = _whole(start)
         for dport, enabled in zip(self.root.dports.values(), bridges):

@@ -29,6 +29,7 @@ from .sysfs_text import kstrtobool, number, streq, text
 
 PLATFORM = ("devices", "platform")
 BUS = ("bus", "cxl")
+PLATFORM_DRIVER = ("bus", "platform", "drivers", "cxl_acpi")
 PAYLOAD_MAX = 4096
 FIRMWARE_VERSION = "daxfuse fw 1"
 QOS_CLASS = 42  # cxl_test's, for every window and partition
@@ -143,6 +144,22 @@ class CxlView:
         return table({"bind": lambda: Attr(0o200, store=bind), "unbind": lambda: Attr(0o200, store=unbind)},
                      lambda: list(self._drivers()[name][0]), device)
 
+    def platform_drivers(self) -> Node:
+        """/sys/bus/platform/drivers/cxl_acpi, beside the host's platform drivers."""
+        def bind(data: str) -> list:
+            if streq(data) != PLATFORM_ROOT[0]:
+                raise DaxError(errno.ENODEV, f"cxl_acpi does not take {shown(streq(data))}")
+            return [self.cxl.enable_bus]
+
+        def unbind(data: str) -> list:
+            if streq(data) != PLATFORM_ROOT[0] or not self.cxl.enabled:
+                raise DaxError(errno.ENODEV, f"{shown(streq(data))} is not bound to cxl_acpi")
+            return [self.cxl.disable_bus]
+        here = PLATFORM_DRIVER
+        return table({"cxl_acpi": lambda: table({
+            "bind": lambda: Attr(0o200, store=bind), "unbind": lambda: Attr(0o200, store=unbind),
+            PLATFORM_ROOT[0]: lambda: self.cxl.enabled and Link(rel(here, PLATFORM + PLATFORM_ROOT)) or None})})
+
     def _takes(self, driver: str, device: str) -> bool:
         if driver == "cxl_port":
             return any(p.name == device and p.kind != ROOT for p in self._ports())
@@ -167,16 +184,19 @@ class CxlView:
         if device not in self._platform and device != PLATFORM_ROOT and memdev is None:
             return None
         here = PLATFORM + device
-        names = list(self._platform.get(device, [])) + ([memdev.name] if memdev else []) + \
-            (["root0"] if device == PLATFORM_ROOT else [])
+        root = device == PLATFORM_ROOT
+        names = list(self._platform.get(device, [])) + ([memdev.name] if memdev else [])
 
         def child(name: str) -> Node | None:
             if memdev and name == memdev.name:
                 return self._memdev(memdev)
-            if device == PLATFORM_ROOT and name == "root0":
-                return self._port(self.cxl.root)
+            if root and name == "root0":
+                return self.cxl.enabled and self._port(self.cxl.root) or None
             return self.platform(device + (name,)) if name in self._platform.get(device, []) else None
         attrs = {"subsystem": lambda: Link(rel(here, ("bus", "platform")))}
+        if root:  # cxl_acpi's: unbinding it takes the whole bus (cxl disable-bus)
+            attrs["driver"] = lambda: self.cxl.enabled and Link(rel(here, PLATFORM_DRIVER)) or None
+            names += ["root0"] if self.cxl.enabled else []
         if device in self._dports:  # its physical node is itself, as cxl_test's host bridges' (the JSON's alias)
             attrs["physical_node"] = lambda: Link(".")
         return table(attrs, lambda: names, child)
@@ -363,7 +383,9 @@ class CxlView:
                     *((here, f"target{i}") for i in range(16))]
         if type(subject) is Port:
             here = self.port_dir(subject)
-            return [(here[:-1], subject.name), (devices, subject.name), (here, "driver"),
+            root = [(PLATFORM + PLATFORM_ROOT, "driver"), (PLATFORM_DRIVER, PLATFORM_ROOT[0])] \
+                if subject.kind == ROOT else []
+            return [(here[:-1], subject.name), (devices, subject.name), (here, "driver"), *root,
                     (BUS + ("drivers", "cxl_port"), subject.name), *((devices, d.name) for d in subject.decoders)]
         if type(subject) is Memdev:
             return [(self.memdev_dir(subject), "driver"), (BUS + ("drivers", "cxl_mem"), subject.name)]

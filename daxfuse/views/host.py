@@ -16,7 +16,7 @@ from .nodes import Dir, HostFile, Link, Node
 
 HOST_SYS = "/sys"
 MERGED = {(), ("bus",), ("bus", "memory"), ("bus", "memory", "devices"), ("bus", "platform"),
-          ("bus", "platform", "devices"), ("class",), ("dev",), ("dev", "char"), ("devices",), ("devices", "platform"),
+          ("bus", "platform", "devices"), ("bus", "platform", "drivers"), ("class",), ("dev",), ("dev", "char"), ("devices",), ("devices", "platform"),
           ("devices", "system"), ("devices", "system", "memory"), ("devices", "system", "node"),
           ("devices", "virtual"), ("module",), ("kernel",), ("kernel", "debug")}
 NODES = ("devices", "system", "node")  # each node directory merges too: a host node gains emulated memory

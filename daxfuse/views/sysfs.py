@@ -99,7 +99,8 @@ class SysfsView:
                 "nd": self.nd.bus_nd,
                 "cxl": lambda: self.cxl and self.cxl.bus_cxl(),
                 "memory": self.memory.bus_memory,
-                "platform": _static(table({"devices": lambda: Dir(self._platform_names, self._platform_link)})),
+                "platform": _static(table({"devices": lambda: Dir(self._platform_names, self._platform_link),
+                                           "drivers": lambda: self.cxl and self.cxl.platform_drivers()})),
             })),
             "class": _static(table({"nd": self.nd.class_nd})),
             "devices": _static(table({
