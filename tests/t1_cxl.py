@@ -330,6 +330,11 @@ def test_a_record_of_another_topology_is_refused(cxl):
     ('{"host_bridges": [{"root_ports": [{"memdev": {}}]}], "windows": [{"size": "1G", "targets": [0], '
      '"type": "cxl"}]}', "type"),
     ('{"host_bridges": [{"root_ports": [{"switch": []}]}], "windows": [{"size": "1G", "targets": [0]}]}', "root port"),
+    ('{"host_bridges": [{"root_ports": [{"memdev": {}}]}], "windows": [{"size": "2048T", "targets": [0]}]}', "1T"),
+    ('{"host_bridges": ' + json.dumps([{"root_ports": [{"switch": [{}] * 8}] * 8}] * 5) +
+     ', "windows": [{"size": "1G", "targets": [0]}]}', "more than 256 memdevs"),
+    ('{"host_bridges": [{"root_ports": [{"memdev": {}}]}], "windows": ' +
+     json.dumps([{"size": "1G", "targets": [0]}] * 17) + '}', "1 to 16 windows"),
 ])
 def test_a_topology_that_is_not_one_is_einval_saying_where(text, says):
     with pytest.raises(DaxError) as ei:

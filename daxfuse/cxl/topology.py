@@ -25,6 +25,10 @@ WAYS = (1, 2, 4, 8, 16, 3, 6, 12)  # interleave ways a region may have (ways_to_
 MAX_DPORT_WAYS = 8  # a switch or host bridge decoder interleaves across at most this many dports
 DECODERS_PER_PORT = 8  # cxl_test's HDM decoder count, for every port and endpoint
 LSA_SIZE = 128 << 10  # label storage area of each memdev
+# Bounds a topology file is held to: each memdev keeps its label area in the daemon's memory,
+# and every window is a range of the memory file's address space.
+MAX_BRIDGES, MAX_MEMDEVS, MAX_WINDOWS = 16, 256, 16
+MAX_CAPACITY = 1 << 40  # of a memdev's partition, and of a window
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,8 @@ def _bad(what: str) -> DaxError:
 
 def _size(value, what: str, zero: bool = True) -> int:
     size = parse_size(str(value)) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
-    if size is None or size % GRANULE or (not zero and not size):
-        raise _bad(f"{what} {value!r} is not a {'positive ' if not zero else ''}multiple of 256M")
+    if size is None or size % GRANULE or (not zero and not size) or size > MAX_CAPACITY:
+        raise _bad(f"{what} {value!r} is not a {'positive ' if not zero else ''}multiple of 256M up to 1T")
     return size
 
 
@@ -113,14 +117,16 @@ def parse(text: str) -> Topology:
         raise _bad("the top level is {\"host_bridges\", \"memdev\", \"windows\"}")
     default = _memdev(spec.get("memdev", {"ram": "1G", "pmem": "1G"}), MemdevSpec(0, 0))
     bridges = spec.get("host_bridges")
-    if not isinstance(bridges, list) or not bridges or not all(
+    if not isinstance(bridges, list) or not 0 < len(bridges) <= MAX_BRIDGES or not all(
             isinstance(b, dict) and set(b) == {"root_ports"} and isinstance(b["root_ports"], list)
             and 0 < len(b["root_ports"]) <= MAX_DPORT_WAYS for b in bridges):
-        raise _bad(f"host_bridges is a list of {{\"root_ports\": [1 to {MAX_DPORT_WAYS} root ports]}}")
+        raise _bad(f"host_bridges is a list of 1 to {MAX_BRIDGES} {{\"root_ports\": [1 to {MAX_DPORT_WAYS} root ports]}}")
     host_bridges = tuple(tuple(_root_port(p, default) for p in b["root_ports"]) for b in bridges)
+    if sum(len(p.memdevs) for b in host_bridges for p in b) > MAX_MEMDEVS:
+        raise _bad(f"more than {MAX_MEMDEVS} memdevs")
     windows = spec.get("windows")
-    if not isinstance(windows, list) or not windows:
-        raise _bad("windows is a list of at least one window")
+    if not isinstance(windows, list) or not 0 < len(windows) <= MAX_WINDOWS:
+        raise _bad(f"windows is a list of 1 to {MAX_WINDOWS} windows")
     return Topology(host_bridges, tuple(_window(w, len(host_bridges)) for w in windows))
 
 
