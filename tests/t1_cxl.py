@@ -242,9 +242,31 @@ def test_poison_injected_at_a_dpa_lands_where_the_interleave_maps_it(cxl):
     apply(cxl.dax, P(cxl.inject_poison, "mem4", 4096))
     dev = cxl.dax.device("dax1.0")
     assert cxl.dax.device_badblocks(dev) == [(3 * 4096 // 512, 1)]
-    assert cxl.memdevs[4].poison == [(4096, 64)]
+    assert [(p.dpa, p.length) for p in cxl.poison_list(cxl.memdevs[4])] == [(4096, 512)]
     apply(cxl.dax, P(cxl.clear_poison, "mem4", 4096))
-    assert cxl.dax.device_badblocks(dev) == [] and cxl.memdevs[4].poison == []
+    assert cxl.dax.device_badblocks(dev) == [] and cxl.poison_list(cxl.memdevs[4]) == []
+
+
+def test_poison_stays_with_the_memdev_when_its_region_goes(cxl):
+    """Found by review: poison is the memdev's media. A region unbound
+    hands its media errors back to its memdevs' DPA; another memdev's
+    region at the same HPA is clean; the first memdev's region again is not."""
+    def make(memdev: int):
+        apply(cxl.dax, *region_ops(cxl, "decoder0.0", [memdev], G // 4))
+
+    def destroy():
+        d = cxl.regions[1].targets[0].name
+        apply(cxl.dax, P(cxl.set_commit, "region1", False), P(cxl.set_target, "region1", 0, ""),
+              P(cxl.set_dpa_size, d, 0), P(cxl.delete_region, "decoder0.0", "region1"))
+    make(2)
+    apply(cxl.dax, P(cxl.inject_poison, "mem2", 4096))
+    destroy()
+    assert cxl.memdevs[2].poison == [(4096, 512)] and not cxl.dax.badblocks.ranges()
+    make(3)
+    assert cxl.dax.device_badblocks(cxl.dax.device("dax1.0")) == []
+    destroy()
+    make(2)
+    assert cxl.dax.device_badblocks(cxl.dax.device("dax1.0")) == [(8, 1)] and cxl.memdevs[2].poison == []
 
 
 def test_poison_outside_a_region_is_listed_only_and_bad_addresses_are_refused(cxl):
@@ -291,6 +313,29 @@ def test_unbinding_cxl_acpi_takes_the_whole_bus_and_binding_it_brings_the_memdev
     assert all(m.enabled for m in cxl.memdevs.values()) and cxl.ports[2].enabled
     assert cxl.memdevs[0].endpoint.decoders[0].dpa_size == 0
     apply(cxl.dax, *region_ops(cxl, "decoder0.1", [0, 4], G))
+
+
+def test_a_cxl_regions_dax_region_is_the_cxl_buss_alone(cxl):
+    """Found by review: the dax bus destroyed a bound CXL region's dax
+    region, and gave its id to another, which a reset then destroyed."""
+    apply(cxl.dax, *region_ops(cxl, "decoder0.0", [0], G // 2))
+    apply(cxl.dax, P(cxl.dax.disable_device, "dax1.0"), P(cxl.dax.resize_device, "dax1.0", 0))
+    fails(errno.EBUSY, cxl, P(cxl.dax.destroy_region, 1))
+    apply(cxl.dax, *region_ops(cxl, "decoder0.1", [1, 5], G, bind=False))
+    fails(errno.EEXIST, cxl, lambda: cxl.dax.create_region(64 << 20, id_=2))
+
+
+def test_a_record_restores_regions_whose_ids_are_not_in_hpa_order(cxl, memory):
+    """Found by review: regions were set up again in id order, which a port's HPA order refused."""
+    apply(cxl.dax, *region_ops(cxl, "decoder0.0", [0], G // 4, bind=False))
+    apply(cxl.dax, *region_ops(cxl, "decoder0.0", [1], G // 4, bind=False))
+    apply(cxl.dax, P(cxl.set_commit, "region2", False), P(cxl.set_commit, "region1", False),
+          P(cxl.set_target, "region1", 0, ""), P(cxl.delete_region, "decoder0.0", "region1"))
+    apply(cxl.dax, *region_ops(cxl, "decoder0.0", [2], G // 2, bind=False))  # past region2: the gap is too small
+    assert cxl.regions[1].start > cxl.regions[2].start
+    again = CxlBus(DaxBus(DaxCore(8), memory), DEFAULT, 1)
+    again.restore(json.loads(json.dumps(cxl.snapshot())))
+    assert again.snapshot() == cxl.snapshot()
 
 
 def test_the_record_restores_regions_decoders_and_labels_exactly(cxl, memory):

@@ -4,6 +4,7 @@ dax device that daxctl reconfigures and a program maps; mirrors of what
 ndctl's cxl-topology.sh, cxl-region-sysfs.sh and cxl-create-region.sh check."""
 import errno
 import json
+import os
 import shutil
 
 import pytest
@@ -323,3 +324,38 @@ def test_cxl_create_region_sh(daxfuse_factory):
     for name in reversed(names):
         sh(d, f"cxl destroy-region -f {name} 2>/dev/null")
     assert cxl(d, "list", "-R", "-i") == []
+
+
+def test_what_an_unbinding_removes_is_gone_at_once(daxfuse_factory):
+    """Found by review: the kernel kept a memdev's debugfs and the ports,
+    endpoints and decoders below an unbound port in its entry cache."""
+    d = daxfuse_factory("--size", "64M")
+    devices = d.path("sys", "bus", "cxl", "devices")
+    paths = [d.path("sys", "kernel", "debug", "cxl", "mem0", "dpamem"), *(os.path.join(devices, name) for name in (
+        "port4", "endpoint9", "decoder9.0", "decoder4.0"))]
+    for path in paths:
+        os.stat(path)
+    with open(d.path("sys", "bus", "cxl", "drivers", "cxl_port", "unbind"), "w") as f:
+        f.write("port1")
+    for path in paths:
+        assert not os.path.exists(path), path
+
+
+EFAULT = """import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open("/dev/cxl/mem0", os.O_RDWR)
+for cmd, size_in, in_ptr, size_out, out_ptr in ((6, 8, 0x10, 64, 0), (1, 0, 0, 0x43, 0x10)):
+    buf = ctypes.create_string_buffer(struct.pack("<IIIIIIQIIQ", cmd, 0, 0, 0, size_in, 0, in_ptr, size_out, 0,
+                                                  out_ptr or ctypes.addressof(ctypes.create_string_buffer(64))))
+    rc = libc.ioctl(fd, ctypes.c_ulong(0xC030CE02), buf)
+    print(rc, ctypes.get_errno())
+"""
+
+
+def test_a_mailbox_command_with_a_bad_pointer_is_efault(daxfuse_factory):
+    """Found by review: the library copied from and to the caller's pointers
+    as they were, and a bad one killed the program (the kernel says EFAULT)."""
+    d = daxfuse_factory("--size", "64M")
+    r = inside(d, "python3", "-c", EFAULT)
+    assert (r.returncode, r.stdout.split()) == (0, ["-1", str(errno.EFAULT)] * 2), r.stderr
+

@@ -62,6 +62,7 @@ class CxlBus:
         self._build(topology, first_node)
         self.placed = False  # windows given addresses (place_windows, or a restored record)
         self.enabled = True  # the root's platform device bound to cxl_acpi: the whole tree is there
+        self._present: tuple = (None, set())  # (bindings, port ids): present()'s cache
         dax.beside.append(self)
 
     # --- the topology ---------------------------------------------------------------------------
@@ -121,8 +122,8 @@ class CxlBus:
         return [Range(d.start, d.start + d.size) for d in self.root.decoders] if self.placed else []
 
     def held_ids(self) -> set[int]:
-        """Region ids held by regions that have no dax region (yet)."""
-        return {r.id for r in self.regions.values() if not r.bound}
+        """The ids of its regions, bound or not: their dax regions are its own."""
+        return set(self.regions)
 
     def place_windows(self) -> None:
         """Give each window its addresses: above every region there is now,
@@ -141,11 +142,17 @@ class CxlBus:
         """Whether a port is registered: the root and host bridges' always;
         a switch's while an enabled memdev is below it (cxl_detach_ep
         removes it with the last); an endpoint's while its memdev is enabled."""
-        if not self.enabled:
-            return False
-        if port.kind == ROOT or port.parent is self.root:
-            return True
-        return any(m.enabled and port in m.endpoint.path() for m in self.memdevs.values())
+        return port.id in self._present_ports()
+
+    def _present_ports(self) -> set[int]:
+        """The ids of the ports present, worked out once for each state of the bindings."""
+        key = (self.enabled, tuple(m.enabled for m in self.memdevs.values()))
+        if self._present[0] != key:
+            ids = {p.id for p in self.ports.values() if p.kind == ROOT or p.parent is self.root} if self.enabled else set()
+            if self.enabled:
+                ids.update(p.id for m in self.memdevs.values() if m.enabled for p in m.endpoint.path())
+            self._present = (key, ids)
+        return self._present[1]
 
     def memdev_of(self, endpoint: Port) -> Memdev:
         return next(m for m in self.memdevs.values() if m.endpoint is endpoint)
@@ -495,6 +502,15 @@ class CxlBus:
         ram = region.mode == "ram"
         self.dax.create_region(region.size, REGION_ALIGN, region.id, region.root.node if ram else -1, -1,
                                KMEM_TYPE if ram else DEVICE_TYPE, start=region.start)
+        for d in region.targets:  # the poison of the DPA it maps is now its memory's
+            memdev = self.memdev_of(d.port)
+            mapped = [p for p in memdev.poison if d.dpa_start <= p[0] < d.dpa_start + d.dpa_size]
+            if mapped:
+                self._checkpoint(memdev)
+                memdev.poison = [p for p in memdev.poison if p not in mapped]
+                for dpa, _ in mapped:
+                    hpa = self.dpa_to_hpa(memdev, dpa)
+                    self.dax.inject_physical(hpa - hpa % SECTOR, SECTOR)
         if ram:
             self.dax.create_device(region.id)
 
@@ -505,14 +521,20 @@ class CxlBus:
         self._unbind_region(region)
 
     def _unbind_region(self, region: Region) -> None:
-        """Its dax region goes, devices first: EBUSY while kmem has memory of it online."""
-        self._checkpoint(region)
+        """Its dax region goes, devices first: EBUSY while kmem has memory of
+        it online. Its media errors go back to the memdevs' DPA, where they are."""
+        self._checkpoint(region, *(self.memdev_of(d.port) for d in region.targets))
         dax_region = self.dax.region(region.id)
         for dev in sorted(dax_region.devices.values(), key=lambda d: d.id):
             self.dax.disable_device(dev.name)
             if dev.size:
                 self.dax.resize_device(dev.name, 0)
-        self.dax.destroy_region(region.id)
+        for d in region.targets:
+            memdev = self.memdev_of(d.port)
+            memdev.poison = sorted(set(memdev.poison) | {(p.dpa, p.length) for p in self._mapped_poison(d, 1 << 20)})
+        if self.dax.badblocks.within(region.start // SECTOR, region.size // SECTOR):
+            self.dax.clear_physical(region.start, region.size)
+        self.dax.destroy_region(region.id, beside=True)
         region.bound = False
 
     def _kill_regions(self, memdevs: list[Memdev]) -> None:
@@ -569,7 +591,7 @@ class CxlBus:
             raise DaxError(errno.ENODEV, f"{name} is not bound to cxl_port")
         below = [m for m in self.memdevs.values() if m.enabled and port in m.endpoint.path()]
         self._kill_regions(below)
-        self._checkpoint(port, *below)
+        self._checkpoint(port, *below, *{p for m in below for p in self._chain(m)})
         for m in below:
             m.enabled = False
             for d in m.endpoint.decoders:
@@ -647,26 +669,32 @@ class CxlBus:
         MAX_POISON records, the last flagged overflow."""
         found: list[Poison] = []
         for d in memdev.endpoint.decoders:
-            region = d.region
-            if region is None or not region.bound or not d.dpa_size:
-                continue
-            g, ways, position = region.granularity, region.ways, region.targets.index(d)
-            step = min(g, SECTOR)
-            for sector, count in self.dax.badblocks.within(region.start // SECTOR, region.size // SECTOR):
-                for hpa in range(sector * SECTOR, (sector + count) * SECTOR, step):
-                    offset = hpa - region.start
-                    if (offset // g) % ways != position or len(found) > MAX_POISON:
-                        continue
-                    dpa = d.dpa_start + (offset // g // ways) * g + offset % g
-                    last = found[-1] if found else None
-                    if last and last.region is region and last.dpa + last.length == dpa:  # one record a run
-                        found[-1] = dataclasses.replace(last, length=last.length + step)
-                    else:
-                        found.append(Poison(dpa, step, region, hpa))
-        found += [Poison(dpa, length, None, None) for dpa, length in memdev.poison
-                  if self.dpa_to_hpa(memdev, dpa) is None]
+            if d.region is not None and d.region.bound and d.dpa_size:
+                found += self._mapped_poison(d, MAX_POISON + 1 - len(found))
+        found += [Poison(dpa, length, None, None) for dpa, length in memdev.poison]
         if len(found) > MAX_POISON:
             return found[:MAX_POISON - 1] + [dataclasses.replace(found[MAX_POISON - 1], overflow=True)]
+        return found
+
+    def _mapped_poison(self, d: Decoder, most: int) -> list[Poison]:
+        """The media errors of the memory a bound region maps through endpoint
+        decoder d, in d's DPA (each piece of a 512-byte sector the interleave
+        puts there, one record a run), at most most of them."""
+        region, found = d.region, []
+        g, ways, position = region.granularity, region.ways, region.targets.index(d)
+        step = min(g, SECTOR)
+        for sector, count in self.dax.badblocks.within(region.start // SECTOR, region.size // SECTOR):
+            for hpa in range(sector * SECTOR, (sector + count) * SECTOR, step):
+                offset = hpa - region.start
+                if (offset // g) % ways != position:
+                    continue
+                if len(found) >= most:
+                    return found
+                dpa = d.dpa_start + (offset // g // ways) * g + offset % g
+                if found and found[-1].dpa + found[-1].length == dpa:
+                    found[-1] = dataclasses.replace(found[-1], length=found[-1].length + step)
+                else:
+                    found.append(Poison(dpa, step, region, hpa))
         return found
 
     def _poison_dpa(self, name: str, dpa: int) -> Memdev:
@@ -680,23 +708,27 @@ class CxlBus:
         return memdev
 
     def inject_poison(self, name: str, dpa: int) -> None:
-        """debugfs inject_poison: the memdev's poison list gains the 64 bytes
-        at dpa; memory a bound region maps there reads as a media error."""
+        """debugfs inject_poison: the 64 bytes at dpa are poisoned. Where a
+        bound region maps them, its memory is (a media error, which the
+        region hands back to the memdev when it is unbound); else the
+        memdev's own list holds them (until a region maps them)."""
         memdev = self._poison_dpa(name, dpa)
         hpa = self.dpa_to_hpa(memdev, dpa)
         self._checkpoint(memdev)
-        memdev.poison = sorted(set(memdev.poison) | {(dpa, POISON_UNIT)})
         if hpa is not None:
             self.dax.inject_physical(hpa - hpa % SECTOR, SECTOR)
+        else:
+            memdev.poison = sorted(set(memdev.poison) | {(dpa, POISON_UNIT)})
 
     def clear_poison(self, name: str, dpa: int) -> None:
-        """debugfs clear_poison: off the list, and the memory it maps clean."""
+        """debugfs clear_poison: the memory a bound region maps there clean, or off the memdev's list."""
         memdev = self._poison_dpa(name, dpa)
         hpa = self.dpa_to_hpa(memdev, dpa)
         self._checkpoint(memdev)
-        memdev.poison = [p for p in memdev.poison if p[0] != dpa]
         if hpa is not None:
             self.dax.clear_physical(hpa - hpa % SECTOR, SECTOR)
+        else:
+            memdev.poison = [p for p in memdev.poison if p[0] != dpa]
 
     # --- the layout record --------------------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -751,9 +783,11 @@ class CxlBus:
             for d in region.targets:
                 if d is not None:
                     d.region = region
+        # the ports' decoders as they were: regions set up in HPA order, as each port requires
+        for r in sorted(record["regions"], key=lambda r: r["start"]):
+            region = self.regions[r["id"]]
             if region.active:
                 self._activate(region, [self.decoder(name) for name in r["decoders"]])
-            region.committed = region.bound = False
             if r["committed"]:
                 for d in self.decoders_of(region):
                     d.committed = True

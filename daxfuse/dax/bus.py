@@ -297,12 +297,17 @@ class DaxBus:
         return next(fit.start for hole in _holes(busy, window) if (fit := _align_in(hole, align)) and fit.size >= size)
 
     def _held_ids(self) -> set[int]:
-        """Region ids the buses beside hold for regions that have no dax region yet (one memregion ida)."""
+        """Region ids the buses beside hold (one memregion ida): a dax region
+        under one of them is theirs, and no other region takes one."""
         return {id_ for s in self.beside for id_ in s.held_ids()}
 
-    def destroy_region(self, id_: int) -> None:
-        """Only a region whose devices are all unconfigured (size 0): they go with it."""
+    def destroy_region(self, id_: int, beside: bool = False) -> None:
+        """Only a region whose devices are all unconfigured (size 0): they go
+        with it. One a bus beside holds (a CXL region's) is that bus's to
+        destroy (beside), as the kernel's dax region goes with its driver alone."""
         region = self.region(id_)
+        if id_ in self._held_ids() and not beside:
+            raise DaxError(errno.EBUSY, f"region {id_} is a CXL region's: unbind region{id_} from cxl_region instead")
         busy = [d for d in region.devices.values() if d.size]
         if busy:
             names = ", ".join(f"{d.name} ({size_text(d.size)})" for d in busy)

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #define CXL_MEM_QUERY_COMMANDS _IOR(0xCE, 1, char[DAXFUSE_CXL_QUERY_HEAD])
 #define CXL_MEM_SEND_COMMAND _IOWR(0xCE, 2, char[DAXFUSE_CXL_SEND_SIZE])
@@ -26,6 +28,24 @@ static int query(int fd, char *arg)
 		return -1;
 	}
 	return node_ask(fd, DAXFUSE_CXL_QUERY_COMMANDS, arg, DAXFUSE_CXL_QUERY_HEAD + (size_t)n * DAXFUSE_CXL_COMMAND_INFO);
+}
+
+/* len bytes between this process's buffer and a pointer the caller gave,
+ * as copy_from_user and copy_to_user: EFAULT, not a SIGSEGV, for a bad one. */
+static int copy_user(void *buf, uint64_t user, size_t len, int to_user)
+{
+	struct iovec local = { buf, len }, remote = { (void *)(uintptr_t)user, len };
+	ssize_t n;
+
+	if (!len)
+		return 0;
+	n = to_user ? process_vm_writev(getpid(), &local, 1, &remote, 1, 0)
+		    : process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+	if (n != (ssize_t)len) {
+		errno = EFAULT;
+		return -1;
+	}
+	return 0;
 }
 
 static int send_command(int fd, char *arg)
@@ -54,9 +74,9 @@ static int send_command(int fd, char *arg)
 	}
 	memcpy(buf, arg, DAXFUSE_CXL_SEND_SIZE);
 	memcpy(buf + 32, &out_size, 4);
-	if (in_size)
-		memcpy(buf + DAXFUSE_CXL_SEND_SIZE, (const void *)(uintptr_t)in_ptr, in_size);
-	rc = node_ask(fd, DAXFUSE_CXL_SEND_COMMAND, buf, len);
+	rc = copy_user(buf + DAXFUSE_CXL_SEND_SIZE, in_ptr, in_size, 0);
+	if (rc == 0)
+		rc = node_ask(fd, DAXFUSE_CXL_SEND_COMMAND, buf, len);
 	if (rc == 0) {
 		memcpy(&retval, buf + 12, 4);
 		memcpy(&out_size, buf + 32, 4);
@@ -64,9 +84,7 @@ static int send_command(int fd, char *arg)
 			loud("CXL_MEM_SEND_COMMAND: the daemon answered %u bytes", out_size);
 			errno = EIO;
 			rc = -1;
-		} else {
-			if (out_size)
-				memcpy((void *)(uintptr_t)out_ptr, buf + DAXFUSE_CXL_SEND_SIZE + in_size, out_size);
+		} else if ((rc = copy_user(buf + DAXFUSE_CXL_SEND_SIZE + in_size, out_ptr, out_size, 1)) == 0) {
 			memcpy(arg + 12, &retval, 4);
 			memcpy(arg + 32, &out_size, 4);
 		}

@@ -30,6 +30,7 @@ from .sysfs_text import kstrtobool, number, streq, text
 PLATFORM = ("devices", "platform")
 BUS = ("bus", "cxl")
 PLATFORM_DRIVER = ("bus", "platform", "drivers", "cxl_acpi")
+DEBUGFS = ("kernel", "debug", "cxl")
 PAYLOAD_MAX = 4096
 FIRMWARE_VERSION = "daxfuse fw 1"
 QOS_CLASS = 42  # cxl_test's, for every window and partition
@@ -67,6 +68,7 @@ class CxlView:
 
     def __init__(self, cxl: CxlBus, bus: DaxBus, tracefs: TraceFs) -> None:
         self.cxl, self.bus, self.tracefs = cxl, bus, tracefs
+        self._listed: tuple = (None, {})  # (bus generation, _devices())
         # each platform device's children, for the nested platform directories
         self._platform: dict[tuple[str, ...], list[str]] = {}
         devices = [d.device for p in cxl.ports.values() for d in p.dports.values()] + \
@@ -96,7 +98,13 @@ class CxlView:
         return [p for p in self.cxl.ports.values() if self.cxl.present(p)]
 
     def _devices(self) -> dict[str, tuple[str, ...]]:
-        """Every device on the bus, by name, to its directory."""
+        """Every device on the bus, by name, to its directory (once a batch:
+        each lookup in /sys/bus/cxl/devices asks)."""
+        if self._listed[0] != self.bus.generation:
+            self._listed = (self.bus.generation, self._list_devices())
+        return self._listed[1]
+
+    def _list_devices(self) -> dict[str, tuple[str, ...]]:
         found = {p.name: self.port_dir(p) for p in self._ports()}
         found.update((d.name, self.decoder_dir(d)) for p in self._ports() for d in p.decoders)
         found.update((m.name, self.memdev_dir(m)) for m in self.cxl.memdevs.values())
@@ -387,6 +395,7 @@ class CxlView:
                 if subject.kind == ROOT else []
             return [(here[:-1], subject.name), (devices, subject.name), (here, "driver"), *root,
                     (BUS + ("drivers", "cxl_port"), subject.name), *((devices, d.name) for d in subject.decoders)]
-        if type(subject) is Memdev:
-            return [(self.memdev_dir(subject), "driver"), (BUS + ("drivers", "cxl_mem"), subject.name)]
+        if type(subject) is Memdev:  # cxl_mem's: its driver link, its debugfs, its trigger
+            return [(self.memdev_dir(subject), "driver"), (BUS + ("drivers", "cxl_mem"), subject.name),
+                    (DEBUGFS, subject.name), (self.memdev_dir(subject), "trigger_poison_list")]
         return []
