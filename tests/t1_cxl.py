@@ -376,6 +376,11 @@ def test_a_record_of_another_topology_is_refused(cxl):
      '"type": "cxl"}]}', "type"),
     ('{"host_bridges": [{"root_ports": [{"switch": []}]}], "windows": [{"size": "1G", "targets": [0]}]}', "root port"),
     ('{"host_bridges": [{"root_ports": [{"memdev": {}}]}], "windows": [{"size": "2048T", "targets": [0]}]}', "1T"),
+    ('{"host_bridges": [{"root_ports": [{"memdev": {}}]}], "windows": [{"size": "1E", "targets": [0]}]}', "1T"),
+    ('{"host_bridges": [{"root_ports": [{"memdev": {}}]}], "windows": [{"size": "1G", "targets": [0], '
+     '"granularity": 4096.0}]}', "granularity"),
+    ('{"memdev": {"ram": "0"}, "host_bridges": [{"root_ports": [{"memdev": {}}]}], '
+     '"windows": [{"size": "1G", "targets": [0]}]}', "no capacity"),
     ('{"host_bridges": ' + json.dumps([{"root_ports": [{"switch": [{}] * 8}] * 8}] * 5) +
      ', "windows": [{"size": "1G", "targets": [0]}]}', "more than 256 memdevs"),
     ('{"host_bridges": [{"root_ports": [{"memdev": {}}]}], "windows": ' +
@@ -385,6 +390,12 @@ def test_a_topology_that_is_not_one_is_einval_saying_where(text, says):
     with pytest.raises(DaxError) as ei:
         parse(text)
     assert ei.value.errno == errno.EINVAL and says in ei.value.message
+
+
+def test_a_default_memdev_of_no_capacity_is_fine_where_each_memdev_gives_its_own():
+    topology = parse('{"memdev": {"ram": "0"}, "host_bridges": [{"root_ports": [{"memdev": {"pmem": "512M"}}]}], '
+                     '"windows": [{"size": "1G", "targets": [0], "type": "pmem"}]}')
+    assert topology.host_bridges[0][0].memdevs[0].pmem == 512 << 20
 
 
 def test_the_default_topology_text_is_the_default():

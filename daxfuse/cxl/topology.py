@@ -64,17 +64,21 @@ def _bad(what: str) -> DaxError:
 
 
 def _size(value, what: str, zero: bool = True) -> int:
-    size = parse_size(str(value)) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    try:
+        size = parse_size(str(value)) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    except DaxError:
+        size = None
     if size is None or size % GRANULE or (not zero and not size) or size > MAX_CAPACITY:
         raise _bad(f"{what} {value!r} is not a {'positive ' if not zero else ''}multiple of 256M up to 1T")
     return size
 
 
-def _memdev(spec, default: MemdevSpec) -> MemdevSpec:
+def _memdev(spec, default: MemdevSpec, empty: bool = False) -> MemdevSpec:
+    """A memdev's sizes, those it does not give default's; empty: may have no capacity (the default)."""
     if not isinstance(spec, dict) or set(spec) - {"ram", "pmem"}:
         raise _bad(f"a memdev is {{\"ram\": SIZE, \"pmem\": SIZE}}, not {spec!r}")
     memdev = MemdevSpec(_size(spec.get("ram", default.ram), "ram"), _size(spec.get("pmem", default.pmem), "pmem"))
-    if not memdev.ram + memdev.pmem:
+    if not empty and not memdev.ram + memdev.pmem:
         raise _bad("a memdev with no capacity")
     return memdev
 
@@ -99,7 +103,7 @@ def _window(spec, bridges: int) -> WindowSpec:
     if kinds not in ("ram", "pmem", "ram+pmem"):
         raise _bad(f"window type {kinds!r} is not ram, pmem or ram+pmem")
     granularity = spec.get("granularity", 4096)
-    if granularity not in GRANULARITIES:
+    if type(granularity) is not int or granularity not in GRANULARITIES:
         raise _bad(f"window granularity {granularity!r} is not a power of 2 from 256 to 16384")
     size = _size(spec.get("size"), "window size", zero=False)
     if size % (GRANULE * len(targets)):
@@ -115,7 +119,7 @@ def parse(text: str) -> Topology:
         raise _bad(f"not JSON ({e})") from None
     if not isinstance(spec, dict) or set(spec) - {"host_bridges", "memdev", "windows"}:
         raise _bad("the top level is {\"host_bridges\", \"memdev\", \"windows\"}")
-    default = _memdev(spec.get("memdev", {"ram": "1G", "pmem": "1G"}), MemdevSpec(0, 0))
+    default = _memdev(spec.get("memdev", {"ram": "1G", "pmem": "1G"}), MemdevSpec(0, 0), empty=True)
     bridges = spec.get("host_bridges")
     if not isinstance(bridges, list) or not 0 < len(bridges) <= MAX_BRIDGES or not all(
             isinstance(b, dict) and set(b) == {"root_ports"} and isinstance(b["root_ports"], list)
