@@ -639,13 +639,15 @@ class CxlBus:
         return port
 
     # --- a memdev's label storage area and poison --------------------------------------------------
-    def check_lsa(self, memdev: Memdev, offset: int, length: int) -> None:
+    @staticmethod
+    def check_lsa(offset: int, length: int) -> None:
+        """A span of a memdev's label storage area: EINVAL past its end."""
         if offset + length > LSA_SIZE:
             raise DaxError(errno.EINVAL, f"{offset:#x}+{length:#x} is past the {LSA_SIZE}-byte label storage area")
 
     def write_lsa(self, name: str, offset: int, data: bytes) -> None:
         memdev = self.memdev(name)
-        self.check_lsa(memdev, offset, len(data))
+        self.check_lsa(offset, len(data))
         old = bytes(memdev.lsa[offset:offset + len(data)])
         memdev.lsa[offset:offset + len(data)] = data
         self.dax.record(lambda: memdev.lsa.__setitem__(slice(offset, offset + len(data)), old))

@@ -99,7 +99,7 @@ class CxlMemFile(IoctlFile):
     async def _get_lsa(self, data: bytes, room: int) -> bytes:
         """GET_LSA {u32 offset, length}."""
         offset, length = struct.unpack("<II", data)
-        self.cxl.check_lsa(self.memdev, offset, length)
+        self.cxl.check_lsa(offset, length)
         if length > room:
             raise DaxError(errno.EINVAL, f"{length} bytes of labels asked into {room}")
         return bytes(self.memdev.lsa[offset:offset + length])
