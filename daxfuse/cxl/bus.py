@@ -563,6 +563,11 @@ class CxlBus:
             raise DaxError(errno.ENODEV, f"{name} is not bound")
         self._kill_regions([memdev])
         self._checkpoint(memdev, *self._chain(memdev))
+        self._unbind_memdev(memdev)
+
+    @staticmethod
+    def _unbind_memdev(memdev: Memdev) -> None:
+        """Unbound from cxl_mem: its endpoint's decoders go, and their DPA with them."""
         memdev.enabled = False
         for d in memdev.endpoint.decoders:
             d.mode, d.dpa_start, d.dpa_size = "none", 0, 0
@@ -593,9 +598,7 @@ class CxlBus:
         self._kill_regions(below)
         self._checkpoint(port, *below, *{p for m in below for p in self._chain(m)})
         for m in below:
-            m.enabled = False
-            for d in m.endpoint.decoders:
-                d.mode, d.dpa_start, d.dpa_size = "none", 0, 0
+            self._unbind_memdev(m)
         port.enabled = False
 
     def enable_port(self, name: str) -> None:
@@ -616,9 +619,7 @@ class CxlBus:
             del self.regions[region.id]
         self._checkpoint(*self.ports.values(), *self.memdevs.values())
         for m in self.memdevs.values():
-            m.enabled = False
-            for d in m.endpoint.decoders:
-                d.mode, d.dpa_start, d.dpa_size = "none", 0, 0
+            self._unbind_memdev(m)
         self.enabled = False
 
     def enable_bus(self) -> None:
